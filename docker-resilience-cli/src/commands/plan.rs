@@ -1,0 +1,19 @@
+//! `drbuild plan`.
+
+use docker_resilience::Plan;
+
+use crate::cli::{Cli, PlanArgs};
+use crate::commands::plan_options;
+use crate::exit::CliError;
+use crate::output;
+
+pub(crate) fn run(cli: &Cli, args: &PlanArgs) -> Result<(), CliError> {
+    let options = plan_options(&args.tree)?;
+    let plan = Plan::for_tree(&args.tree.root, &options)?;
+    if cli.json {
+        output::json(&plan);
+    } else {
+        print!("{}", output::plan_table(&plan));
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! `drbuild`: see `drbuild --help`.
+
+fn main() -> std::process::ExitCode {
+    docker_resilience_cli::main()
+}

@@ -1,0 +1,96 @@
+//! Human tables, JSON documents and log set-up.
+
+use std::fmt::Write as _;
+
+use docker_resilience::Plan;
+use serde::Serialize;
+
+/// Logs go to stderr through `tracing`; `RUST_LOG` overrides the level.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Prints one JSON document on stdout.
+pub fn json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => tracing::error!("cannot encode the report as JSON: {e}"),
+    }
+}
+
+/// References longer than this get a line of their own in tables.
+const NAME_COLUMN_MAX: usize = 48;
+
+/// The plan as a table: each image with every place that needs it.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut out = String::new();
+    let width = plan
+        .images
+        .iter()
+        .map(|i| i.reference.to_string().len())
+        .filter(|&w| w <= NAME_COLUMN_MAX)
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(out, "{:<width$}  SOURCE", "IMAGE");
+    for image in &plan.images {
+        let mut name = image.reference.to_string();
+        if name.len() > width {
+            let _ = writeln!(out, "{name}");
+            name.clear();
+        }
+        for source in &image.sources {
+            let _ = writeln!(
+                out,
+                "{name:<width$}  {}:{} ({})",
+                source.path.display(),
+                source.line,
+                source.kind
+            );
+            name.clear();
+        }
+    }
+    for local in &plan.local {
+        let _ = writeln!(out, "local: {local}");
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(
+            out,
+            "warning: {}:{}: {}",
+            w.path.display(),
+            w.line,
+            w.message
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} external image{}, {} local, {} warning{}",
+        plan.images.len(),
+        plural(plan.images.len()),
+        plan.local.len(),
+        plan.warnings.len(),
+        plural(plan.warnings.len())
+    );
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

@@ -1,0 +1,60 @@
+//! Make Docker image pulls and multi-service builds survive bad networks.
+//!
+//! `docker-resilience` finds every Dockerfile and compose file in a tree, works out
+//! every external image they need — `FROM` with `ARG`s resolved, multi-stage aliases
+//! skipped, `COPY --from=`, `RUN --mount=from=`, `# syntax=`, compose `image:` — and
+//! dedupes them into a [`Plan`].
+//!
+//! # Planning a tree
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use docker_resilience::{Plan, PlanOptions};
+//!
+//! # fn main() -> Result<(), docker_resilience::PlanError> {
+//! let plan = Plan::for_tree(Path::new("."), &PlanOptions::default())?;
+//! for image in &plan.images {
+//!     println!("{}", image.reference);
+//!     for source in &image.sources {
+//!         println!("  {}:{} ({:?})", source.path.display(), source.line, source.kind);
+//!     }
+//! }
+//! for warning in &plan.warnings {
+//!     eprintln!("{}:{}: {}", warning.path.display(), warning.line, warning.message);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Scanning one Dockerfile
+//!
+//! ```
+//! use docker_resilience::{Dockerfile, ScanOptions};
+//!
+//! let text = "ARG GO=1.21\nFROM golang:${GO}-alpine AS build\nFROM scratch\nCOPY --from=build /app /app\n";
+//! let scan = Dockerfile::parse(text)?.scan(&ScanOptions::default())?;
+//! let images: Vec<String> = scan.images.iter().map(|i| i.reference.to_string()).collect();
+//! assert_eq!(images, ["docker.io/library/golang:1.21-alpine"]);
+//! # Ok::<(), docker_resilience::DockerfileError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod compose;
+mod discover;
+mod dockerfile;
+mod expand;
+mod plan;
+mod platform;
+mod reference;
+
+pub use compose::{
+    ComposeBuild, ComposeError, ComposeProject, ComposeService, Located, PublishedPort,
+};
+pub use discover::{discover, DiscoverOptions, Discovery, FileKind, IGNORE_FILE};
+pub use dockerfile::{
+    Dockerfile, DockerfileError, Flag, Heredoc, ImageScan, ImageUse, Instruction, ScanOptions,
+    ScanWarning, Stage, SyntaxDirective,
+};
+pub use plan::{ImageSource, Plan, PlanError, PlanOptions, PlanWarning, PlannedImage, SourceKind};
+pub use platform::{Platform, PlatformError};
+pub use reference::{ImageReference, ReferenceError, DOCKER_HUB};

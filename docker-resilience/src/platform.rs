@@ -1,0 +1,117 @@
+//! Target and build platforms (`linux/amd64`), and BuildKit's automatic platform args.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An OCI platform: operating system, architecture and optional variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platform {
+    /// Operating system, e.g. `linux`.
+    pub os: String,
+    /// Architecture in Go's naming, e.g. `amd64`, `arm64`.
+    pub architecture: String,
+    /// Variant, e.g. `v7` for `linux/arm/v7`.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform of the machine this code runs on (Docker's naming).
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform {
+            os: "linux".to_owned(),
+            architecture: architecture.to_owned(),
+            variant: (architecture == "arm").then(|| "v7".to_owned()),
+        }
+    }
+
+    /// The automatic args BuildKit defines for a platform, with a prefix
+    /// (`BUILD` or `TARGET`): `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH`, `BUILDVARIANT`.
+    pub fn args(&self, prefix: &str) -> [(String, String); 4] {
+        [
+            (format!("{prefix}PLATFORM"), self.to_string()),
+            (format!("{prefix}OS"), self.os.clone()),
+            (format!("{prefix}ARCH"), self.architecture.clone()),
+            (
+                format!("{prefix}VARIANT"),
+                self.variant.clone().unwrap_or_default(),
+            ),
+        ]
+    }
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform::host()
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A platform string that is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform `{0}`: expected `os/arch[/variant]`")]
+pub struct PlatformError(pub String);
+
+impl FromStr for Platform {
+    type Err = PlatformError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: os.to_ascii_lowercase(),
+                architecture: arch.to_ascii_lowercase(),
+                variant: None,
+            }),
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
+                os: os.to_ascii_lowercase(),
+                architecture: arch.to_ascii_lowercase(),
+                variant: Some(variant.to_ascii_lowercase()),
+            }),
+            _ => Err(PlatformError(s.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let p: Platform = "linux/arm64".parse().unwrap();
+        assert_eq!(p.to_string(), "linux/arm64");
+        let p: Platform = "linux/arm/v7".parse().unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v7"));
+        assert!("linux".parse::<Platform>().is_err());
+        assert!("linux//x".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn automatic_args() {
+        let p: Platform = "linux/amd64".parse().unwrap();
+        let args = p.args("TARGET");
+        assert_eq!(args[0], ("TARGETPLATFORM".into(), "linux/amd64".into()));
+        assert_eq!(args[2], ("TARGETARCH".into(), "amd64".into()));
+        assert_eq!(args[3], ("TARGETVARIANT".into(), String::new()));
+    }
+}

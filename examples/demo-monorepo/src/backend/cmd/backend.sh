@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "backend v0.3.6-dev"

@@ -1,0 +1,2 @@
+FROM alpine
+FROM docker.io/Library/Ubuntu:22.04

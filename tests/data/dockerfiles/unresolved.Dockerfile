@@ -1,0 +1,5 @@
+ARG BASE
+FROM ${BASE}
+FROM alpine:${MISSING}
+FROM ubuntu:${V#22}
+FROM nginx:stable
