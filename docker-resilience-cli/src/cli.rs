@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// List every external image the tree needs, with where each comes from.
     Plan(PlanArgs),
+    /// Pull every image of the plan that is not present, surviving flaky networks.
+    Prefetch(PrefetchArgs),
 }
 
 /// Options shared by commands that read a tree.
@@ -54,4 +57,50 @@ pub struct PlanArgs {
     /// The tree.
     #[command(flatten)]
     pub tree: TreeArgs,
+}
+
+/// `drbuild prefetch`.
+#[derive(Debug, Args)]
+pub struct PrefetchArgs {
+    /// The tree.
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// How to pull.
+    #[command(flatten)]
+    pub pull: PullArgs,
+}
+
+/// Options of pulling, shared by the commands that prefetch.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Pulls at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
+    /// Retries after the first attempt, per image (10 attempts in all by default,
+    /// sized from measurement on flaky links).
+    #[arg(long, default_value_t = 9, value_name = "N")]
+    pub retries: u32,
+    /// A mirror for Docker Hub images, `HOST[:PORT][/PREFIX]`, tried in order when an
+    /// image's own registry fails; repeatable. `REGISTRY=MIRROR` mirrors another
+    /// registry (`ghcr.io=ghcr-mirror.example.com`).
+    #[arg(long = "mirror", value_name = "MIRROR")]
+    pub mirrors: Vec<String>,
+    /// Pull present images too (refresh them).
+    #[arg(long)]
+    pub always_pull: bool,
+    /// Cancel and retry a pull that shows no progress for this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+    /// First delay between attempts (doubles each time, with jitter).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_delay: Duration,
+    /// Longest delay between attempts.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Duration,
+    /// Give up on an image after this long.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Do not send credentials from docker's config.
+    #[arg(long)]
+    pub no_credentials: bool,
 }

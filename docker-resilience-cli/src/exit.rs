@@ -1,6 +1,6 @@
 //! The one place where errors become exit codes (documented in `drbuild --help`).
 
-use docker_resilience::PlanError;
+use docker_resilience::{EngineError, PlanError};
 
 /// `drbuild`'s exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum CliError {
     /// The tree could not be planned (invalid input).
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The Docker daemon could not be used.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// A flag's value is invalid.
     #[error("{0}")]
     Usage(String),
@@ -56,7 +59,8 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Plan(_) | CliError::Usage(_) => Exit::Usage,
-            CliError::Failed(_) => Exit::Failed,
+            CliError::Engine(EngineError::Unreachable { .. }) => Exit::DaemonUnreachable,
+            CliError::Engine(_) | CliError::Failed(_) => Exit::Failed,
             CliError::Interrupted => Exit::Interrupted,
         }
     }
@@ -66,6 +70,8 @@ impl CliError {
 pub fn report(result: Result<(), CliError>) -> Exit {
     match result {
         Ok(()) => Exit::Success,
+        // The report is printed already; its last line says what failed.
+        Err(e @ (CliError::Failed(_) | CliError::Interrupted)) => e.exit(),
         Err(e) => {
             eprintln!("error: {e}");
             e.exit()

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod exit;
 mod output;
+mod progress;
 
 pub use cli::Cli;
 pub use exit::{CliError, Exit};

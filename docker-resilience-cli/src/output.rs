@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use docker_resilience::Plan;
+use docker_resilience::{ImageStatus, Plan, PrefetchReport};
 use serde::Serialize;
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` overrides the level.
@@ -19,6 +19,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .try_init();
 }
@@ -93,4 +94,61 @@ fn plural(n: usize) -> &'static str {
     } else {
         "s"
     }
+}
+
+/// The prefetch report as a table, failures explained, totals last.
+pub fn prefetch_table(report: &PrefetchReport) -> String {
+    let mut out = String::new();
+    let width = report
+        .images
+        .iter()
+        .map(|i| i.reference.to_string().len())
+        .filter(|&w| w <= NAME_COLUMN_MAX)
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<7}  {:>8}  {:<16}  TIME",
+        "IMAGE", "STATUS", "ATTEMPTS", "SOURCE"
+    );
+    for r in &report.images {
+        let status = match r.status {
+            ImageStatus::Pulled => "pulled",
+            ImageStatus::Present => "present",
+            ImageStatus::Failed => "failed",
+        };
+        let mut name = r.reference.to_string();
+        if name.len() > width {
+            let _ = writeln!(out, "{name}");
+            name.clear();
+        }
+        let _ = writeln!(
+            out,
+            "{name:<width$}  {status:<7}  {:>8}  {:<16}  {:.1}s",
+            r.attempts,
+            r.source.as_deref().unwrap_or("-"),
+            r.elapsed_ms as f64 / 1000.0
+        );
+        if let Some(error) = &r.error {
+            let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
+            let _ = writeln!(out, "    {error}{class}");
+        }
+    }
+    let s = &report.summary;
+    let _ = writeln!(
+        out,
+        "pulled {}, present {}, failed {} of {}; {} retr{}; {:.1}s",
+        s.pulled,
+        s.present,
+        s.failed,
+        s.total,
+        s.retries,
+        if s.retries == 1 { "y" } else { "ies" },
+        s.elapsed_ms as f64 / 1000.0
+    );
+    if report.interrupted {
+        let _ = writeln!(out, "interrupted: unfinished pulls were cancelled");
+    }
+    out
 }

@@ -39,14 +39,20 @@
 //! ```
 #![deny(missing_docs)]
 
+mod classify;
 mod compose;
 mod discover;
 mod dockerfile;
+mod engine;
 mod expand;
+mod mirror;
 mod plan;
 mod platform;
+mod prefetch;
 mod reference;
+mod retry;
 
+pub use classify::{classify, Classification, ErrorClass};
 pub use compose::{
     ComposeBuild, ComposeError, ComposeProject, ComposeService, Located, PublishedPort,
 };
@@ -55,6 +61,15 @@ pub use dockerfile::{
     Dockerfile, DockerfileError, Flag, Heredoc, ImageScan, ImageUse, Instruction, ScanOptions,
     ScanWarning, Stage, SyntaxDirective,
 };
+pub use engine::{DaemonInfo, DockerEngine, Engine, EngineError, PresentImages, PullEvent};
+pub use mirror::{probe_manifest, Mirror, MirrorError, MirrorSet, ProbeResult};
 pub use plan::{ImageSource, Plan, PlanError, PlanOptions, PlanWarning, PlannedImage, SourceKind};
 pub use platform::{Platform, PlatformError};
+pub use prefetch::{
+    ImageResult, ImageStatus, PrefetchEvent, PrefetchOptions, PrefetchReport, PrefetchSummary,
+    Prefetcher,
+};
 pub use reference::{ImageReference, ReferenceError, DOCKER_HUB};
+pub use retry::{Decision, RetryPolicy, RetrySchedule};
+/// Re-exported so that callers can cancel a [`Prefetcher`] run.
+pub use tokio_util::sync::CancellationToken;

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod plan;
+mod prefetch;
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,26 @@ use crate::exit::CliError;
 pub fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Plan(args) => plan::run(cli, args),
+        Command::Prefetch(args) => runtime()?.block_on(prefetch::run(cli, args)),
     }
+}
+
+/// The async runtime for commands that talk to the daemon.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+}
+
+/// Cancels `token` on Ctrl-C (the command then reports what it did and exits 130).
+pub(crate) fn cancel_on_ctrl_c(token: docker_resilience::CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("interrupted: cancelling in-flight work");
+            token.cancel();
+        }
+    });
 }
 
 /// Plan options from the tree flags.

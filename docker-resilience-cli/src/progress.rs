@@ -1,0 +1,172 @@
+//! Pull progress: bars on a terminal, plain log lines elsewhere (CI logs).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+use docker_resilience::{ImageStatus, PrefetchEvent};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Turns prefetch events into bars or log lines.
+#[derive(Clone)]
+pub struct PullProgress {
+    bars: Option<Arc<Bars>>,
+    quiet: bool,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    images: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl PullProgress {
+    /// Bars when stderr is a terminal and output is not for machines.
+    pub fn new(quiet: bool) -> Self {
+        let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let total = multi.add(ProgressBar::new(0));
+            total.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} images {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            total.set_prefix("prefetch");
+            Arc::new(Bars {
+                multi,
+                total,
+                images: Mutex::new(HashMap::new()),
+            })
+        });
+        PullProgress { bars, quiet }
+    }
+
+    /// Handles one event.
+    pub fn event(&self, event: &PrefetchEvent) {
+        match &self.bars {
+            Some(bars) => bars.event(event),
+            None if !self.quiet => log(event),
+            None => {}
+        }
+    }
+
+    /// Clears the bars.
+    pub fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            bars.total.finish_and_clear();
+            let _ = bars.multi.clear();
+        }
+    }
+}
+
+fn log(event: &PrefetchEvent) {
+    match event {
+        PrefetchEvent::Attempt {
+            image,
+            attempt,
+            source,
+        } => tracing::info!("pulling {image} (attempt {attempt}, from {source})"),
+        PrefetchEvent::AttemptFailed {
+            image,
+            attempt,
+            error,
+            class,
+            retry_in: Some(delay),
+        } => tracing::warn!(
+            "{image}: attempt {attempt} failed ({class}): {error}; retrying in {:.1}s",
+            delay.as_secs_f64()
+        ),
+        PrefetchEvent::SourceSkipped { source } => {
+            tracing::warn!("{source} keeps failing: skipping it for the rest of this run")
+        }
+        PrefetchEvent::Finished(r) => match r.status {
+            ImageStatus::Pulled => tracing::info!(
+                "pulled {} in {:.1}s ({} attempt{})",
+                r.reference,
+                r.elapsed_ms as f64 / 1000.0,
+                r.attempts,
+                if r.attempts == 1 { "" } else { "s" }
+            ),
+            ImageStatus::Present => tracing::info!("present {}", r.reference),
+            ImageStatus::Failed => {
+                tracing::error!("{}", r.error.as_deref().unwrap_or("failed"))
+            }
+        },
+        _ => {}
+    }
+}
+
+impl Bars {
+    fn bar(&self, image: &str) -> ProgressBar {
+        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        images
+            .entry(image.to_owned())
+            .or_insert_with(|| {
+                let bar = self.multi.insert_before(&self.total, ProgressBar::new(0));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>40!} [{bar:30}] {bytes}/{total_bytes} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(image.to_owned());
+                bar
+            })
+            .clone()
+    }
+
+    fn event(&self, event: &PrefetchEvent) {
+        match event {
+            PrefetchEvent::Attempt {
+                image,
+                attempt,
+                source,
+            } => {
+                self.total
+                    .set_length(self.total.length().unwrap_or(0).max(1));
+                let bar = self.bar(&image.familiar());
+                bar.set_message(format!("attempt {attempt} from {source}"));
+            }
+            PrefetchEvent::Progress {
+                image,
+                current,
+                total,
+            } => {
+                let bar = self.bar(&image.familiar());
+                bar.set_length(*total);
+                bar.set_position(*current);
+            }
+            PrefetchEvent::AttemptFailed {
+                image,
+                class,
+                retry_in: Some(delay),
+                ..
+            } => {
+                self.bar(&image.familiar()).set_message(format!(
+                    "{class} error, retry in {:.1}s",
+                    delay.as_secs_f64()
+                ));
+            }
+            PrefetchEvent::SourceSkipped { source } => {
+                let _ = self.multi.println(format!(
+                    "{source} keeps failing: skipping it for the rest of this run"
+                ));
+            }
+            PrefetchEvent::Finished(r) => {
+                self.total.inc_length(1);
+                self.total.inc(1);
+                let bar = self.bar(&r.reference.familiar());
+                let message = match r.status {
+                    ImageStatus::Pulled => format!("pulled ({} attempts)", r.attempts),
+                    ImageStatus::Present => "present".to_owned(),
+                    ImageStatus::Failed => "failed".to_owned(),
+                };
+                bar.finish_with_message(message);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Classifying pull and build errors: retry, retry later, or give up.
+//!
+//! The strings are the ones dockerd and registries really return (see the table
+//! in the project's notes). Anything unknown is treated as transient: on the
+//! networks this crate is for, giving up on a flaky error costs a whole build,
+//! while retrying a permanent one costs a bounded number of attempts.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What kind of failure an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// A network or server hiccup: retry with backoff.
+    Transient,
+    /// The registry's rate limit: retry after a longer wait (`Retry-After` when known).
+    RateLimited,
+    /// Retrying cannot help (missing image, no access, wrong platform, bad reference).
+    Permanent,
+}
+
+impl ErrorClass {
+    /// The name used in reports (`transient`, `rate-limited`, `permanent`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::RateLimited => "rate-limited",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error's class and what else the message tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// The class.
+    pub class: ErrorClass,
+    /// A wait the server asked for (`Retry-After`), when known.
+    pub retry_after: Option<Duration>,
+    /// The daemon could not resolve a registry host: a flaky resolver, or (behind a
+    /// daemon mirror) the fallback to Docker Hub after the mirror failed.
+    pub dns_failure: bool,
+}
+
+const PERMANENT: &[&str] = &[
+    "manifest unknown",
+    "name unknown",
+    "repository does not exist",
+    "pull access denied",
+    "no matching manifest",
+    "invalid reference format",
+    "unauthorized",
+    "denied: ",
+    "requested access to the resource is denied",
+    "no space left on device",
+    "not a valid repository",
+];
+
+const RATE_LIMITED: &[&str] = &["toomanyrequests", "too many requests", "429", "rate limit"];
+
+const DNS: &[&str] = &[
+    "no such host",
+    "temporary failure in name resolution",
+    "server misbehaving",
+];
+
+/// Classifies an error message from dockerd or a registry.
+pub fn classify(message: &str) -> Classification {
+    let lower = message.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    // Network causes win over words like "unauthorized" in `failed to authorize: … EOF`.
+    let network_cause = any(&[
+        "eof",
+        "connection reset",
+        "connection refused",
+        "i/o timeout",
+        "timeout",
+        "request canceled",
+        "deadline exceeded",
+        "broken pipe",
+        "no such host",
+        "tls handshake",
+    ]);
+    let class = if any(RATE_LIMITED) {
+        ErrorClass::RateLimited
+    } else if any(PERMANENT) && !network_cause {
+        ErrorClass::Permanent
+    } else {
+        ErrorClass::Transient
+    };
+    Classification {
+        class,
+        retry_after: retry_after(&lower),
+        dns_failure: class == ErrorClass::Transient && any(DNS),
+    }
+}
+
+/// `Retry-After: N` (seconds) inside a message, if any.
+fn retry_after(lower: &str) -> Option<Duration> {
+    let at = lower.find("retry-after")?;
+    let digits: String = lower[at + "retry-after".len()..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(m: &str) -> ErrorClass {
+        classify(m).class
+    }
+
+    #[test]
+    fn transient_strings() {
+        for m in [
+            r#"Get "https://registry-1.docker.io/v2/": EOF"#,
+            r#"Head "http://127.0.0.1:5001/v2/library/redis/manifests/7-alpine": EOF"#,
+            "unexpected EOF",
+            "read tcp 10.0.0.2:443: connection reset by peer",
+            "dial tcp: i/o timeout",
+            "net/http: TLS handshake timeout",
+            "net/http: request canceled while waiting for connection (Client.Timeout exceeded while awaiting headers)",
+            "context deadline exceeded",
+            "received unexpected HTTP status: 500 Internal Server Error",
+            "received unexpected HTTP status: 502 Bad Gateway",
+            "failed to fetch oauth token: Post \"https://auth.docker.io/token\": EOF",
+            "failed to authorize: failed to fetch anonymous token: unexpected EOF",
+            "stalled: no progress for 30s",
+            "something nobody has seen before",
+        ] {
+            assert_eq!(class(m), ErrorClass::Transient, "{m}");
+        }
+    }
+
+    #[test]
+    fn permanent_strings() {
+        for m in [
+            "manifest for redis:nope not found: manifest unknown: manifest unknown",
+            "pull access denied for acme/private, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            "no matching manifest for linux/arm64/v8 in the manifest list entries",
+            "invalid reference format",
+            "name unknown: repository name not known to registry",
+            "unauthorized: authentication required",
+        ] {
+            assert_eq!(class(m), ErrorClass::Permanent, "{m}");
+        }
+    }
+
+    #[test]
+    fn rate_limited() {
+        let c = classify("toomanyrequests: You have reached your pull rate limit. Retry-After: 7");
+        assert_eq!(c.class, ErrorClass::RateLimited);
+        assert_eq!(c.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(
+            class("received unexpected HTTP status: 429 Too Many Requests"),
+            ErrorClass::RateLimited
+        );
+    }
+
+    #[test]
+    fn dns() {
+        let c = classify(
+            r#"Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on 10.0.0.53:53: no such host"#,
+        );
+        assert_eq!(c.class, ErrorClass::Transient);
+        assert!(c.dns_failure);
+        assert!(!classify("EOF").dns_failure);
+    }
+}

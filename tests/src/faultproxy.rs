@@ -1,0 +1,559 @@
+//! A fault-injecting HTTP/1.1 proxy to put in front of a registry.
+//!
+//! Per request, with given probabilities and a seed, it closes the connection
+//! (EOF), answers 500/502/503, answers 429 with `Retry-After`, stalls, adds
+//! latency, or truncates the response body; rules filter by path kind (base,
+//! manifest, blob, token) and path text. Counters are readable at
+//! `GET /__faultproxy/stats`; `POST /__faultproxy/config` (a JSON [`Config`]) sets the
+//! faults and `POST /__faultproxy/reset` clears them and the counters.
+//!
+//! Each request is forwarded on a new upstream connection and answered with
+//! `Connection: close`, which keeps the proxy simple and exact about what it cuts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const CONTROL_PREFIX: &str = "/__faultproxy/";
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What a request asks the registry for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    /// `/v2/`, the API base (version check).
+    Base,
+    /// `/v2/<name>/manifests/<reference>`.
+    Manifest,
+    /// `/v2/<name>/blobs/<digest>`.
+    Blob,
+    /// A token endpoint.
+    Token,
+    /// Anything else.
+    Other,
+}
+
+impl PathKind {
+    /// Classifies a request path.
+    pub fn of(path: &str) -> PathKind {
+        let path = path.split('?').next().unwrap_or(path);
+        if path == "/v2/" || path == "/v2" {
+            PathKind::Base
+        } else if path.contains("/manifests/") {
+            PathKind::Manifest
+        } else if path.contains("/blobs/") {
+            PathKind::Blob
+        } else if path.contains("token") {
+            PathKind::Token
+        } else {
+            PathKind::Other
+        }
+    }
+}
+
+/// One kind of fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "type")]
+pub enum Fault {
+    /// Close the connection without answering.
+    Eof,
+    /// Answer with this HTTP status (500, 502, 503…) and a registry error body.
+    Status {
+        /// The status code.
+        code: u16,
+    },
+    /// Answer 429 `toomanyrequests` with `Retry-After`.
+    RateLimit {
+        /// Seconds in `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// Wait this long before forwarding.
+    Stall {
+        /// Seconds.
+        secs: u64,
+    },
+    /// Wait this long before forwarding (a slow link rather than a stall).
+    Latency {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Forward, but cut the response body half-way and close.
+    Truncate,
+}
+
+impl Fault {
+    fn name(&self) -> String {
+        match self {
+            Fault::Eof => "eof".into(),
+            Fault::Status { code } => code.to_string(),
+            Fault::RateLimit { .. } => "429".into(),
+            Fault::Stall { .. } => "stall".into(),
+            Fault::Latency { .. } => "latency".into(),
+            Fault::Truncate => "truncate".into(),
+        }
+    }
+}
+
+/// When to inject which faults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rule {
+    /// Path kinds it applies to; empty means all.
+    pub kinds: Vec<PathKind>,
+    /// Only paths containing this text.
+    pub path_contains: Option<String>,
+    /// Chance that it fires on a matching request (0.0–1.0).
+    pub probability: f64,
+    /// Faults to choose from, uniformly, when it fires.
+    pub faults: Vec<Fault>,
+    /// Fire at most this many times.
+    pub times: Option<u64>,
+}
+
+/// The proxy's fault configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Seed of the random choices.
+    pub seed: u64,
+    /// Rules, first firing one wins.
+    pub rules: Vec<Rule>,
+    /// Latency added to every request, in milliseconds.
+    pub latency_ms: u64,
+    /// Refuse every connection with EOF (a mirror that is down).
+    pub down: bool,
+}
+
+/// What the proxy has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests by path kind.
+    pub requests: BTreeMap<String, u64>,
+    /// Faults injected, by fault name (`eof`, `500`, `429`, `stall`, …).
+    pub faults: BTreeMap<String, u64>,
+    /// Requests forwarded to the registry.
+    pub forwarded: u64,
+}
+
+impl Stats {
+    /// Total of all injected faults.
+    pub fn total_faults(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+struct State {
+    config: Config,
+    rng: StdRng,
+    fired: Vec<u64>,
+    stats: Stats,
+}
+
+impl State {
+    fn new(config: Config) -> Self {
+        State {
+            rng: StdRng::seed_from_u64(config.seed),
+            fired: vec![0; config.rules.len()],
+            config,
+            stats: Stats::default(),
+        }
+    }
+
+    fn decide(&mut self, path: &str, kind: PathKind) -> Option<Fault> {
+        for (i, rule) in self.config.rules.iter().enumerate() {
+            if !rule.kinds.is_empty() && !rule.kinds.contains(&kind) {
+                continue;
+            }
+            if rule
+                .path_contains
+                .as_deref()
+                .is_some_and(|t| !path.contains(t))
+            {
+                continue;
+            }
+            if rule.times.is_some_and(|t| self.fired[i] >= t) || rule.faults.is_empty() {
+                continue;
+            }
+            if self.rng.random::<f64>() < rule.probability {
+                self.fired[i] += 1;
+                let pick = self.rng.random_range(0..rule.faults.len());
+                return Some(rule.faults[pick].clone());
+            }
+        }
+        None
+    }
+}
+
+/// Starts a proxy on `listen` forwarding to `upstream`; both must be loopback.
+/// Runs until the process ends.
+pub async fn serve(
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    config: Config,
+) -> std::io::Result<SocketAddr> {
+    for a in [listen, upstream] {
+        if !a.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{a}: the fault proxy only talks to loopback addresses"),
+            ));
+        }
+    }
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(Mutex::new(State::new(config)));
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let _ = handle(conn, upstream, state).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Request {
+    method: String,
+    path: String,
+    head_lines: Vec<String>,
+    body: Vec<u8>,
+}
+
+async fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut first = String::new();
+    if reader.read_line(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or("").to_owned();
+    let path = parts.next().unwrap_or("/").to_owned();
+    let mut head_lines = Vec::new();
+    let mut size = first.len();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).await?;
+        size += n;
+        if n == 0 || size > MAX_HEAD {
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        head_lines.push(line);
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(Request {
+        method,
+        path,
+        head_lines,
+        body,
+    }))
+}
+
+async fn respond(
+    conn: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body).await?;
+    conn.shutdown().await
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        429 => "Too Many Requests",
+        404 => "Not Found",
+        _ => "Error",
+    }
+}
+
+async fn handle(
+    conn: TcpStream,
+    upstream: SocketAddr,
+    state: Arc<Mutex<State>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn);
+    let Some(request) = read_request(&mut reader).await? else {
+        return Ok(());
+    };
+    let mut conn = reader.into_inner();
+
+    if let Some(control) = request.path.strip_prefix(CONTROL_PREFIX) {
+        return control_request(&mut conn, &request.method, control, &request.body, &state).await;
+    }
+
+    let kind = PathKind::of(&request.path);
+    let (fault, latency) = {
+        let mut s = lock(&state);
+        *s.stats
+            .requests
+            .entry(format!("{kind:?}").to_lowercase())
+            .or_default() += 1;
+        let fault = if s.config.down {
+            Some(Fault::Eof)
+        } else {
+            s.decide(&request.path, kind)
+        };
+        if let Some(f) = &fault {
+            *s.stats.faults.entry(f.name()).or_default() += 1;
+        }
+        (fault, s.config.latency_ms)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let mut truncate = false;
+    match fault {
+        Some(Fault::Eof) => return Ok(()), // dropping the connection is the EOF
+        Some(Fault::Status { code }) => {
+            let body =
+                format!(r#"{{"errors":[{{"code":"UNKNOWN","message":"injected {code}"}}]}}"#);
+            let status = format!("{code} {}", reason(code));
+            return respond(
+                &mut conn,
+                &status,
+                &[("Content-Type", "application/json".into())],
+                body.as_bytes(),
+            )
+            .await;
+        }
+        Some(Fault::RateLimit { retry_after_secs }) => {
+            let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}"#;
+            return respond(
+                &mut conn,
+                "429 Too Many Requests",
+                &[
+                    ("Content-Type", "application/json".into()),
+                    ("Retry-After", retry_after_secs.to_string()),
+                ],
+                body.as_bytes(),
+            )
+            .await;
+        }
+        Some(Fault::Stall { secs }) => tokio::time::sleep(Duration::from_secs(secs)).await,
+        Some(Fault::Latency { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(Fault::Truncate) => truncate = true,
+        None => {}
+    }
+    forward(conn, upstream, request, truncate, &state).await
+}
+
+async fn forward(
+    mut conn: TcpStream,
+    upstream: SocketAddr,
+    request: Request,
+    truncate: bool,
+    state: &Arc<Mutex<State>>,
+) -> std::io::Result<()> {
+    let mut up = match TcpStream::connect(upstream).await {
+        Ok(up) => up,
+        Err(_) => {
+            return respond(&mut conn, "502 Bad Gateway", &[], b"upstream unreachable").await;
+        }
+    };
+    let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.path);
+    for line in &request.head_lines {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if ["connection", "keep-alive", "proxy-connection"]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
+            continue;
+        }
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    up.write_all(head.as_bytes()).await?;
+    up.write_all(&request.body).await?;
+    lock(state).stats.forwarded += 1;
+
+    let mut up = BufReader::new(up);
+    let mut response_head = String::new();
+    let mut content_length: Option<u64> = None;
+    loop {
+        let mut line = String::new();
+        if up.read_line(&mut line).await? == 0 {
+            break;
+        }
+        let trimmed = line.trim_end_matches(['\r', '\n']);
+        if trimmed.is_empty() {
+            break;
+        }
+        let name = trimmed.split(':').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = trimmed
+                .split_once(':')
+                .and_then(|(_, v)| v.trim().parse().ok());
+        }
+        response_head.push_str(trimmed);
+        response_head.push_str("\r\n");
+    }
+    response_head.push_str("Connection: close\r\n\r\n");
+    conn.write_all(response_head.as_bytes()).await?;
+    let is_head = request.method.eq_ignore_ascii_case("HEAD");
+    if truncate && !is_head {
+        let half = content_length.unwrap_or(0) / 2;
+        let mut limited = (&mut up).take(half);
+        tokio::io::copy(&mut limited, &mut conn).await?;
+        conn.flush().await?;
+        // Drop without a clean shutdown: the client sees the body end early.
+        return Ok(());
+    }
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
+}
+
+async fn control_request(
+    conn: &mut TcpStream,
+    method: &str,
+    what: &str,
+    body: &[u8],
+    state: &Arc<Mutex<State>>,
+) -> std::io::Result<()> {
+    let json = [("Content-Type", "application/json".to_owned())];
+    match (method, what) {
+        ("GET", "stats") => {
+            let stats = {
+                let s = lock(state);
+                serde_json::to_vec(&s.stats).unwrap_or_default()
+            };
+            respond(conn, "200 OK", &json, &stats).await
+        }
+        ("GET", "config") => {
+            let config = {
+                let s = lock(state);
+                serde_json::to_vec(&s.config).unwrap_or_default()
+            };
+            respond(conn, "200 OK", &json, &config).await
+        }
+        ("POST", "config") => match serde_json::from_slice::<Config>(body) {
+            Ok(config) => {
+                {
+                    let mut s = lock(state);
+                    let stats = std::mem::take(&mut s.stats);
+                    *s = State::new(config);
+                    s.stats = stats;
+                }
+                respond(conn, "200 OK", &json, b"{}").await
+            }
+            Err(e) => respond(conn, "400 Bad Request", &[], e.to_string().as_bytes()).await,
+        },
+        ("POST", "reset") => {
+            *lock(state) = State::new(Config::default());
+            respond(conn, "200 OK", &json, b"{}").await
+        }
+        _ => respond(conn, "404 Not Found", &[], b"unknown control request").await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        assert_eq!(PathKind::of("/v2/"), PathKind::Base);
+        assert_eq!(
+            PathKind::of("/v2/library/redis/manifests/7-alpine"),
+            PathKind::Manifest
+        );
+        assert_eq!(
+            PathKind::of("/v2/library/redis/blobs/sha256:ab"),
+            PathKind::Blob
+        );
+        assert_eq!(PathKind::of("/token?scope=x"), PathKind::Token);
+    }
+
+    #[test]
+    fn seeded_decisions_repeat() {
+        let config = Config {
+            seed: 7,
+            rules: vec![Rule {
+                kinds: vec![PathKind::Manifest],
+                probability: 0.3,
+                faults: vec![
+                    Fault::Eof,
+                    Fault::Status { code: 500 },
+                    Fault::RateLimit {
+                        retry_after_secs: 1,
+                    },
+                ],
+                ..Rule::default()
+            }],
+            ..Config::default()
+        };
+        let run = || {
+            let mut s = State::new(config.clone());
+            (0..200)
+                .map(|_| {
+                    s.decide("/v2/x/manifests/1", PathKind::Manifest)
+                        .map(|f| f.name())
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run());
+        let fired = a.iter().filter(|f| f.is_some()).count();
+        assert!((40..=80).contains(&fired), "about 30% of 200: {fired}");
+        let mut s = State::new(config.clone());
+        assert!((0..100).all(|_| s.decide("/v2/x/blobs/y", PathKind::Blob).is_none()));
+    }
+
+    #[test]
+    fn times_limits_firing() {
+        let mut s = State::new(Config {
+            rules: vec![Rule {
+                probability: 1.0,
+                faults: vec![Fault::Eof],
+                times: Some(2),
+                ..Rule::default()
+            }],
+            ..Config::default()
+        });
+        let fired = (0..5)
+            .filter(|_| s.decide("/v2/", PathKind::Base).is_some())
+            .count();
+        assert_eq!(fired, 2);
+    }
+}
