@@ -21,9 +21,10 @@ struct Bars {
 }
 
 impl PullProgress {
-    /// Bars when stderr is a terminal and output is not for machines.
-    pub fn new(quiet: bool) -> Self {
-        let bars = (!quiet && std::io::stderr().is_terminal()).then(|| {
+    /// Bars when stderr is a terminal and `bars` allows them (not under `--json`);
+    /// plain log lines otherwise, none when `quiet`.
+    pub fn new(quiet: bool, bars: bool) -> Self {
+        let bars = (bars && !quiet && std::io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let total = multi.add(ProgressBar::new(0));
             total.set_style(

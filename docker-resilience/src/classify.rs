@@ -48,6 +48,10 @@ pub struct Classification {
     /// The daemon could not resolve a registry host: a flaky resolver, or (behind a
     /// daemon mirror) the fallback to Docker Hub after the mirror failed.
     pub dns_failure: bool,
+    /// The daemon failed to reach Docker Hub itself (`registry-1.docker.io`,
+    /// `auth.docker.io`): behind a daemon mirror, that is dockerd's fallback after
+    /// the mirror failed, and the message says nothing about what the mirror did.
+    pub docker_hub_unreachable: bool,
 }
 
 const PERMANENT: &[&str] = &[
@@ -100,6 +104,9 @@ pub fn classify(message: &str) -> Classification {
         class,
         retry_after: retry_after(&lower),
         dns_failure: class == ErrorClass::Transient && any(DNS),
+        docker_hub_unreachable: class == ErrorClass::Transient
+            && network_cause
+            && any(&["registry-1.docker.io", "auth.docker.io", "index.docker.io"]),
     }
 }
 
@@ -177,5 +184,12 @@ mod tests {
         assert_eq!(c.class, ErrorClass::Transient);
         assert!(c.dns_failure);
         assert!(!classify("EOF").dns_failure);
+        assert!(c.docker_hub_unreachable);
+        let refused = classify(
+            r#"Get "https://registry-1.docker.io/v2/": dial tcp 127.0.0.1:443: connect: connection refused"#,
+        );
+        assert_eq!(refused.class, ErrorClass::Transient);
+        assert!(refused.docker_hub_unreachable && !refused.dns_failure);
+        assert!(!classify("EOF").docker_hub_unreachable);
     }
 }

@@ -411,12 +411,13 @@ impl<E: Engine> Prefetcher<E> {
             };
             let mut message = error.to_string();
             let mut classification = classify(&message);
-            let behind_daemon_mirror = classification.dns_failure
+            let behind_daemon_mirror = (classification.dns_failure
+                || classification.docker_hub_unreachable)
                 && matches!(source, Source::Own(_))
                 && image.is_docker_hub()
                 && !self.options.daemon_mirrors.is_empty();
             if behind_daemon_mirror {
-                // dockerd reports only its fallback's DNS error whatever the mirror did:
+                // dockerd reports only its fallback's error whatever the mirror did:
                 // ask the mirror itself.
                 match self.probe_daemon_mirrors(image).await {
                     Some((mirror, ProbeResult::Missing)) => {

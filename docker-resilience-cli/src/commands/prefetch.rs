@@ -35,7 +35,7 @@ pub(crate) async fn prefetch(
     let options = prefetch_options(pull, info.mirrors)?;
     let token = CancellationToken::new();
     cancel_on_ctrl_c(token.clone());
-    let progress = PullProgress::new(cli.json || cli.quiet);
+    let progress = PullProgress::new(cli.quiet, !cli.json);
     let sink = progress.clone();
     let report = Prefetcher::new(engine.with_credentials(!pull.no_credentials), options)
         .on_event(move |event| sink.event(event))

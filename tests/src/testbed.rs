@@ -1,0 +1,213 @@
+//! The local Docker world (`scripts/testbed`) as the tests see it.
+//!
+//! [`Testbed::get`] brings the world up once per test process (the script is
+//! idempotent) and hands out a guard: the tests share one daemon and one fault
+//! proxy, so they run one at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use crate::faultproxy::{Config, Stats};
+
+/// The running test bed.
+#[derive(Debug)]
+pub struct Testbed {
+    /// `DOCKER_HOST` of the test daemon.
+    pub docker_host: String,
+    /// The registry, `127.0.0.1:PORT`.
+    pub registry: String,
+    /// The fault proxy (the daemon's registry mirror), `127.0.0.1:PORT`.
+    pub proxy: String,
+    drbuild: PathBuf,
+    lock: Mutex<()>,
+}
+
+/// Exclusive use of the test bed for one test.
+#[derive(Debug)]
+pub struct Session<'a> {
+    /// The test bed.
+    pub bed: &'a Testbed,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for Session<'_> {
+    type Target = Testbed;
+    fn deref(&self) -> &Testbed {
+        self.bed
+    }
+}
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// A fixture under `tests/data/`.
+pub fn data(path: &str) -> PathBuf {
+    repo_root().join("tests/data").join(path)
+}
+
+fn run_checked(command: &mut Command, what: &str) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Testbed {
+    /// Brings the test bed up (once per process) and takes exclusive use of it.
+    pub fn get() -> Session<'static> {
+        static BED: OnceLock<Testbed> = OnceLock::new();
+        let bed = BED.get_or_init(Testbed::start);
+        let guard = bed.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let session = Session { bed, _guard: guard };
+        session.reset_faults();
+        session
+    }
+
+    fn start() -> Testbed {
+        let root = repo_root();
+        run_checked(
+            Command::new(root.join("scripts/testbed")).arg("up"),
+            "scripts/testbed up",
+        );
+        let env = run_checked(
+            Command::new(root.join("scripts/testbed")).arg("env"),
+            "scripts/testbed env",
+        );
+        let env = String::from_utf8_lossy(&env.stdout);
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("{name} missing from scripts/testbed env"))
+                .to_owned()
+        };
+        run_checked(
+            Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "docker-resilience-cli",
+                    "--bin",
+                    "drbuild",
+                ])
+                .current_dir(&root),
+            "cargo build drbuild",
+        );
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        Testbed {
+            docker_host: var("DOCKER_HOST"),
+            registry: var("DRBUILD_TESTBED_REGISTRY"),
+            proxy: var("DRBUILD_TESTBED_PROXY"),
+            drbuild: target.join("debug/drbuild"),
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Session<'_> {
+    /// `drbuild ARGS` against the test daemon; returns exit code, stdout, stderr.
+    pub fn drbuild(&self, args: &[&str]) -> (i32, String, String) {
+        self.drbuild_env(args, &[])
+    }
+
+    /// `drbuild ARGS` with extra environment variables.
+    pub fn drbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let out = Command::new(&self.bed.drbuild)
+            .args(args)
+            .env("DOCKER_HOST", &self.bed.docker_host)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run drbuild");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `docker ARGS` against the test daemon (Debian's client, which matches its daemon).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let bin = if Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        };
+        Command::new(bin)
+            .args(args)
+            .env("DOCKER_HOST", &self.bed.docker_host)
+            .output()
+            .expect("run docker")
+    }
+
+    /// Removes images by name (missing ones are fine).
+    pub fn remove_images(&self, names: &[&str]) {
+        for name in names {
+            let _ = self.docker(&["rmi", "-f", name]);
+        }
+    }
+
+    /// Whether the daemon has an image by this name.
+    pub fn has_image(&self, name: &str) -> bool {
+        self.docker(&["image", "inspect", name]).status.success()
+    }
+
+    fn control(&self, method: &str, what: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let mut conn =
+            std::net::TcpStream::connect(&self.bed.proxy).expect("connect to the fault proxy");
+        conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            conn,
+            "{method} /__faultproxy/{what} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.bed.proxy,
+            body.len()
+        )
+        .expect("write to the fault proxy");
+        let mut response = String::new();
+        conn.read_to_string(&mut response)
+            .expect("read the fault proxy's answer");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "fault proxy: {response}"
+        );
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Sets the proxy's faults (counters keep counting).
+    pub fn set_faults(&self, config: &Config) {
+        self.control(
+            "POST",
+            "config",
+            &serde_json::to_string(config).expect("config as JSON"),
+        );
+    }
+
+    /// No faults, counters cleared.
+    pub fn reset_faults(&self) {
+        self.control("POST", "reset", "");
+    }
+
+    /// The proxy's counters.
+    pub fn stats(&self) -> Stats {
+        serde_json::from_str(&self.control("GET", "stats", "")).expect("stats as JSON")
+    }
+}

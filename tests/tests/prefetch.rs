@@ -1,0 +1,276 @@
+//! `drbuild prefetch` against the real daemon, the real registry and the fault proxy.
+
+use std::time::{Duration, Instant};
+
+use docker_resilience_tests::faultproxy::{Config, Fault, PathKind, Rule};
+use docker_resilience_tests::testbed::{data, Session, Testbed};
+use serde_json::Value;
+
+const THIRTEEN: [&str; 13] = [
+    "ubuntu:22.04",
+    "nginx:stable",
+    "nginx:stable-alpine",
+    "node:18-alpine",
+    "golang:1.21-alpine",
+    "golang:1.20-alpine",
+    "postgres:15-alpine",
+    "redis:7-alpine",
+    "python:3.11-slim",
+    "alpine:latest",
+    "alpine:3.18",
+    "busybox:1.36",
+    "debian:bookworm-slim",
+];
+
+/// Quick delays: the registry is local, the faults are ours.
+const QUICK: [&str; 4] = ["--retry-delay", "100ms", "--retry-max-delay", "1s"];
+
+fn prefetch_json(bed: &Session<'_>, root: &str, extra: &[&str]) -> (i32, Value, String) {
+    let root = data(root);
+    let mut args = vec!["prefetch", root.to_str().expect("utf-8 path"), "--json"];
+    args.extend_from_slice(&QUICK);
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = bed.drbuild(&args);
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    (code, doc, stderr)
+}
+
+fn manifest_faults(seed: u64, probability: f64) -> Config {
+    Config {
+        seed,
+        rules: vec![Rule {
+            kinds: vec![PathKind::Manifest],
+            probability,
+            faults: vec![
+                Fault::Eof,
+                Fault::Status { code: 500 },
+                Fault::RateLimit {
+                    retry_after_secs: 1,
+                },
+            ],
+            ..Rule::default()
+        }],
+        ..Config::default()
+    }
+}
+
+fn statuses(doc: &Value) -> Vec<(String, String)> {
+    doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            (
+                i["reference"].as_str().unwrap_or_default().to_owned(),
+                i["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn thirty_percent_manifest_faults_every_image_in_ten_seeded_runs() {
+    let bed = Testbed::get();
+    let mut injected = 0;
+    let mut retries = 0;
+    for seed in 1..=10 {
+        bed.remove_images(&THIRTEEN);
+        bed.reset_faults();
+        bed.set_faults(&manifest_faults(seed, 0.3));
+        let (code, doc, stderr) = prefetch_json(&bed, "thirteen", &[]);
+        let stats = bed.stats();
+        assert_eq!(code, 0, "seed {seed}: {doc}\n{stderr}");
+        assert_eq!(doc["summary"]["total"], 13, "seed {seed}");
+        assert_eq!(
+            doc["summary"]["pulled"],
+            13,
+            "seed {seed}: {:?}",
+            statuses(&doc)
+        );
+        assert_eq!(doc["summary"]["failed"], 0, "seed {seed}");
+        for name in THIRTEEN {
+            assert!(bed.has_image(name), "seed {seed}: {name} missing");
+        }
+        injected += stats.total_faults();
+        retries += doc["summary"]["retries"].as_u64().unwrap_or(0);
+    }
+    // The faults really happened, and the retries are what overcame them.
+    assert!(injected >= 20, "only {injected} faults injected in 10 runs");
+    assert!(retries >= 10, "only {retries} retries in 10 runs");
+    bed.reset_faults();
+}
+
+#[test]
+fn blob_faults_and_a_stall_still_complete() {
+    let bed = Testbed::get();
+    bed.remove_images(&THIRTEEN);
+    bed.set_faults(&Config {
+        seed: 11,
+        rules: vec![
+            // One manifest request stalls far longer than the stall timeout.
+            Rule {
+                kinds: vec![PathKind::Manifest],
+                path_contains: Some("/library/redis/".into()),
+                probability: 1.0,
+                faults: vec![Fault::Stall { secs: 60 }],
+                times: Some(1),
+            },
+            Rule {
+                kinds: vec![PathKind::Blob],
+                probability: 0.3,
+                faults: vec![Fault::Eof, Fault::Truncate, Fault::Status { code: 503 }],
+                ..Rule::default()
+            },
+        ],
+        ..Config::default()
+    });
+    let started = Instant::now();
+    let (code, doc, stderr) = prefetch_json(&bed, "thirteen", &["--stall-timeout", "3s"]);
+    let elapsed = started.elapsed();
+    let stats = bed.stats();
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["pulled"], 13, "{:?}", statuses(&doc));
+    assert_eq!(stats.faults.get("stall"), Some(&1), "{stats:?}");
+    assert!(
+        stats
+            .faults
+            .keys()
+            .any(|k| k == "eof" || k == "truncate" || k == "503"),
+        "{stats:?}"
+    );
+    assert!(stderr.contains("stalled: no progress for 3s"), "{stderr}");
+    let redis = doc["images"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|i| i["reference"] == "docker.io/library/redis:7-alpine")
+        })
+        .expect("redis in the report");
+    assert!(redis["attempts"].as_u64() >= Some(2), "{redis}");
+    // Detected at the stall timeout, not after the 60 s stall.
+    assert!(elapsed < Duration::from_secs(45), "took {elapsed:?}");
+    bed.reset_faults();
+}
+
+#[test]
+fn a_missing_image_fails_in_one_attempt_and_the_rest_are_pulled() {
+    let bed = Testbed::get();
+    bed.remove_images(&["alpine:3.18", "busybox:1.36"]);
+    let (code, doc, stderr) = prefetch_json(&bed, "missing-image", &[]);
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let images = doc["images"].as_array().expect("images");
+    let missing = images
+        .iter()
+        .find(|i| i["reference"] == "docker.io/acme/does-not-exist:1.0")
+        .expect("the missing image is reported");
+    assert_eq!(missing["status"], "failed");
+    assert_eq!(missing["attempts"], 1);
+    assert_eq!(missing["error_class"], "permanent");
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("manifest unknown"),
+        "{missing}"
+    );
+    assert_eq!(doc["summary"]["pulled"], 2, "{doc}");
+    assert!(bed.has_image("alpine:3.18") && bed.has_image("busybox:1.36"));
+}
+
+#[test]
+fn mirror_down_falls_back_to_the_mirror_flag() {
+    let bed = Testbed::get();
+    bed.remove_images(&THIRTEEN);
+    // The daemon's mirror is down: every pull through the daemon fails.
+    bed.set_faults(&Config {
+        down: true,
+        ..Config::default()
+    });
+    let mirror = bed.registry.clone();
+    let (code, doc, stderr) = prefetch_json(&bed, "thirteen", &["--mirror", &mirror]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["pulled"], 13);
+    for image in doc["images"].as_array().expect("images") {
+        assert_eq!(image["source"], mirror.as_str(), "{image}");
+    }
+    for name in THIRTEEN {
+        assert!(bed.has_image(name), "{name} not present under its own name");
+        assert!(
+            !bed.has_image(&format!("{mirror}/library/{name}")),
+            "the mirror's name for {name} should be removed"
+        );
+    }
+    // The dead source is skipped after a few failures rather than tried for every image.
+    assert!(stderr.contains("keeps failing: skipping it"), "{stderr}");
+    let own_attempts = stderr.matches("from docker.io)").count();
+    assert!(
+        own_attempts <= 8,
+        "docker.io tried {own_attempts} times:\n{stderr}"
+    );
+    bed.reset_faults();
+}
+
+#[test]
+fn all_present_is_a_no_op() {
+    let bed = Testbed::get();
+    let (code, _, stderr) = prefetch_json(&bed, "thirteen", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let before = bed.stats();
+    let (code, doc, _) = prefetch_json(&bed, "thirteen", &[]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["summary"]["present"], 13, "{doc}");
+    assert_eq!(doc["summary"]["pulled"], 0);
+    assert_eq!(
+        bed.stats().forwarded,
+        before.forwarded,
+        "a no-op must not touch the registry"
+    );
+}
+
+#[test]
+fn no_daemon_exits_3_with_how_to_start_one() {
+    let bed = Testbed::get();
+    let root = data("thirteen");
+    let (code, stdout, stderr) = bed.drbuild_env(
+        &["prefetch", root.to_str().expect("utf-8")],
+        &[("DOCKER_HOST", "unix:///tmp/drbuild-no-such-daemon.sock")],
+    );
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Docker daemon"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("start it"), "{stderr}");
+}
+
+#[test]
+fn human_output_ends_with_totals() {
+    let bed = Testbed::get();
+    bed.remove_images(&["redis:7-alpine"]);
+    bed.set_faults(&Config {
+        rules: vec![Rule {
+            kinds: vec![PathKind::Manifest],
+            path_contains: Some("/library/redis/".into()),
+            probability: 1.0,
+            // dockerd retries a mirror's 5xx/429 on its own; a dropped connection reaches us.
+            faults: vec![Fault::Eof],
+            times: Some(1),
+        }],
+        ..Config::default()
+    });
+    let root = data("thirteen");
+    let mut args = vec!["prefetch", root.to_str().expect("utf-8")];
+    args.extend_from_slice(&QUICK);
+    let (code, stdout, stderr) = bed.drbuild(&args);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("pulled 1, present 12, failed 0 of 13; 1 retry;"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("docker.io/library/redis:7-alpine"),
+        "{stdout}"
+    );
+    bed.reset_faults();
+}
