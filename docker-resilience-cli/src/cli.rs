@@ -32,6 +32,79 @@ pub enum Command {
     Plan(PlanArgs),
     /// Pull every image of the plan that is not present, surviving flaky networks.
     Prefetch(PrefetchArgs),
+    /// Build every service in dependency order, prefetching base images first.
+    BuildAll(BuildAllArgs),
+    /// Build the named services (and nothing else).
+    Build(BuildArgs),
+}
+
+/// Options of the commands that build.
+#[derive(Debug, Clone, Args)]
+pub struct BuildFlags {
+    /// Services built at once (default 2, or `jobs` in drbuild.yaml).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Rebuild every service, without the build cache.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip services whose image already exists (reported `up-to-date`).
+    #[arg(long, conflicts_with = "force")]
+    pub missing_only: bool,
+    /// Network for RUN steps (`none`, `host`, a network name).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+    /// Stop starting builds after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Retries of a build that failed for a transient reason (network), per service.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub build_retries: u32,
+    /// Pulls at once while prefetching.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub pull_jobs: usize,
+    /// Do not prefetch base images first.
+    #[arg(long)]
+    pub no_prefetch: bool,
+}
+
+/// `drbuild build-all`.
+#[derive(Debug, Args)]
+pub struct BuildAllArgs {
+    /// The tree.
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// Build only these services (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Do not build these services (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub skip: Vec<String>,
+    /// How to build.
+    #[command(flatten)]
+    pub build: BuildFlags,
+    /// How to pull.
+    #[command(flatten)]
+    pub pull: PullArgs,
+}
+
+/// `drbuild build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The services to build.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The tree.
+    #[arg(long, short = 'C', default_value = ".")]
+    pub root: PathBuf,
+    /// A build arg for every Dockerfile of the plan (`KEY=VALUE`).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// How to build.
+    #[command(flatten)]
+    pub build: BuildFlags,
+    /// How to pull.
+    #[command(flatten)]
+    pub pull: PullArgs,
 }
 
 /// Options shared by commands that read a tree.
@@ -65,6 +138,9 @@ pub struct PrefetchArgs {
     /// The tree.
     #[command(flatten)]
     pub tree: TreeArgs,
+    /// Pulls at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
     /// How to pull.
     #[command(flatten)]
     pub pull: PullArgs,
@@ -73,9 +149,6 @@ pub struct PrefetchArgs {
 /// Options of pulling, shared by the commands that prefetch.
 #[derive(Debug, Clone, Args)]
 pub struct PullArgs {
-    /// Pulls at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub jobs: usize,
     /// Retries after the first attempt, per image (10 attempts in all by default,
     /// sized from measurement on flaky links).
     #[arg(long, default_value_t = 9, value_name = "N")]

@@ -1,6 +1,6 @@
 //! The one place where errors become exit codes (documented in `drbuild --help`).
 
-use docker_resilience::{EngineError, PlanError};
+use docker_resilience::{EngineError, PlanError, ServiceError};
 
 /// `drbuild`'s exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum CliError {
     /// The tree could not be planned (invalid input).
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The services or `drbuild.yaml` are invalid (a cycle, an unknown service…).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The Docker daemon could not be used.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -58,7 +61,7 @@ impl CliError {
     /// The exit code for this error.
     pub fn exit(&self) -> Exit {
         match self {
-            CliError::Plan(_) | CliError::Usage(_) => Exit::Usage,
+            CliError::Plan(_) | CliError::Service(_) | CliError::Usage(_) => Exit::Usage,
             CliError::Engine(EngineError::Unreachable { .. }) => Exit::DaemonUnreachable,
             CliError::Engine(_) | CliError::Failed(_) => Exit::Failed,
             CliError::Interrupted => Exit::Interrupted,

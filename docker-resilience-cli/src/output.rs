@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use docker_resilience::{ImageStatus, Plan, PrefetchReport};
+use docker_resilience::{BuildReport, ImageStatus, Plan, PrefetchReport, ServiceStatus};
 use serde::Serialize;
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` overrides the level.
@@ -150,5 +150,92 @@ pub fn prefetch_table(report: &PrefetchReport) -> String {
     if report.interrupted {
         let _ = writeln!(out, "interrupted: unfinished pulls were cancelled");
     }
+    out
+}
+
+/// The summary of a build run: a table, each failure's step and last output lines,
+/// and a last line like `built 9/11; failed: backend-init, apphub`.
+pub fn build_table(report: &BuildReport) -> String {
+    let mut out = String::new();
+    let width = report
+        .services
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<10}  {:>8}  {:>7}  IMAGE",
+        "SERVICE", "STATUS", "ATTEMPTS", "TIME"
+    );
+    for r in &report.services {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<10}  {:>8}  {:>6.1}s  {}",
+            r.name,
+            r.status.as_str(),
+            r.attempts,
+            r.elapsed_ms as f64 / 1000.0,
+            r.image
+        );
+    }
+    for r in report
+        .services
+        .iter()
+        .filter(|r| r.status == ServiceStatus::Failed)
+    {
+        let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
+        let _ = writeln!(out);
+        match &r.step {
+            Some(step) => {
+                let _ = writeln!(
+                    out,
+                    "{} failed at `{step}`{class} after {} attempt(s):",
+                    r.name, r.attempts
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{} failed{class} after {} attempt(s):",
+                    r.name, r.attempts
+                );
+            }
+        }
+        for line in &r.last_lines {
+            let _ = writeln!(out, "    {line}");
+        }
+        if let Some(error) = &r.error {
+            let _ = writeln!(out, "  error: {error}");
+        }
+        if let Some(hint) = &r.hint {
+            let _ = writeln!(out, "  hint: {hint}");
+        }
+    }
+    let names = |status: ServiceStatus| {
+        report
+            .services
+            .iter()
+            .filter(|r| r.status == status)
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let s = &report.summary;
+    let mut last = format!("built {}/{}", s.built, s.total);
+    if s.up_to_date > 0 {
+        let _ = write!(last, "; up-to-date {}", s.up_to_date);
+    }
+    if s.failed > 0 {
+        let _ = write!(last, "; failed: {}", names(ServiceStatus::Failed));
+    }
+    if s.skipped > 0 {
+        let _ = write!(last, "; skipped: {}", names(ServiceStatus::Skipped));
+    }
+    if report.interrupted {
+        last.push_str("; interrupted");
+    }
+    let _ = writeln!(out, "{last}");
     out
 }

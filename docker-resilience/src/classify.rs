@@ -110,6 +110,114 @@ pub fn classify(message: &str) -> Classification {
     }
 }
 
+/// Output of a build step that says the network failed, not the step (seed 004:
+/// apt, apk, pip and npm behind a flaky mirror).
+const STEP_NETWORK: &[&str] = &[
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway time",
+    "connection reset by peer",
+    "temporary failure resolving",
+    "temporary failure in name resolution",
+    "could not resolve host",
+    "tls handshake timeout",
+    "unexpected eof",
+    "connection timed out",
+    "network is unreachable",
+    "econnreset",
+    "etimedout",
+    "eai_again",
+    "read timed out",
+    "remote end closed connection",
+];
+
+/// Classifies a failed build from the daemon's message and the failing step's last
+/// output lines; returns the class and, when we know one, a hint.
+///
+/// A base-image pull error is classified like a pull; a step whose output shows a
+/// network fault is transient; `exec format error` and a heredoc that the daemon's
+/// built-in frontend cannot parse are permanent with a hint; any other failing
+/// step is permanent (its command failed; running it again will not help).
+pub fn classify_build(
+    message: &str,
+    last_lines: &[String],
+    dockerfile: Option<&str>,
+) -> (ErrorClass, Option<String>) {
+    // apt prints `500  Internal Server Error`: compare with single spaces.
+    let squash = |t: &str| {
+        t.split(' ')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let lower = squash(&message.to_ascii_lowercase());
+    let tail = squash(&last_lines.join("\n").to_ascii_lowercase());
+    if lower.contains("exec format error") || tail.contains("exec format error") {
+        return (
+            ErrorClass::Permanent,
+            Some("a binary in the image was built for another CPU architecture or OS (a macOS or arm64 binary in a linux/amd64 image?): rebuild it for the image's platform, or set the service's `platform`".into()),
+        );
+    }
+    let has_heredoc = dockerfile.is_some_and(|text| {
+        text.lines().any(|l| {
+            let t = l.trim_start();
+            !t.starts_with('#')
+                && t.contains("<<")
+                && t.split_whitespace().next().is_some_and(|k| {
+                    ["RUN", "COPY", "ADD"].contains(&k.to_ascii_uppercase().as_str())
+                })
+        })
+    });
+    if lower.contains("unknown instruction") && has_heredoc {
+        return (
+            ErrorClass::Permanent,
+            Some("the daemon's built-in Dockerfile frontend does not support heredocs: add `# syntax=docker/dockerfile:1.4` (or newer) as the Dockerfile's first line, or use a newer daemon (Docker 23+)".into()),
+        );
+    }
+    let pull = [
+        "failed to resolve reference",
+        "failed to do request",
+        "failed to fetch oauth token",
+        "failed to authorize",
+        "pull access denied",
+        "manifest unknown",
+        "error pulling image",
+        "failed to copy",
+        "failed to load cache key",
+    ];
+    let step_failed = lower.contains("did not complete successfully")
+        || lower.contains("returned a non-zero code")
+        || lower.contains("exit code:");
+    if !step_failed && pull.iter().any(|p| lower.contains(p)) {
+        return (classify(message).class, None);
+    }
+    if STEP_NETWORK
+        .iter()
+        .any(|p| tail.contains(p) || lower.contains(p))
+    {
+        return (ErrorClass::Transient, None);
+    }
+    if !step_failed {
+        let c = classify(message).class;
+        if c != ErrorClass::Permanent
+            && [
+                "eof",
+                "connection reset",
+                "connection refused",
+                "timeout",
+                "tls handshake",
+                "no such host",
+            ]
+            .iter()
+            .any(|p| lower.contains(p))
+        {
+            return (c, None);
+        }
+    }
+    (ErrorClass::Permanent, None)
+}
+
 /// `Retry-After: N` (seconds) inside a message, if any.
 fn retry_after(lower: &str) -> Option<Duration> {
     let at = lower.find("retry-after")?;
@@ -124,6 +232,50 @@ fn retry_after(lower: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_failures() {
+        let lines = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let exit3 = "process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3";
+        assert_eq!(
+            classify_build(exit3, &lines(&["compiling"]), None).0,
+            ErrorClass::Permanent
+        );
+        let apt = lines(&[
+            "Err:1 http://deb.debian.org/debian bookworm InRelease",
+            "  500  Internal Server Error [IP: 127.0.0.1 80]",
+            "E: Failed to fetch",
+        ]);
+        let exit100 =
+            "process \"/bin/sh -c apt-get update\" did not complete successfully: exit code: 100";
+        assert_eq!(classify_build(exit100, &apt, None).0, ErrorClass::Transient);
+        let pip = lines(&[
+            "ERROR: Could not install packages due to an OSError: Connection reset by peer",
+        ]);
+        assert_eq!(
+            classify_build("returned a non-zero code: 1", &pip, None).0,
+            ErrorClass::Transient
+        );
+        let pull = r#"failed to solve: ubuntu:22.04: failed to do request: Head "https://registry-1.docker.io/v2/library/ubuntu/manifests/22.04": EOF"#;
+        assert_eq!(classify_build(pull, &[], None).0, ErrorClass::Transient);
+        let missing = "failed to solve: acme/x:1: pull access denied, repository does not exist or may require authorization";
+        assert_eq!(classify_build(missing, &[], None).0, ErrorClass::Permanent);
+        let (class, hint) = classify_build(
+            "exit code: 1",
+            &lines(&["/bin/sh: ./app: exec format error"]),
+            None,
+        );
+        assert_eq!(class, ErrorClass::Permanent);
+        assert!(hint.unwrap().contains("architecture"));
+        let heredoc = "FROM alpine\nRUN <<EOF\necho hi\nEOF\n";
+        let (class, hint) = classify_build(
+            "dockerfile parse error line 3: unknown instruction: ECHO",
+            &[],
+            Some(heredoc),
+        );
+        assert_eq!(class, ErrorClass::Permanent);
+        assert!(hint.unwrap().contains("# syntax=docker/dockerfile:1.4"));
+    }
 
     fn class(m: &str) -> ErrorClass {
         classify(m).class

@@ -65,10 +65,11 @@ impl BuildContext {
                 path: dockerfile.to_path_buf(),
             });
         }
-        let ignore = Dockerignore::for_context(dir).map_err(|source| ContextError::Dockerignore {
-            path: dir.join(".dockerignore"),
-            source,
-        })?;
+        let ignore =
+            Dockerignore::for_context(dir).map_err(|source| ContextError::Dockerignore {
+                path: dir.join(".dockerignore"),
+                source,
+            })?;
         let canonical_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let canonical_file = dockerfile
             .canonicalize()
@@ -125,10 +126,7 @@ impl BuildContext {
         let mut content = 0u64;
         for entry in walker {
             let entry = entry.map_err(io::Error::other)?;
-            let rel = entry
-                .path()
-                .strip_prefix(&self.dir)
-                .unwrap_or(entry.path());
+            let rel = entry.path().strip_prefix(&self.dir).unwrap_or(entry.path());
             let name = slash_path(rel);
             if name.is_empty() {
                 continue;
@@ -179,9 +177,12 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the build stopped reading the context"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the build stopped reading the context",
+            )
+        })
     }
 }
 
@@ -227,18 +228,34 @@ mod tests {
     fn tar_honors_dockerignore_and_keeps_the_dockerfile() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for f in ["Dockerfile", "app/main.rs", "node_modules/x/y.js", "logs/a.log", "README.md", "docs/keep.md"] {
+        for f in [
+            "Dockerfile",
+            "app/main.rs",
+            "node_modules/x/y.js",
+            "logs/a.log",
+            "README.md",
+            "docs/keep.md",
+        ] {
             std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
             std::fs::write(root.join(f), f).unwrap();
         }
-        std::fs::write(root.join(".dockerignore"), "Dockerfile\nnode_modules\n**/*.log\n*.md\n").unwrap();
+        std::fs::write(
+            root.join(".dockerignore"),
+            "Dockerfile\nnode_modules\n**/*.log\n*.md\n",
+        )
+        .unwrap();
         let ctx = BuildContext::new(root, &root.join("Dockerfile")).unwrap();
         let names = names(&ctx);
         assert!(names.contains(&"Dockerfile".to_owned()), "{names:?}");
         assert!(names.contains(&".dockerignore".to_owned()), "{names:?}");
         assert!(names.contains(&"app/main.rs".to_owned()), "{names:?}");
         assert!(names.contains(&"docs/keep.md".to_owned()), "{names:?}");
-        for gone in ["node_modules", "node_modules/x/y.js", "logs/a.log", "README.md"] {
+        for gone in [
+            "node_modules",
+            "node_modules/x/y.js",
+            "logs/a.log",
+            "README.md",
+        ] {
             assert!(!names.iter().any(|n| n == gone), "{gone} sent: {names:?}");
         }
     }
@@ -249,7 +266,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("ctx")).unwrap();
         std::fs::write(dir.path().join("ctx/a"), "a").unwrap();
         std::fs::write(dir.path().join("build.Dockerfile"), "FROM scratch\n").unwrap();
-        let ctx = BuildContext::new(&dir.path().join("ctx"), &dir.path().join("build.Dockerfile")).unwrap();
+        let ctx = BuildContext::new(
+            &dir.path().join("ctx"),
+            &dir.path().join("build.Dockerfile"),
+        )
+        .unwrap();
         assert_eq!(ctx.dockerfile_name(), ".drbuild.Dockerfile");
         assert_eq!(names(&ctx), ["a", ".drbuild.Dockerfile"]);
     }

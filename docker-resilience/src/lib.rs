@@ -39,10 +39,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod build;
+mod build_engine;
 mod classify;
 mod compose;
+mod config;
+mod context;
 mod discover;
 mod dockerfile;
+mod dockerignore;
 mod engine;
 mod expand;
 mod mirror;
@@ -51,16 +56,25 @@ mod platform;
 mod prefetch;
 mod reference;
 mod retry;
+mod runner;
+mod service;
 
-pub use classify::{classify, Classification, ErrorClass};
+pub use build::{
+    BuildEvent, BuildOptions, BuildReport, BuildSummary, Builder, ServiceResult, ServiceStatus,
+};
+pub use build_engine::{BuildEngine, BuildFailure, BuildRequest, LogSink};
+pub use classify::{classify, classify_build, Classification, ErrorClass};
 pub use compose::{
     ComposeBuild, ComposeError, ComposeProject, ComposeService, Located, PublishedPort,
 };
+pub use config::{Config, ConfigError, ConfigFile, RetryConfig, ServiceConfig, CONFIG_FILE};
+pub use context::{BuildContext, ContextError};
 pub use discover::{discover, DiscoverOptions, Discovery, FileKind, IGNORE_FILE};
 pub use dockerfile::{
     Dockerfile, DockerfileError, Flag, Heredoc, ImageScan, ImageUse, Instruction, ScanOptions,
     ScanWarning, Stage, SyntaxDirective,
 };
+pub use dockerignore::{Dockerignore, DockerignoreError};
 pub use engine::{DaemonInfo, DockerEngine, Engine, EngineError, PresentImages, PullEvent};
 pub use mirror::{probe_manifest, Mirror, MirrorError, MirrorSet, ProbeResult};
 pub use plan::{ImageSource, Plan, PlanError, PlanOptions, PlanWarning, PlannedImage, SourceKind};
@@ -71,5 +85,7 @@ pub use prefetch::{
 };
 pub use reference::{ImageReference, ReferenceError, DOCKER_HUB};
 pub use retry::{Decision, RetryPolicy, RetrySchedule};
+pub use runner::{DockerBuild, DockerBuildReport, RunnerError};
+pub use service::{Service, ServiceError, ServiceOrigin, ServiceSet};
 /// Re-exported so that callers can cancel a [`Prefetcher`] run.
 pub use tokio_util::sync::CancellationToken;

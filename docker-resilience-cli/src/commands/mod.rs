@@ -1,11 +1,12 @@
 //! One module per command.
 
+mod build;
 mod plan;
 mod prefetch;
 
 use std::collections::BTreeMap;
 
-use docker_resilience::{DiscoverOptions, PlanOptions};
+use docker_resilience::{Config, ConfigFile, DiscoverOptions, PlanOptions};
 
 use crate::cli::{Cli, Command, TreeArgs};
 use crate::exit::CliError;
@@ -15,6 +16,8 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Plan(args) => plan::run(cli, args),
         Command::Prefetch(args) => runtime()?.block_on(prefetch::run(cli, args)),
+        Command::BuildAll(args) => runtime()?.block_on(build::run_all(cli, args)),
+        Command::Build(args) => runtime()?.block_on(build::run_named(cli, args)),
     }
 }
 
@@ -60,4 +63,15 @@ pub(crate) fn plan_options(tree: &TreeArgs) -> Result<PlanOptions, CliError> {
         platform,
         env: None,
     })
+}
+
+/// `ROOT/drbuild.yaml`, if any; its unknown keys are logged as warnings.
+pub(crate) fn config(root: &std::path::Path) -> Result<Option<Config>, CliError> {
+    let Some(file) = ConfigFile::find(root).map_err(docker_resilience::ServiceError::from)? else {
+        return Ok(None);
+    };
+    for w in &file.warnings {
+        tracing::warn!("{}:{}: {}", w.path.display(), w.line, w.value);
+    }
+    Ok(Some(file.config))
 }

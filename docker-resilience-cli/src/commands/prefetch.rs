@@ -14,8 +14,12 @@ use crate::progress::PullProgress;
 pub(crate) async fn run(cli: &Cli, args: &PrefetchArgs) -> Result<(), CliError> {
     let plan = Plan::for_tree(&args.tree.root, &plan_options(&args.tree)?)?;
     let images: Vec<ImageReference> = plan.references().cloned().collect();
+    let config = super::config(&args.tree.root)?;
     let engine = DockerEngine::connect().await?;
-    let report = prefetch(cli, &args.pull, engine, &images).await?;
+    let mut pull = args.pull.clone();
+    pull.mirrors
+        .extend(config.map(|c| c.mirrors).unwrap_or_default());
+    let report = prefetch(cli, &pull, args.jobs, engine, &images).await?;
     if cli.json {
         output::json(&report);
     } else {
@@ -28,11 +32,12 @@ pub(crate) async fn run(cli: &Cli, args: &PrefetchArgs) -> Result<(), CliError> 
 pub(crate) async fn prefetch(
     cli: &Cli,
     pull: &PullArgs,
+    jobs: usize,
     engine: DockerEngine,
     images: &[ImageReference],
 ) -> Result<PrefetchReport, CliError> {
     let info = engine.info().await?;
-    let options = prefetch_options(pull, info.mirrors)?;
+    let options = prefetch_options(pull, jobs, info.mirrors)?;
     let token = CancellationToken::new();
     cancel_on_ctrl_c(token.clone());
     let progress = PullProgress::new(cli.quiet, !cli.json);
@@ -48,6 +53,7 @@ pub(crate) async fn prefetch(
 
 fn prefetch_options(
     pull: &PullArgs,
+    jobs: usize,
     daemon_mirrors: Vec<String>,
 ) -> Result<PrefetchOptions, CliError> {
     let mut mirrors = MirrorSet::default();
@@ -60,11 +66,11 @@ fn prefetch_options(
             None => mirrors.add_docker_hub(spec.parse::<Mirror>().map_err(usage)?),
         }
     }
-    if pull.jobs == 0 {
+    if jobs == 0 {
         return Err(CliError::Usage("--jobs must be at least 1".into()));
     }
     Ok(PrefetchOptions {
-        jobs: pull.jobs,
+        jobs,
         retry: RetryPolicy {
             max_attempts: pull.retries.saturating_add(1),
             min_delay: pull.retry_delay,

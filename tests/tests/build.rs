@@ -1,0 +1,284 @@
+//! `drbuild build-all` / `build` against the real daemon (BuildKit), registry and fault proxy.
+
+use docker_resilience_tests::faultproxy::{Config, Fault, PathKind, Rule};
+use docker_resilience_tests::testbed::{data, repo_root, Session, Testbed};
+use serde_json::Value;
+
+const QUICK: [&str; 4] = ["--retry-delay", "100ms", "--retry-max-delay", "1s"];
+
+fn build_json(bed: &Session<'_>, args: &[&str]) -> (i32, Value, String) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    all.extend_from_slice(&QUICK);
+    let (code, stdout, stderr) = bed.drbuild(&all);
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    (code, doc, stderr)
+}
+
+fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("{name} not in {doc}"))
+}
+
+fn image_id(bed: &Session<'_>, image: &str) -> String {
+    let out = bed.docker(&["image", "inspect", "-f", "{{.Id}}", image]);
+    assert!(out.status.success(), "{image} missing");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The line index in `stderr` where `service | built` is printed.
+fn finished_at(stderr: &str, name: &str) -> usize {
+    stderr
+        .lines()
+        .position(|l| {
+            let mut parts = l.splitn(2, " | ");
+            parts.next().map(str::trim) == Some(name) && parts.next() == Some("built")
+        })
+        .unwrap_or_else(|| panic!("{name} never built:\n{stderr}"))
+}
+
+fn started_at(stderr: &str, name: &str) -> usize {
+    stderr
+        .lines()
+        .position(|l| {
+            let mut parts = l.splitn(2, " | ");
+            parts.next().map(str::trim) == Some(name) && parts.next() == Some("building")
+        })
+        .unwrap_or_else(|| panic!("{name} never started:\n{stderr}"))
+}
+
+#[test]
+fn demo_monorepo_builds_in_dependency_order_under_manifest_faults() {
+    let bed = Testbed::get();
+    let root = repo_root().join("examples/demo-monorepo");
+    let root = root.to_str().expect("utf-8");
+    bed.remove_images(&[
+        "ubuntu:22.04",
+        "nginx:stable",
+        "alpine:latest",
+        "golang:1.21-alpine",
+        "node:18-alpine",
+        "python:3.11-slim",
+        "ai-infra-backend:v0.3.6-dev",
+        "ai-infra-backend-init:v0.3.6-dev",
+        "ai-infra-nginx:v0.3.6-dev",
+    ]);
+    bed.set_faults(&Config {
+        seed: 5,
+        rules: vec![Rule {
+            kinds: vec![PathKind::Manifest],
+            probability: 0.3,
+            faults: vec![
+                Fault::Eof,
+                Fault::Status { code: 500 },
+                Fault::RateLimit {
+                    retry_after_secs: 1,
+                },
+            ],
+            ..Rule::default()
+        }],
+        ..Config::default()
+    });
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
+    let faults = bed.stats().total_faults();
+    bed.reset_faults();
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["total"], 6, "{doc}");
+    assert_eq!(doc["summary"]["built"], 6, "{doc}");
+    assert!(faults > 0, "no fault was injected");
+    // backend-init is FROM the backend's image; nginx depends_on frontend, backend, apphub.
+    assert!(
+        finished_at(&stderr, "backend") < started_at(&stderr, "backend-init"),
+        "{stderr}"
+    );
+    for dep in ["frontend", "backend", "apphub"] {
+        assert!(
+            finished_at(&stderr, dep) < started_at(&stderr, "nginx"),
+            "{stderr}"
+        );
+    }
+    for image in [
+        "ai-infra-backend:v0.3.6-dev",
+        "ai-infra-backend-init:v0.3.6-dev",
+        "ai-infra-nginx:v0.3.6-dev",
+    ] {
+        assert!(bed.has_image(image), "{image}");
+    }
+}
+
+#[test]
+fn failures_retries_and_skips_are_reported() {
+    let bed = Testbed::get();
+    let root = data("build-world");
+    let root = root.to_str().expect("utf-8");
+    let run_id = format!("run-{}-{}", std::process::id(), rand_suffix());
+    let arg = format!("RUN_ID={run_id}");
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--build-arg", &arg]);
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let broken = service(&doc, "broken");
+    assert_eq!(broken["status"], "failed");
+    assert_eq!(broken["attempts"], 1, "a step that exits 3 is not retried");
+    assert_eq!(broken["error_class"], "permanent");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code: 3"),
+        "{broken}"
+    );
+    let flaky = service(&doc, "flaky-apt");
+    assert_eq!(flaky["status"], "built", "{flaky}");
+    assert_eq!(flaky["attempts"], 2, "the apt 500 is retried once");
+    assert_eq!(service(&doc, "after-broken")["status"], "skipped");
+    assert_eq!(service(&doc, "after-broken")["attempts"], 0);
+    assert_eq!(service(&doc, "app")["status"], "built");
+    assert_eq!(
+        service(&doc, "cross")["status"],
+        "built",
+        "FROM --platform=$BUILDPLATFORM and RUN --mount=type=cache"
+    );
+    assert_eq!(doc["summary"]["built"], 4);
+    assert_eq!(doc["summary"]["failed"], 1);
+    assert_eq!(doc["summary"]["skipped"], 1);
+    assert!(
+        stderr.contains("flaky-apt    | attempt 1 failed (transient)"),
+        "{stderr}"
+    );
+
+    // The human summary: the failing step's last lines, then the one-line verdict.
+    let (code, stdout, _) = bed.drbuild(&["build-all", root, "--build-arg", &arg]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some("built 4/6; failed: broken; skipped: after-broken"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("broken failed at `[2/2] RUN echo \"compiling…\" && exit 3` (permanent)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    compiling…"), "{stdout}");
+}
+
+#[test]
+fn force_rebuilds_and_missing_only_skips() {
+    let bed = Testbed::get();
+    let root = data("build-world");
+    let root = root.to_str().expect("utf-8");
+    let (code, doc, stderr) = build_json(&bed, &["build", "-C", root, "base", "app"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let first = image_id(&bed, "drbuild-test/app:1");
+    let (code, _, _) = build_json(&bed, &["build", "-C", root, "base", "app"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        image_id(&bed, "drbuild-test/app:1"),
+        first,
+        "with the cache, nothing changes"
+    );
+    let (code, _, stderr) = build_json(&bed, &["build", "-C", root, "base", "app", "--force"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_ne!(
+        image_id(&bed, "drbuild-test/app:1"),
+        first,
+        "--force rebuilds without the cache"
+    );
+    let (code, doc, _) = build_json(
+        &bed,
+        &["build", "-C", root, "base", "app", "--missing-only"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(service(&doc, "app")["status"], "up-to-date");
+    assert_eq!(doc["summary"]["up_to_date"], 2);
+}
+
+#[test]
+fn heredoc_on_the_builtin_frontend_fails_once_with_what_to_do() {
+    let bed = Testbed::get();
+    let root = data("heredoc");
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let s = &doc["services"][0];
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["attempts"], 1);
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown instruction"),
+        "{s}"
+    );
+    assert!(
+        s["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("# syntax=docker/dockerfile:1.4"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_cycle_is_an_input_error_naming_it() {
+    let bed = Testbed::get();
+    let root = data("cycle");
+    let (code, stdout, stderr) = bed.drbuild(&["build-all", root.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("dependency cycle: a -> b -> a"), "{stderr}");
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+#[test]
+fn the_xtask_runner_prints_cargo_lines_under_a_build_script() {
+    let bed = Testbed::get();
+    let root = repo_root();
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "xtask"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo build -p xtask");
+    assert!(built.success());
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let tree = data("build-world");
+    let out = std::process::Command::new(target.join("debug/xtask"))
+        .args(["docker", tree.to_str().expect("utf-8")])
+        .env("DOCKER_HOST", &bed.docker_host)
+        .env("OUT_DIR", std::env::temp_dir())
+        .output()
+        .expect("run xtask");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let rerun = |p: &str| format!("cargo:rerun-if-changed={}", tree.join(p).display());
+    for input in [
+        "drbuild.yaml",
+        "broken/Dockerfile",
+        "broken",
+        "app/Dockerfile",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == rerun(input)),
+            "no {input}:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("cargo:warning=docker service `broken` failed:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cargo:warning=docker service `after-broken` skipped:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("base ") && l.ends_with("built")),
+        "{stdout}"
+    );
+}
