@@ -56,7 +56,18 @@ pub struct DockerBuildReport {
     pub build: BuildReport,
 }
 
-/// Prefetches and builds a tree's services; see the [module docs](self).
+/// Prefetches and builds a tree's services, for a `build.rs` or an xtask.
+///
+/// ```no_run
+/// docker_resilience::DockerBuild::new("docker")
+///     .jobs(2)
+///     .run()
+///     .expect("docker images built");
+/// ```
+///
+/// Under a build script (`OUT_DIR` is set), it prints `cargo:rerun-if-changed=` for
+/// every Dockerfile, compose or config file and build context it used, and a
+/// `cargo:warning=` line for each service not built.
 #[derive(Debug, Clone)]
 pub struct DockerBuild {
     root: PathBuf,
