@@ -36,6 +36,45 @@ pub enum Command {
     BuildAll(BuildAllArgs),
     /// Build the named services (and nothing else).
     Build(BuildArgs),
+    /// Write the plan's images (or the named ones) to one verified bundle file.
+    Export(ExportArgs),
+    /// Verify a bundle, then load its images (a corrupt or truncated one loads nothing).
+    Import(ImportArgs),
+    /// Check why pulls and builds fail here: daemon, mirrors, upstreams, binaries, ports.
+    Doctor(DoctorArgs),
+}
+
+/// `drbuild doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The tree.
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// The daemon's config file to validate.
+    #[arg(long, default_value = "/etc/docker/daemon.json", value_name = "FILE")]
+    pub daemon_json: PathBuf,
+    /// Timeout of each network probe.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `drbuild export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// `[ROOT] [IMAGE]...`: the tree whose plan's images to export (default `.`), or
+    /// the images to export.
+    #[arg(value_name = "ROOT|IMAGE")]
+    pub args: Vec<String>,
+    /// The bundle to write (atomically: it appears only when complete).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// `drbuild import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle to load.
+    pub file: PathBuf,
 }
 
 /// Options of the commands that build.

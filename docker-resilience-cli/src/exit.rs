@@ -1,6 +1,6 @@
 //! The one place where errors become exit codes (documented in `drbuild --help`).
 
-use docker_resilience::{EngineError, PlanError, ServiceError};
+use docker_resilience::{BundleError, EngineError, PlanError, ServiceError};
 
 /// `drbuild`'s exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,9 @@ pub enum CliError {
     /// The Docker daemon could not be used.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A bundle could not be written, verified or loaded.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     /// A flag's value is invalid.
     #[error("{0}")]
     Usage(String),
@@ -62,7 +65,12 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Plan(_) | CliError::Service(_) | CliError::Usage(_) => Exit::Usage,
-            CliError::Engine(EngineError::Unreachable { .. }) => Exit::DaemonUnreachable,
+            CliError::Engine(EngineError::Unreachable { .. })
+            | CliError::Bundle(BundleError::Engine(EngineError::Unreachable { .. })) => {
+                Exit::DaemonUnreachable
+            }
+            CliError::Bundle(BundleError::Interrupted) => Exit::Interrupted,
+            CliError::Bundle(_) => Exit::Failed,
             CliError::Engine(_) | CliError::Failed(_) => Exit::Failed,
             CliError::Interrupted => Exit::Interrupted,
         }

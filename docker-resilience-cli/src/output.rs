@@ -239,3 +239,37 @@ pub fn build_table(report: &BuildReport) -> String {
     let _ = writeln!(out, "{last}");
     out
 }
+
+/// The doctor's checks as a compact table, each hint under its check, and a last
+/// line with the counts.
+pub fn doctor_table(checks: &[docker_resilience::Check]) -> String {
+    use docker_resilience::CheckStatus;
+    let mut out = String::new();
+    let width = checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "{:<4}  {:<width$}  {}",
+            c.status.as_str(),
+            c.name,
+            c.message
+        );
+        if let Some(hint) = c.hint.as_ref().filter(|_| c.status != CheckStatus::Ok) {
+            let _ = writeln!(out, "{:<4}  {:<width$}  hint: {hint}", "", "");
+        }
+    }
+    let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
+    let _ = writeln!(
+        out,
+        "{} ok, {} warnings, {} failed",
+        count(CheckStatus::Ok),
+        count(CheckStatus::Warn),
+        count(CheckStatus::Fail)
+    );
+    out
+}

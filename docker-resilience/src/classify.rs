@@ -169,6 +169,12 @@ pub fn classify_build(
                 })
         })
     });
+    if lower.contains("requires buildkit") || lower.contains("failed to parse platform") {
+        return (
+            ErrorClass::Permanent,
+            Some("this Dockerfile needs BuildKit (`RUN --mount`, `FROM --platform=$BUILDPLATFORM`), and the classic builder ran it: unset DOCKER_BUILDKIT=0, or use a daemon with BuildKit (Docker 18.09+ on Linux)".into()),
+        );
+    }
     if lower.contains("unknown instruction") && has_heredoc {
         return (
             ErrorClass::Permanent,
@@ -275,6 +281,13 @@ mod tests {
         );
         assert_eq!(class, ErrorClass::Permanent);
         assert!(hint.unwrap().contains("# syntax=docker/dockerfile:1.4"));
+        let (class, hint) = classify_build(
+            "the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/",
+            &[],
+            None,
+        );
+        assert_eq!(class, ErrorClass::Permanent);
+        assert!(hint.unwrap().contains("needs BuildKit"));
     }
 
     fn class(m: &str) -> ErrorClass {

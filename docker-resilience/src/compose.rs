@@ -395,7 +395,16 @@ impl Ctx<'_> {
         }
         for port in raw.ports {
             let line = port.referenced.line() as usize;
-            match port.value.published(self.file, line) {
+            let mut value = port.value;
+            if let RawPort::Short(text) = &value {
+                if text.contains('$') {
+                    match self.interpolate(text, line) {
+                        Some(text) => value = RawPort::Short(text),
+                        None => continue, // a warning says why
+                    }
+                }
+            }
+            match value.published(self.file, line) {
                 Ok(Some(p)) => service.ports.push(p),
                 Ok(None) => {}
                 Err(message) => {

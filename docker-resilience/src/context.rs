@@ -110,6 +110,37 @@ impl BuildContext {
     pub fn write_tar<W: Write>(&self, out: W) -> io::Result<u64> {
         let mut tar = tar::Builder::new(out);
         tar.follow_symlinks(false);
+        let mut content = 0u64;
+        self.walk(|entry, name| {
+            if entry.file_type().is_some_and(|t| t.is_file()) {
+                content += entry.metadata().map_or(0, |m| m.len());
+            }
+            tar.append_path_with_name(entry.path(), name)
+        })?;
+        if self.outside {
+            tar.append_path_with_name(&self.dockerfile, &self.dockerfile_name)?;
+        }
+        tar.into_inner()?.flush()?;
+        Ok(content)
+    }
+
+    /// The regular files the context sends, as paths on disk (the Dockerfile included).
+    pub fn files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        self.walk(|entry, _| {
+            if entry.file_type().is_some_and(|t| t.is_file()) {
+                files.push(entry.path().to_path_buf());
+            }
+            Ok(())
+        })?;
+        if self.outside {
+            files.push(self.dockerfile.clone());
+        }
+        Ok(files)
+    }
+
+    /// Calls `f` with every entry the context sends and its name in the tar.
+    fn walk(&self, mut f: impl FnMut(&ignore::DirEntry, &str) -> io::Result<()>) -> io::Result<()> {
         let ignore = Arc::clone(&self.ignore);
         let root = self.dir.clone();
         let walker = ignore::WalkBuilder::new(&self.dir)
@@ -123,7 +154,6 @@ impl BuildContext {
                     || !(entry.file_type().is_some_and(|t| t.is_dir()) && ignore.can_skip_dir(&rel))
             })
             .build();
-        let mut content = 0u64;
         for entry in walker {
             let entry = entry.map_err(io::Error::other)?;
             let rel = entry.path().strip_prefix(&self.dir).unwrap_or(entry.path());
@@ -135,16 +165,9 @@ impl BuildContext {
             if !always && self.ignore.is_excluded(&name) {
                 continue;
             }
-            if entry.file_type().is_some_and(|t| t.is_file()) {
-                content += entry.metadata().map_or(0, |m| m.len());
-            }
-            tar.append_path_with_name(entry.path(), &name)?;
+            f(&entry, &name)?;
         }
-        if self.outside {
-            tar.append_path_with_name(&self.dockerfile, &self.dockerfile_name)?;
-        }
-        tar.into_inner()?.flush()?;
-        Ok(content)
+        Ok(())
     }
 
     /// The context as a stream of tar chunks, written on a blocking thread; only a few

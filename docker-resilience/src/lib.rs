@@ -39,15 +39,19 @@
 //! ```
 #![deny(missing_docs)]
 
+mod binary;
 mod build;
 mod build_engine;
+mod bundle;
 mod classify;
 mod compose;
 mod config;
 mod context;
+mod daemon_config;
 mod discover;
 mod dockerfile;
 mod dockerignore;
+mod doctor;
 mod engine;
 mod expand;
 mod mirror;
@@ -59,22 +63,29 @@ mod retry;
 mod runner;
 mod service;
 
+pub use binary::BinaryFormat;
 pub use build::{
     BuildEvent, BuildOptions, BuildReport, BuildSummary, Builder, ServiceResult, ServiceStatus,
 };
 pub use build_engine::{BuildEngine, BuildFailure, BuildRequest, LogSink};
+pub use bundle::{
+    export_bundle, import_bundle, verify_bundle, write_bundle_from_tar, BundleError, BundleImage,
+    BundleManifest, BytesProgress, ImportReport, BUNDLE_ENTRY,
+};
 pub use classify::{classify, classify_build, Classification, ErrorClass};
 pub use compose::{
     ComposeBuild, ComposeError, ComposeProject, ComposeService, Located, PublishedPort,
 };
 pub use config::{Config, ConfigError, ConfigFile, RetryConfig, ServiceConfig, CONFIG_FILE};
 pub use context::{BuildContext, ContextError};
+pub use daemon_config::{DaemonJson, DaemonJsonIssue, DAEMON_JSON};
 pub use discover::{discover, DiscoverOptions, Discovery, FileKind, IGNORE_FILE};
 pub use dockerfile::{
     Dockerfile, DockerfileError, Flag, Heredoc, ImageScan, ImageUse, Instruction, ScanOptions,
     ScanWarning, Stage, SyntaxDirective,
 };
 pub use dockerignore::{Dockerignore, DockerignoreError};
+pub use doctor::{doctor, Check, CheckStatus, DoctorOptions};
 pub use engine::{DaemonInfo, DockerEngine, Engine, EngineError, PresentImages, PullEvent};
 pub use mirror::{probe_manifest, Mirror, MirrorError, MirrorSet, ProbeResult};
 pub use plan::{ImageSource, Plan, PlanError, PlanOptions, PlanWarning, PlannedImage, SourceKind};

@@ -120,6 +120,11 @@ impl Testbed {
 }
 
 impl Session<'_> {
+    /// The `drbuild` binary under test.
+    pub fn drbuild_path(&self) -> &Path {
+        &self.bed.drbuild
+    }
+
     /// `drbuild ARGS` against the test daemon; returns exit code, stdout, stderr.
     pub fn drbuild(&self, args: &[&str]) -> (i32, String, String) {
         self.drbuild_env(args, &[])

@@ -1,6 +1,8 @@
 //! One module per command.
 
 mod build;
+mod bundle;
+mod doctor;
 mod plan;
 mod prefetch;
 
@@ -18,6 +20,9 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Prefetch(args) => runtime()?.block_on(prefetch::run(cli, args)),
         Command::BuildAll(args) => runtime()?.block_on(build::run_all(cli, args)),
         Command::Build(args) => runtime()?.block_on(build::run_named(cli, args)),
+        Command::Export(args) => runtime()?.block_on(bundle::export(cli, args)),
+        Command::Import(args) => runtime()?.block_on(bundle::import(cli, args)),
+        Command::Doctor(args) => runtime()?.block_on(doctor::run(cli, args)),
     }
 }
 

@@ -1,0 +1,153 @@
+//! `drbuild export` and `drbuild import`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use docker_resilience::{
+    export_bundle, import_bundle, BytesProgress, CancellationToken, DockerEngine, ImageReference,
+    Plan,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{Cli, ExportArgs, ImportArgs, TreeArgs};
+use crate::commands::{cancel_on_ctrl_c, plan_options};
+use crate::exit::CliError;
+use crate::output;
+
+/// A byte bar on a terminal (not under `--json`/`-q`); nothing otherwise.
+fn byte_progress(cli: &Cli, what: &'static str) -> (BytesProgress, Option<ProgressBar>) {
+    if cli.json || cli.quiet || !std::io::stderr().is_terminal() {
+        return (Arc::new(|_, _| {}), None);
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>8} {bytes}/{total_bytes} {binary_bytes_per_sec} {wide_bar}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(what);
+    let sink = bar.clone();
+    let progress: BytesProgress = Arc::new(move |done, total| {
+        if let Some(total) = total {
+            sink.set_length(total);
+        }
+        sink.set_position(done);
+    });
+    (progress, Some(bar))
+}
+
+#[derive(Serialize)]
+struct ExportOutput<'a> {
+    output: &'a Path,
+    images: &'a [docker_resilience::BundleImage],
+    content_bytes: u64,
+    content_sha256: &'a str,
+}
+
+pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError> {
+    let (root, named) = match args.args.split_first() {
+        Some((first, rest)) if Path::new(first).is_dir() => (first.clone(), rest.to_vec()),
+        _ => (".".to_owned(), args.args.clone()),
+    };
+    let images: Vec<String> = if named.is_empty() {
+        let tree = TreeArgs {
+            root: root.into(),
+            build_args: Vec::new(),
+            platform: None,
+            no_ignore: false,
+        };
+        let plan = Plan::for_tree(&tree.root, &plan_options(&tree)?)?;
+        plan.references().map(ImageReference::familiar).collect()
+    } else {
+        named
+            .iter()
+            .map(|n| {
+                n.parse::<ImageReference>()
+                    .map(|r| r.familiar())
+                    .map_err(|e| CliError::Usage(format!("`{n}`: {e}")))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if images.is_empty() {
+        return Err(CliError::Usage("no images to export".into()));
+    }
+    let engine = DockerEngine::connect().await?;
+    let token = CancellationToken::new();
+    cancel_on_ctrl_c(token.clone());
+    tracing::info!(
+        "exporting {} image(s) to {}",
+        images.len(),
+        args.output.display()
+    );
+    let (progress, bar) = byte_progress(cli, "export");
+    let result = export_bundle(&engine, &images, &args.output, &token, progress).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let manifest = result?;
+    if cli.json {
+        output::json(&ExportOutput {
+            output: &args.output,
+            images: &manifest.images,
+            content_bytes: manifest.content_bytes,
+            content_sha256: &manifest.content_sha256,
+        });
+    } else {
+        for image in &manifest.images {
+            println!("{}  {}", image.reference, image.id);
+        }
+        println!(
+            "exported {} image(s) to {} ({:.1} MiB, sha256 {})",
+            manifest.images.len(),
+            args.output.display(),
+            manifest.content_bytes as f64 / (1024.0 * 1024.0),
+            manifest.content_sha256
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ImportOutput<'a> {
+    file: &'a Path,
+    images: &'a [docker_resilience::BundleImage],
+    loaded: &'a [String],
+    content_bytes: u64,
+    content_sha256: &'a str,
+}
+
+pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError> {
+    let engine = DockerEngine::connect().await?;
+    let token = CancellationToken::new();
+    cancel_on_ctrl_c(token.clone());
+    let (progress, bar) = byte_progress(cli, "import");
+    let result = import_bundle(&engine, &args.file, &token, progress).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    if cli.json {
+        output::json(&ImportOutput {
+            file: &args.file,
+            images: &report.manifest.images,
+            loaded: &report.loaded,
+            content_bytes: report.manifest.content_bytes,
+            content_sha256: &report.manifest.content_sha256,
+        });
+    } else {
+        println!(
+            "verified {} ({} bytes, sha256 {})",
+            args.file.display(),
+            report.manifest.content_bytes,
+            report.manifest.content_sha256
+        );
+        for name in &report.loaded {
+            println!("loaded {name}");
+        }
+        println!("imported {} image(s)", report.manifest.images.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,593 @@
+//! Offline bundles: images exported to one file that proves itself whole before a
+//! byte of it is loaded.
+//!
+//! A bundle is a tar that plain `docker load` accepts:
+//!
+//! ```text
+//! drbuild-bundle.json   first entry: format, images (reference + id), content_bytes, content_sha256
+//! …                     then `docker save`'s tar, byte for byte (its own entries and end blocks)
+//! ```
+//!
+//! `content_bytes` and `content_sha256` cover everything after the first entry.
+//! The first entry's size is reserved before the export starts and its text written
+//! when the export ends (the rest of the file is never read back or copied), and the
+//! file appears at its path only when complete: it is written to a temporary file
+//! beside it and renamed.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{DockerEngine, EngineError};
+
+/// The name of the bundle's first entry.
+pub const BUNDLE_ENTRY: &str = "drbuild-bundle.json";
+const FORMAT: &str = "drbuild-bundle/1";
+const BLOCK: u64 = 512;
+const READ_CHUNK: usize = 256 * 1024;
+
+/// What went wrong with a bundle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The daemon failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// An image to export is not present.
+    #[error("image `{image}` is not present (pull it first: `drbuild prefetch`)")]
+    MissingImage {
+        /// The image.
+        image: String,
+    },
+    /// The file is not a drbuild bundle.
+    #[error("{}: not a drbuild bundle: {reason}", path.display())]
+    NotABundle {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// The file is shorter than its manifest says.
+    #[error("{}: truncated at byte {actual}: the bundle says {expected} bytes", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
+        /// The size it should have.
+        expected: u64,
+    },
+    /// The file is longer than its manifest says.
+    #[error("{}: {extra} unexpected bytes after the end of the bundle", path.display())]
+    TrailingData {
+        /// The file.
+        path: PathBuf,
+        /// Bytes too many.
+        extra: u64,
+    },
+    /// The content's checksum does not match.
+    #[error("{}: checksum mismatch: content sha256 is {actual}, the bundle says {expected}", path.display())]
+    ChecksumMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the content hashes to.
+        actual: String,
+        /// What the bundle says.
+        expected: String,
+    },
+    /// The daemon refused to load the bundle.
+    #[error("the daemon could not load {}: {message}", path.display())]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The run was cancelled; nothing was left behind.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// An image inside a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleImage {
+    /// The reference it is tagged with.
+    pub reference: String,
+    /// The image ID (`sha256:…`).
+    pub id: String,
+}
+
+/// A bundle's manifest (its first entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleManifest {
+    /// `drbuild-bundle/1`.
+    pub format: String,
+    /// The images.
+    pub images: Vec<BundleImage>,
+    /// Bytes after the first entry.
+    pub content_bytes: u64,
+    /// Their sha256, in hex.
+    pub content_sha256: String,
+}
+
+/// Progress: bytes done and, when known, the total.
+pub type BytesProgress = std::sync::Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The size reserved for the manifest: its text with the largest numbers it can hold.
+fn reserved_len(images: &[BundleImage]) -> u64 {
+    let widest = BundleManifest {
+        format: FORMAT.into(),
+        images: images.to_vec(),
+        content_bytes: u64::MAX,
+        content_sha256: "0".repeat(64),
+    };
+    serde_json::to_vec(&widest).map_or(0, |v| v.len() as u64) + 1
+}
+
+fn padded(len: u64) -> u64 {
+    len.div_ceil(BLOCK) * BLOCK
+}
+
+fn manifest_entry(manifest: &BundleManifest, reserved: u64) -> Vec<u8> {
+    let mut text = serde_json::to_vec(manifest).unwrap_or_default();
+    text.resize(reserved as usize, b' ');
+    text.push(b'\n');
+    let mut header = tar::Header::new_ustar();
+    let _ = header.set_path(BUNDLE_ENTRY);
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    let mut out = header.as_bytes().to_vec();
+    let data_len = text.len() as u64;
+    out.extend_from_slice(&text);
+    out.resize((BLOCK + padded(data_len)) as usize, 0);
+    out
+}
+
+/// Exports `images` (present in the daemon) to a bundle at `output`.
+///
+/// The daemon's stream is written as it comes (never held in memory) to a temporary
+/// file beside `output`, renamed into place when complete; an error or `cancel`
+/// leaves no file behind.
+pub async fn export_bundle(
+    engine: &DockerEngine,
+    images: &[String],
+    output: &Path,
+    cancel: &CancellationToken,
+    progress: BytesProgress,
+) -> Result<BundleManifest, BundleError> {
+    let mut entries = Vec::new();
+    for image in images {
+        let inspect = engine
+            .docker()
+            .inspect_image(image)
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => BundleError::MissingImage {
+                    image: image.clone(),
+                },
+                other => BundleError::Engine(EngineError::Daemon {
+                    status: None,
+                    message: other.to_string(),
+                }),
+            })?;
+        entries.push(BundleImage {
+            reference: image.clone(),
+            id: inspect.id.unwrap_or_default(),
+        });
+    }
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".partial")
+        .tempfile_in(&dir)
+        .map_err(io_err(output))?;
+    let reserved = reserved_len(&entries);
+    let placeholder = BundleManifest {
+        format: FORMAT.into(),
+        images: entries.clone(),
+        content_bytes: 0,
+        content_sha256: String::new(),
+    };
+    let head = manifest_entry(&placeholder, reserved);
+    // One thread hashes and writes (large buffered writes, no blocking-pool trip per
+    // chunk); the async side only receives from the daemon. The channel is bounded.
+    let mut std_file = temp.reopen().map_err(io_err(output))?;
+    std_file.write_all(&head).map_err(io_err(output))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let writer =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64, String)> {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std_file);
+            let mut hasher = Sha256::new();
+            let mut written = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                out.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            let file = out
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
+            Ok((file, written, format!("{:x}", hasher.finalize())))
+        });
+    let names: Vec<&str> = images.iter().map(String::as_str).collect();
+    let mut stream = engine.docker().export_images(&names);
+    let mut received = 0u64;
+    let mut failure = None;
+    loop {
+        let chunk = tokio::select! {
+            c = stream.next() => c,
+            () = cancel.cancelled() => { failure = Some(BundleError::Interrupted); break; }
+        };
+        let Some(chunk) = chunk else { break };
+        match chunk {
+            Ok(chunk) => {
+                received += chunk.len() as u64;
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer failed: its error is below
+                }
+                progress(received, None);
+            }
+            Err(e) => {
+                failure = Some(BundleError::Engine(EngineError::Daemon {
+                    status: None,
+                    message: e.to_string(),
+                }));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| BundleError::Io {
+            path: output.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(io_err(output));
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let (mut std_file, written, sha256) = written?;
+    if written < 2 * BLOCK {
+        return Err(BundleError::Engine(EngineError::Daemon {
+            status: None,
+            message: format!("the daemon sent {written} bytes for the export"),
+        }));
+    }
+    let manifest = BundleManifest {
+        format: FORMAT.into(),
+        images: entries,
+        content_bytes: written,
+        content_sha256: sha256,
+    };
+    // Flushed, not fsynced (as `docker save`): the rename guarantees a complete file
+    // against errors and Ctrl-C, not against power loss.
+    std_file.seek(SeekFrom::Start(0)).map_err(io_err(output))?;
+    std_file
+        .write_all(&manifest_entry(&manifest, reserved))
+        .map_err(io_err(output))?;
+    drop(std_file);
+    if cancel.is_cancelled() {
+        return Err(BundleError::Interrupted);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile creates 0600; a bundle is an ordinary file.
+        let _ = std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644));
+    }
+    temp.persist(output).map_err(|e| BundleError::Io {
+        path: output.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(manifest)
+}
+
+/// Reads a bundle's manifest and proves its content whole (size and sha256) without
+/// loading anything.
+pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleManifest, BundleError> {
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let size = file.metadata().map_err(io_err(path))?.len();
+    let not_bundle = |reason: &str| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    let mut header = [0u8; BLOCK as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| not_bundle("shorter than one tar header"))?;
+    let header = tar::Header::from_byte_slice(&header);
+    let name = header
+        .path()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name != BUNDLE_ENTRY {
+        return Err(not_bundle(&format!("its first entry is `{name}`, not `{BUNDLE_ENTRY}` (a plain `docker save` tar? load it with `docker load`)")));
+    }
+    let len = header
+        .entry_size()
+        .map_err(|_| not_bundle("unreadable first header"))?;
+    if len > 64 * 1024 * 1024 {
+        return Err(not_bundle("its manifest is implausibly large"));
+    }
+    let mut text = vec![0u8; len as usize];
+    file.read_exact(&mut text)
+        .map_err(|_| BundleError::Truncated {
+            path: path.to_path_buf(),
+            actual: size,
+            expected: BLOCK + len,
+        })?;
+    let manifest: BundleManifest = serde_json::from_slice(&text)
+        .map_err(|e| not_bundle(&format!("unreadable manifest: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(not_bundle(&format!("unknown format `{}`", manifest.format)));
+    }
+    let start = BLOCK + padded(len);
+    let expected = start + manifest.content_bytes;
+    if size < expected {
+        return Err(BundleError::Truncated {
+            path: path.to_path_buf(),
+            actual: size,
+            expected,
+        });
+    }
+    if size > expected {
+        return Err(BundleError::TrailingData {
+            path: path.to_path_buf(),
+            extra: size - expected,
+        });
+    }
+    file.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut done = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        progress(done, Some(manifest.content_bytes));
+    }
+    let actual = format!("{:x}", hasher.finalize());
+    if actual != manifest.content_sha256 {
+        return Err(BundleError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            actual,
+            expected: manifest.content_sha256,
+        });
+    }
+    Ok(manifest)
+}
+
+/// What an import loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// The bundle's manifest.
+    pub manifest: BundleManifest,
+    /// What the daemon said it loaded (`Loaded image: …`).
+    pub loaded: Vec<String>,
+}
+
+/// Verifies a bundle, then loads it into the daemon; a bad bundle loads nothing.
+pub async fn import_bundle(
+    engine: &DockerEngine,
+    path: &Path,
+    cancel: &CancellationToken,
+    progress: BytesProgress,
+) -> Result<ImportReport, BundleError> {
+    let verify_path = path.to_path_buf();
+    let verify_progress = std::sync::Arc::clone(&progress);
+    let manifest =
+        tokio::task::spawn_blocking(move || verify_bundle(&verify_path, &verify_progress))
+            .await
+            .map_err(|e| BundleError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
+    if cancel.is_cancelled() {
+        return Err(BundleError::Interrupted);
+    }
+    let total = std::fs::metadata(path).map_err(io_err(path))?.len();
+    let stream = file_stream(path.to_path_buf());
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
+        .quiet(true)
+        .build();
+    let mut answers = engine.docker().import_image_stream(options, stream, None);
+    let mut loaded = Vec::new();
+    progress(0, Some(total));
+    loop {
+        let item = tokio::select! {
+            i = answers.next() => i,
+            () = cancel.cancelled() => return Err(BundleError::Interrupted),
+        };
+        let Some(item) = item else { break };
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    for line in text.lines() {
+                        if let Some(name) = line
+                            .strip_prefix("Loaded image: ")
+                            .or_else(|| line.strip_prefix("Loaded image ID: "))
+                        {
+                            loaded.push(name.trim().to_owned());
+                        }
+                    }
+                }
+                if let Some(detail) = info.error_detail {
+                    return Err(BundleError::Load {
+                        path: path.to_path_buf(),
+                        message: detail.message.unwrap_or_default(),
+                    });
+                }
+            }
+            Err(e) => {
+                return Err(BundleError::Load {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    progress(total, Some(total));
+    Ok(ImportReport { manifest, loaded })
+}
+
+/// The file as a stream of chunks, read on a blocking thread with a small buffer.
+fn file_stream(
+    path: PathBuf,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; READ_CHUNK];
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Writes a bundle from an already-exported `docker save` tar (for tests and tools).
+pub fn write_bundle_from_tar(
+    images: &[BundleImage],
+    tar: &[u8],
+    mut out: impl Write,
+) -> std::io::Result<BundleManifest> {
+    let manifest = BundleManifest {
+        format: FORMAT.into(),
+        images: images.to_vec(),
+        content_bytes: tar.len() as u64,
+        content_sha256: format!("{:x}", Sha256::digest(tar)),
+    };
+    out.write_all(&manifest_entry(&manifest, reserved_len(images)))?;
+    out.write_all(tar)?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> BytesProgress {
+        std::sync::Arc::new(|_, _| {})
+    }
+
+    fn sample(dir: &Path) -> (PathBuf, BundleManifest) {
+        let mut inner = tar::Builder::new(Vec::new());
+        let data = vec![42u8; 5000];
+        let mut h = tar::Header::new_ustar();
+        h.set_path("manifest.json").unwrap();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        inner.append(&h, &data[..]).unwrap();
+        let tar = inner.into_inner().unwrap();
+        let path = dir.join("b.tar");
+        let images = [BundleImage {
+            reference: "ubuntu:22.04".into(),
+            id: "sha256:abc".into(),
+        }];
+        let m =
+            write_bundle_from_tar(&images, &tar, std::fs::File::create(&path).unwrap()).unwrap();
+        (path, m)
+    }
+
+    #[test]
+    fn round_trip_and_plain_tar_readers_see_both_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, written) = sample(dir.path());
+        assert_eq!(verify_bundle(&path, &none()).unwrap(), written);
+        let mut archive = tar::Archive::new(std::fs::File::open(&path).unwrap());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [BUNDLE_ENTRY, "manifest.json"]);
+    }
+
+    #[test]
+    fn truncation_and_flipped_bytes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = sample(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 700]).unwrap();
+        let e = verify_bundle(&path, &none()).unwrap_err();
+        assert!(matches!(e, BundleError::Truncated { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("truncated at byte {}", bytes.len() - 700)),
+            "{e}"
+        );
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2 + 600;
+        flipped[mid] ^= 0xff;
+        std::fs::write(&path, &flipped).unwrap();
+        let e = verify_bundle(&path, &none()).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn a_plain_docker_save_tar_is_not_a_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inner = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("manifest.json").unwrap();
+        h.set_size(2);
+        h.set_cksum();
+        inner.append(&h, &b"[]"[..]).unwrap();
+        let path = dir.path().join("plain.tar");
+        std::fs::write(&path, inner.into_inner().unwrap()).unwrap();
+        let e = verify_bundle(&path, &none()).unwrap_err();
+        assert!(e.to_string().contains("not a drbuild bundle"), "{e}");
+    }
+}

@@ -1,0 +1,174 @@
+//! `drbuild export` / `import` against the real daemon.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use docker_resilience_tests::testbed::{repo_root, Session, Testbed};
+
+const DEMO_IMAGES: [&str; 8] = [
+    "alpine:latest",
+    "golang:1.21-alpine",
+    "nginx:stable",
+    "node:18-alpine",
+    "postgres:15-alpine",
+    "python:3.11-slim",
+    "redis:7-alpine",
+    "ubuntu:22.04",
+];
+
+fn demo() -> String {
+    repo_root()
+        .join("examples/demo-monorepo")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn ensure_demo_images(bed: &Session<'_>) {
+    let (code, out, err) = bed.drbuild(&["prefetch", &demo(), "-q"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn round_trip_loads_every_image_under_its_name() {
+    let bed = Testbed::get();
+    ensure_demo_images(&bed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("demo.bundle");
+    let bundle_s = bundle.to_str().expect("utf-8");
+    let (code, out, err) = bed.drbuild(&["export", &demo(), "--output", bundle_s, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["images"].as_array().map(Vec::len), Some(8), "{doc}");
+    bed.remove_images(&DEMO_IMAGES);
+    let (code, out, err) = bed.drbuild(&["import", bundle_s, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["loaded"].as_array().map(Vec::len), Some(8), "{doc}");
+    for image in DEMO_IMAGES {
+        assert!(bed.has_image(image), "{image} not loaded");
+    }
+    // An uncompressed bundle is still a tar that plain `docker load` takes.
+    bed.remove_images(&DEMO_IMAGES);
+    let load = bed.docker(&["load", "-i", bundle_s]);
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    for image in DEMO_IMAGES {
+        assert!(bed.has_image(image), "{image} not loaded by docker load");
+    }
+}
+
+#[test]
+fn truncated_or_corrupted_bundles_load_nothing() {
+    let bed = Testbed::get();
+    ensure_demo_images(&bed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("demo.bundle");
+    let (code, out, err) = bed.drbuild(&["export", &demo(), "-o", bundle.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let bytes = std::fs::read(&bundle).expect("read bundle");
+
+    let truncated = dir.path().join("truncated.bundle");
+    let cut = bytes.len() * 2 / 3;
+    std::fs::write(&truncated, &bytes[..cut]).expect("write");
+    let flipped = dir.path().join("flipped.bundle");
+    let mut corrupt = bytes.clone();
+    let mid = corrupt.len() / 2;
+    for b in &mut corrupt[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&flipped, &corrupt).expect("write");
+
+    for (file, expected) in [
+        (&truncated, format!("truncated at byte {cut}")),
+        (&flipped, "checksum mismatch".to_owned()),
+    ] {
+        bed.remove_images(&DEMO_IMAGES);
+        let (code, out, err) = bed.drbuild(&["import", file.to_str().expect("utf-8")]);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(err.contains(&expected), "{err}");
+        for image in DEMO_IMAGES {
+            assert!(
+                !bed.has_image(image),
+                "{image} was loaded from a bad bundle"
+            );
+        }
+    }
+    ensure_demo_images(&bed);
+}
+
+fn big_image(bed: &Session<'_>, name: &str, mib: usize) {
+    if bed.has_image(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM busybox:1.36\nRUN head -c {}m /dev/urandom > /blob\n",
+            mib
+        ),
+    )
+    .expect("write");
+    let out = bed.docker(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "-t",
+        name,
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn interrupted_export_leaves_no_file() {
+    let bed = Testbed::get();
+    ensure_demo_images(&bed);
+    big_image(&bed, "drbuild-test/big:256", 256);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("big.bundle");
+    let child = Command::new(bed.drbuild_path())
+        .args([
+            "export",
+            "-o",
+            output.to_str().expect("utf-8"),
+            "drbuild-test/big:256",
+        ])
+        .env("DOCKER_HOST", &bed.docker_host)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn drbuild");
+    // Interrupt once the export is under way (its temporary file exists).
+    let started = Instant::now();
+    while entries(dir.path()).is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(entries(dir.path()), Vec::<String>::new(), "left behind");
+}
