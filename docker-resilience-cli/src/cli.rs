@@ -68,6 +68,10 @@ pub struct ExportArgs {
     /// The bundle to write (atomically: it appears only when complete).
     #[arg(long, short)]
     pub output: PathBuf,
+    /// `zstd` for slow links (then `drbuild import`, or `zstd -dc FILE | docker load`);
+    /// `none` (default) keeps it loadable by `docker load -i`.
+    #[arg(long, default_value = "none", value_name = "none|zstd")]
+    pub compress: docker_resilience::Compression,
 }
 
 /// `drbuild import`.

@@ -30,6 +30,7 @@ pub const BUNDLE_ENTRY: &str = "drbuild-bundle.json";
 const FORMAT: &str = "drbuild-bundle/1";
 const BLOCK: u64 = 512;
 const READ_CHUNK: usize = 256 * 1024;
+const BATCH: usize = 1 << 20;
 
 /// What went wrong with a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,14 @@ pub enum BundleError {
         actual: u64,
         /// The size it should have.
         expected: u64,
+    },
+    /// A compressed bundle lost its end (where its manifest is).
+    #[error("{}: truncated at byte {actual}: the compressed bundle's trailer (its manifest) is missing", path.display())]
+    TruncatedTrailer {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
     },
     /// The file is longer than its manifest says.
     #[error("{}: {extra} unexpected bytes after the end of the bundle", path.display())]
@@ -121,6 +130,81 @@ pub struct BundleManifest {
     pub content_bytes: u64,
     /// Their sha256, in hex.
     pub content_sha256: String,
+    /// How the content is stored.
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
+    /// Bytes of compressed content (compressed bundles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed_bytes: Option<u64>,
+    /// Their sha256, in hex (compressed bundles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed_sha256: Option<String>,
+}
+
+/// How a bundle's content is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// A tar that `docker load` takes as is.
+    #[default]
+    None,
+    /// zstd frames of the tar, then the manifest in a skippable frame (for slow links;
+    /// `zstd -dc FILE | docker load` also works).
+    Zstd,
+}
+
+impl Compression {
+    fn is_none(&self) -> bool {
+        *self == Compression::None
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(format!("unknown compression `{other}` (none, zstd)")),
+        }
+    }
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const SKIPPABLE_MAGIC: u32 = 0x184d_2a50;
+const TRAILER_MARK: &[u8; 8] = b"DRBNDL01";
+
+/// The manifest of a compressed bundle as a zstd skippable frame that ends with the
+/// JSON's length and a marker, so that a reader finds it from the end.
+fn zstd_trailer(manifest: &BundleManifest) -> Vec<u8> {
+    let json = serde_json::to_vec(manifest).unwrap_or_default();
+    let data_len = json.len() + 12;
+    let mut out = Vec::with_capacity(data_len + 8);
+    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(data_len).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(TRAILER_MARK);
+    out
+}
+
+/// Hashes and counts what passes through to `inner`.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Progress: bytes done and, when known, the total.
@@ -140,6 +224,9 @@ fn reserved_len(images: &[BundleImage]) -> u64 {
         images: images.to_vec(),
         content_bytes: u64::MAX,
         content_sha256: "0".repeat(64),
+        compression: Compression::None,
+        compressed_bytes: None,
+        compressed_sha256: None,
     };
     serde_json::to_vec(&widest).map_or(0, |v| v.len() as u64) + 1
 }
@@ -174,6 +261,7 @@ pub async fn export_bundle(
     engine: &DockerEngine,
     images: &[String],
     output: &Path,
+    compression: Compression,
     cancel: &CancellationToken,
     progress: BytesProgress,
 ) -> Result<BundleManifest, BundleError> {
@@ -218,45 +306,87 @@ pub async fn export_bundle(
         images: entries.clone(),
         content_bytes: 0,
         content_sha256: String::new(),
+        compression: Compression::None,
+        compressed_bytes: None,
+        compressed_sha256: None,
     };
     let head = manifest_entry(&placeholder, reserved);
     // One thread hashes and writes (large buffered writes, no blocking-pool trip per
     // chunk); the async side only receives from the daemon. The channel is bounded.
     let mut std_file = temp.reopen().map_err(io_err(output))?;
-    std_file.write_all(&head).map_err(io_err(output))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let writer =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64, String)> {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std_file);
-            let mut hasher = Sha256::new();
-            let mut written = 0u64;
+    if compression == Compression::None {
+        std_file.write_all(&head).map_err(io_err(output))?;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    type Written = (std::fs::File, u64, String, Option<(u64, String)>);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Written> {
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, std_file);
+        if compression == Compression::Zstd {
+            let counting = HashingWriter {
+                inner: buffered,
+                hasher: Sha256::new(),
+                bytes: 0,
+            };
+            let mut encoder = zstd::stream::Encoder::new(counting, 3)?;
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);
-                out.write_all(&chunk)?;
+                encoder.write_all(&chunk)?;
                 written += chunk.len() as u64;
             }
-            let file = out
+            let counting = encoder.finish()?;
+            let compressed = (counting.bytes, format!("{:x}", counting.hasher.finalize()));
+            let file = counting
+                .inner
                 .into_inner()
                 .map_err(std::io::IntoInnerError::into_error)?;
-            Ok((file, written, format!("{:x}", hasher.finalize())))
-        });
+            return Ok((
+                file,
+                written,
+                format!("{:x}", hasher.finalize()),
+                Some(compressed),
+            ));
+        }
+        let mut out = buffered;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            out.write_all(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        let file = out
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        Ok((file, written, format!("{:x}", hasher.finalize()), None))
+    });
     let names: Vec<&str> = images.iter().map(String::as_str).collect();
     let mut stream = engine.docker().export_images(&names);
     let mut received = 0u64;
     let mut failure = None;
+    // The daemon's chunks are small: batch them so the writer thread wakes per MiB.
+    let mut batch = bytes::BytesMut::with_capacity(BATCH);
     loop {
         let chunk = tokio::select! {
             c = stream.next() => c,
             () = cancel.cancelled() => { failure = Some(BundleError::Interrupted); break; }
         };
-        let Some(chunk) = chunk else { break };
+        let Some(chunk) = chunk else {
+            if !batch.is_empty() {
+                let _ = tx.send(batch.split().freeze()).await;
+            }
+            break;
+        };
         match chunk {
             Ok(chunk) => {
                 received += chunk.len() as u64;
-                if tx.send(chunk).await.is_err() {
-                    break; // the writer failed: its error is below
+                batch.extend_from_slice(&chunk);
+                if batch.len() >= BATCH {
+                    if tx.send(batch.split().freeze()).await.is_err() {
+                        break; // the writer failed: its error is below
+                    }
+                    batch.reserve(BATCH);
+                    progress(received, None);
                 }
-                progress(received, None);
             }
             Err(e) => {
                 failure = Some(BundleError::Engine(EngineError::Daemon {
@@ -278,7 +408,7 @@ pub async fn export_bundle(
     if let Some(failure) = failure {
         return Err(failure);
     }
-    let (mut std_file, written, sha256) = written?;
+    let (mut std_file, written, sha256, compressed) = written?;
     if written < 2 * BLOCK {
         return Err(BundleError::Engine(EngineError::Daemon {
             status: None,
@@ -290,14 +420,24 @@ pub async fn export_bundle(
         images: entries,
         content_bytes: written,
         content_sha256: sha256,
+        compression,
+        compressed_bytes: compressed.as_ref().map(|c| c.0),
+        compressed_sha256: compressed.map(|c| c.1),
     };
     // Flushed, not fsynced (as `docker save`): the rename guarantees a complete file
     // against errors and Ctrl-C, not against power loss.
-    std_file.seek(SeekFrom::Start(0)).map_err(io_err(output))?;
-    std_file
-        .write_all(&manifest_entry(&manifest, reserved))
-        .map_err(io_err(output))?;
-    drop(std_file);
+    if compression == Compression::Zstd {
+        std_file
+            .write_all(&zstd_trailer(&manifest))
+            .map_err(io_err(output))?;
+        drop(std_file);
+    } else {
+        std_file.seek(SeekFrom::Start(0)).map_err(io_err(output))?;
+        std_file
+            .write_all(&manifest_entry(&manifest, reserved))
+            .map_err(io_err(output))?;
+        drop(std_file);
+    }
     if cancel.is_cancelled() {
         return Err(BundleError::Interrupted);
     }
@@ -323,6 +463,11 @@ pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleMani
         path: path.to_path_buf(),
         reason: reason.to_owned(),
     };
+    let mut magic = [0u8; 4];
+    if file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC {
+        return verify_zstd(path, file, size, progress);
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
     let mut header = [0u8; BLOCK as usize];
     file.read_exact(&mut header)
         .map_err(|_| not_bundle("shorter than one tar header"))?;
@@ -391,6 +536,87 @@ pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleMani
     Ok(manifest)
 }
 
+fn hash_prefix(
+    path: &Path,
+    file: &mut std::fs::File,
+    len: u64,
+    progress: &BytesProgress,
+) -> Result<String, BundleError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut done = 0u64;
+    let mut reader = Read::take(&mut *file, len);
+    loop {
+        let n = reader.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        progress(done, Some(len));
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn verify_zstd(
+    path: &Path,
+    mut file: std::fs::File,
+    size: u64,
+    progress: &BytesProgress,
+) -> Result<BundleManifest, BundleError> {
+    let truncated = || BundleError::TruncatedTrailer {
+        path: path.to_path_buf(),
+        actual: size,
+    };
+    if size < 4 + 8 + 12 {
+        return Err(truncated());
+    }
+    let mut tail = [0u8; 12];
+    file.seek(SeekFrom::Start(size - 12))
+        .map_err(io_err(path))?;
+    file.read_exact(&mut tail).map_err(io_err(path))?;
+    if &tail[4..] != TRAILER_MARK {
+        return Err(truncated());
+    }
+    let json_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    let frame_start = size.checked_sub(12 + json_len + 8).ok_or_else(truncated)?;
+    let mut frame = vec![0u8; (8 + json_len) as usize];
+    file.seek(SeekFrom::Start(frame_start))
+        .map_err(io_err(path))?;
+    file.read_exact(&mut frame).map_err(io_err(path))?;
+    if frame[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
+        return Err(truncated());
+    }
+    let not_bundle = |reason: String| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let manifest: BundleManifest = serde_json::from_slice(&frame[8..])
+        .map_err(|e| not_bundle(format!("unreadable manifest: {e}")))?;
+    if manifest.format != FORMAT || manifest.compression != Compression::Zstd {
+        return Err(not_bundle(format!("unknown format `{}`", manifest.format)));
+    }
+    let expected = manifest.compressed_bytes.unwrap_or(0);
+    if frame_start != expected {
+        return Err(BundleError::Truncated {
+            path: path.to_path_buf(),
+            actual: frame_start,
+            expected,
+        });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    let actual = hash_prefix(path, &mut file, expected, progress)?;
+    let wanted = manifest.compressed_sha256.clone().unwrap_or_default();
+    if actual != wanted {
+        return Err(BundleError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            actual,
+            expected: wanted,
+        });
+    }
+    Ok(manifest)
+}
+
 /// What an import loaded.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
@@ -420,7 +646,12 @@ pub async fn import_bundle(
         return Err(BundleError::Interrupted);
     }
     let total = std::fs::metadata(path).map_err(io_err(path))?.len();
-    let stream = file_stream(path.to_path_buf());
+    let stream = file_stream(
+        path.to_path_buf(),
+        manifest
+            .compressed_bytes
+            .filter(|_| manifest.compression == Compression::Zstd),
+    );
     let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
         .quiet(true)
         .build();
@@ -467,15 +698,26 @@ pub async fn import_bundle(
 /// The file as a stream of chunks, read on a blocking thread with a small buffer.
 fn file_stream(
     path: PathBuf,
+    zstd_bytes: Option<u64>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        let mut file = match std::fs::File::open(&path) {
+        let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
+        };
+        let mut file: Box<dyn Read> = match zstd_bytes {
+            None => Box::new(file),
+            Some(len) => match zstd::stream::read::Decoder::new(Read::take(file, len)) {
+                Ok(d) => Box::new(d),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            },
         };
         loop {
             let mut buf = vec![0u8; READ_CHUNK];
@@ -508,6 +750,9 @@ pub fn write_bundle_from_tar(
         images: images.to_vec(),
         content_bytes: tar.len() as u64,
         content_sha256: format!("{:x}", Sha256::digest(tar)),
+        compression: Compression::None,
+        compressed_bytes: None,
+        compressed_sha256: None,
     };
     out.write_all(&manifest_entry(&manifest, reserved_len(images)))?;
     out.write_all(tar)?;
@@ -571,6 +816,44 @@ mod tests {
         let mut flipped = bytes.clone();
         let mid = flipped.len() / 2 + 600;
         flipped[mid] ^= 0xff;
+        std::fs::write(&path, &flipped).unwrap();
+        let e = verify_bundle(&path, &none()).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn zstd_bundle_verifies_and_names_truncation_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = vec![7u8; 100_000];
+        let compressed = zstd::encode_all(&tar[..], 3).unwrap();
+        let manifest = BundleManifest {
+            format: FORMAT.into(),
+            images: vec![BundleImage {
+                reference: "x:1".into(),
+                id: "sha256:1".into(),
+            }],
+            content_bytes: tar.len() as u64,
+            content_sha256: format!("{:x}", Sha256::digest(&tar)),
+            compression: Compression::Zstd,
+            compressed_bytes: Some(compressed.len() as u64),
+            compressed_sha256: Some(format!("{:x}", Sha256::digest(&compressed))),
+        };
+        let mut bytes = compressed.clone();
+        bytes.extend_from_slice(&zstd_trailer(&manifest));
+        let path = dir.path().join("b.tar.zst");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(verify_bundle(&path, &none()).unwrap(), manifest);
+        // The zstd tool reads past the skippable frame: `zstd -dc | docker load` works.
+        assert_eq!(zstd::decode_all(&bytes[..]).unwrap(), tar);
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let e = verify_bundle(&path, &none()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("truncated at byte {}", bytes.len() - 5)),
+            "{e}"
+        );
+        let mut flipped = bytes.clone();
+        flipped[compressed.len() / 2] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
         let e = verify_bundle(&path, &none()).unwrap_err();
         assert!(e.to_string().contains("checksum mismatch"), "{e}");

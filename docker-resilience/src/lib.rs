@@ -70,7 +70,7 @@ pub use build::{
 pub use build_engine::{BuildEngine, BuildFailure, BuildRequest, LogSink};
 pub use bundle::{
     export_bundle, import_bundle, verify_bundle, write_bundle_from_tar, BundleError, BundleImage,
-    BundleManifest, BytesProgress, ImportReport, BUNDLE_ENTRY,
+    BundleManifest, BytesProgress, Compression, ImportReport, BUNDLE_ENTRY,
 };
 pub use classify::{classify, classify_build, Classification, ErrorClass};
 pub use compose::{

@@ -172,3 +172,49 @@ fn interrupted_export_leaves_no_file() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert_eq!(entries(dir.path()), Vec::<String>::new(), "left behind");
 }
+
+#[test]
+fn zstd_bundle_round_trip_and_truncation() {
+    let bed = Testbed::get();
+    ensure_demo_images(&bed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("demo.bundle.zst");
+    let bundle_s = bundle.to_str().expect("utf-8");
+    let (code, out, err) = bed.drbuild(&[
+        "export",
+        &demo(),
+        "-o",
+        bundle_s,
+        "--compress",
+        "zstd",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["compression"], "zstd", "{doc}");
+    let bytes = std::fs::read(&bundle).expect("read");
+    assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd stream");
+
+    let truncated = dir.path().join("cut.bundle.zst");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    bed.remove_images(&DEMO_IMAGES);
+    let (code, _, err) = bed.drbuild(&["import", truncated.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("truncated at byte {}", bytes.len() / 2)),
+        "{err}"
+    );
+    assert!(
+        DEMO_IMAGES.iter().all(|i| !bed.has_image(i)),
+        "nothing loaded"
+    );
+
+    let (code, out, err) = bed.drbuild(&["import", bundle_s]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for image in DEMO_IMAGES {
+        assert!(
+            bed.has_image(image),
+            "{image} not loaded from the zstd bundle"
+        );
+    }
+}

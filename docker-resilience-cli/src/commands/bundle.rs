@@ -45,6 +45,8 @@ struct ExportOutput<'a> {
     images: &'a [docker_resilience::BundleImage],
     content_bytes: u64,
     content_sha256: &'a str,
+    compression: docker_resilience::Compression,
+    compressed_bytes: Option<u64>,
 }
 
 pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError> {
@@ -83,7 +85,15 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         args.output.display()
     );
     let (progress, bar) = byte_progress(cli, "export");
-    let result = export_bundle(&engine, &images, &args.output, &token, progress).await;
+    let result = export_bundle(
+        &engine,
+        &images,
+        &args.output,
+        args.compress,
+        &token,
+        progress,
+    )
+    .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -94,6 +104,8 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
             images: &manifest.images,
             content_bytes: manifest.content_bytes,
             content_sha256: &manifest.content_sha256,
+            compression: manifest.compression,
+            compressed_bytes: manifest.compressed_bytes,
         });
     } else {
         for image in &manifest.images {
