@@ -273,3 +273,90 @@ pub fn doctor_table(checks: &[docker_resilience::Check]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use docker_resilience::{
+        BuildReport, BuildSummary, Check, CheckStatus, ErrorClass, ServiceResult, ServiceStatus,
+    };
+
+    use super::*;
+
+    fn service(name: &str, status: ServiceStatus, attempts: u32) -> ServiceResult {
+        ServiceResult {
+            name: name.into(),
+            image: format!("ai-infra-{name}:v0.3.6-dev"),
+            status,
+            attempts,
+            elapsed_ms: 1200,
+            error: None,
+            error_class: None,
+            step: None,
+            last_lines: Vec::new(),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn build_summary_names_failures_with_their_last_lines() {
+        let mut apphub = service("apphub", ServiceStatus::Failed, 3);
+        apphub.error = Some("failed to solve: ubuntu:22.04: failed to do request: Head \"https://registry-1.docker.io/v2/library/ubuntu/manifests/22.04\": EOF".into());
+        apphub.error_class = Some(ErrorClass::Transient);
+        apphub.step = Some("[internal] load metadata for docker.io/library/ubuntu:22.04".into());
+        let mut init = service("backend-init", ServiceStatus::Failed, 1);
+        init.error = Some(
+            "process \"/bin/sh -c ./migrate\" did not complete successfully: exit code: 3".into(),
+        );
+        init.error_class = Some(ErrorClass::Permanent);
+        init.step = Some("[2/2] RUN ./migrate".into());
+        init.last_lines = vec![
+            "connecting to postgres".into(),
+            "migration 0042 failed".into(),
+        ];
+        let report = BuildReport {
+            services: vec![
+                service("backend", ServiceStatus::Built, 1),
+                init,
+                apphub,
+                service("nginx", ServiceStatus::Skipped, 0),
+                service("frontend", ServiceStatus::UpToDate, 0),
+            ],
+            summary: BuildSummary {
+                total: 5,
+                built: 1,
+                failed: 2,
+                skipped: 1,
+                up_to_date: 1,
+                retries: 2,
+                elapsed_ms: 9000,
+            },
+            interrupted: false,
+        };
+        insta::assert_snapshot!(build_table(&report));
+    }
+
+    #[test]
+    fn doctor_table_shows_hints_for_problems_only() {
+        let checks = vec![
+            Check {
+                name: "daemon".into(),
+                status: CheckStatus::Ok,
+                message: "Docker 20.10.24 (API 1.41)".into(),
+                hint: None,
+            },
+            Check {
+                name: "mirror 127.0.0.1:15001".into(),
+                status: CheckStatus::Fail,
+                message: "http://127.0.0.1:15001 is unreachable: connection refused".into(),
+                hint: Some("fix it or remove it from `registry-mirrors`".into()),
+            },
+            Check {
+                name: "upstream docker.io".into(),
+                status: CheckStatus::Warn,
+                message: "registry-1.docker.io is unreachable".into(),
+                hint: Some("a working registry mirror covers it".into()),
+            },
+        ];
+        insta::assert_snapshot!(doctor_table(&checks));
+    }
+}

@@ -171,3 +171,115 @@ impl Bars {
         }
     }
 }
+
+/// Build progress: on a terminal, one spinner per running service showing its
+/// current step and a total bar; elsewhere (CI logs), every line prefixed with the
+/// service's name, as compose does.
+#[derive(Clone)]
+pub struct BuildProgress {
+    bars: Option<Arc<BuildBars>>,
+    quiet: bool,
+    width: usize,
+}
+
+struct BuildBars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    services: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl BuildProgress {
+    /// Bars when stderr is a terminal and `bars` allows them; `width` aligns names.
+    pub fn new(quiet: bool, bars: bool, width: usize, services: usize) -> Self {
+        let bars = (bars && !quiet && std::io::stderr().is_terminal()).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let total = multi.add(ProgressBar::new(services as u64));
+            total.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} services {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            total.set_prefix("build");
+            Arc::new(BuildBars {
+                multi,
+                total,
+                services: Mutex::new(HashMap::new()),
+            })
+        });
+        BuildProgress { bars, quiet, width }
+    }
+
+    /// Handles one event.
+    pub fn event(&self, event: &docker_resilience::BuildEvent) {
+        use docker_resilience::BuildEvent;
+        let width = self.width;
+        let Some(bars) = &self.bars else {
+            if self.quiet {
+                return;
+            }
+            let line = match event {
+                BuildEvent::Started { service, attempt } if *attempt > 1 => format!("{service:<width$} | attempt {attempt}"),
+                BuildEvent::Started { service, .. } => format!("{service:<width$} | building"),
+                BuildEvent::Line { service, line } => format!("{service:<width$} | {line}"),
+                BuildEvent::Retrying { service, attempt, error, delay } => format!(
+                    "{service:<width$} | attempt {attempt} failed (transient): {error}; retrying in {:.1}s",
+                    delay.as_secs_f64()
+                ),
+                BuildEvent::Finished(r) => format!("{:<width$} | {}", r.name, r.status.as_str()),
+                _ => return,
+            };
+            eprintln!("{line}");
+            return;
+        };
+        let bar = |name: &str| {
+            let mut services = bars.services.lock().unwrap_or_else(|e| e.into_inner());
+            services
+                .entry(name.to_owned())
+                .or_insert_with(|| {
+                    let bar = bars
+                        .multi
+                        .insert_before(&bars.total, ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template(&format!(
+                            "{{spinner}} {{prefix:<{width}}} {{wide_msg}}"
+                        ))
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(name.to_owned());
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    bar
+                })
+                .clone()
+        };
+        match event {
+            BuildEvent::Started { service, attempt } => {
+                bar(service).set_message(format!("attempt {attempt}"))
+            }
+            BuildEvent::Line { service, line } => bar(service).set_message(line.trim().to_owned()),
+            BuildEvent::Retrying { service, delay, .. } => bar(service).set_message(format!(
+                "transient failure, retrying in {:.1}s",
+                delay.as_secs_f64()
+            )),
+            BuildEvent::Finished(r) => {
+                bars.total.inc(1);
+                let b = bar(&r.name);
+                b.finish_and_clear();
+                bars.multi.remove(&b);
+                let _ = bars
+                    .multi
+                    .println(format!("{:<width$} | {}", r.name, r.status.as_str()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Clears the bars.
+    pub fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            bars.total.finish_and_clear();
+            let _ = bars.multi.clear();
+        }
+    }
+}

@@ -1,11 +1,10 @@
 //! `drbuild build-all` and `drbuild build NAME...`.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use docker_resilience::{
-    BuildEvent, BuildOptions, BuildReport, Builder, CancellationToken, DockerEngine, Plan,
-    RetryPolicy, ServiceSet,
+    BuildOptions, BuildReport, Builder, CancellationToken, DockerEngine, Plan, RetryPolicy,
+    ServiceSet,
 };
 
 use crate::cli::{BuildAllArgs, BuildArgs, BuildFlags, Cli, PullArgs, TreeArgs};
@@ -13,6 +12,7 @@ use crate::commands::prefetch::prefetch;
 use crate::commands::{cancel_on_ctrl_c, plan_options};
 use crate::exit::CliError;
 use crate::output;
+use crate::progress::BuildProgress;
 
 pub(crate) async fn run_all(cli: &Cli, args: &BuildAllArgs) -> Result<(), CliError> {
     run(
@@ -106,13 +106,16 @@ async fn run(
     };
     let token = CancellationToken::new();
     cancel_on_ctrl_c(token.clone());
-    let quiet = cli.quiet;
     let width = set.services.keys().map(String::len).max().unwrap_or(0);
+    let progress = BuildProgress::new(cli.quiet, !cli.json, width, set.services.len());
+    let sink = progress.clone();
     let report = Builder::new(engine, options)
-        .on_event(move |event| log_event(event, width, quiet))
+        .on_event(move |event| sink.event(event))
         .cancel_on(token)
         .run(&set)
-        .await?;
+        .await;
+    progress.finish();
+    let report = report?;
     if cli.json {
         output::json(&report);
     } else {
@@ -138,33 +141,6 @@ fn needed_images(plan: &Plan, set: &ServiceSet) -> Vec<docker_resilience::ImageR
         })
         .map(|i| i.reference.clone())
         .collect()
-}
-
-/// Build lines prefixed with the service's name, as compose does.
-fn log_event(event: &BuildEvent, width: usize, quiet: bool) {
-    if quiet {
-        return;
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = match event {
-        BuildEvent::Started { service, attempt } if *attempt > 1 => {
-            writeln!(err, "{service:<width$} | attempt {attempt}")
-        }
-        BuildEvent::Started { service, .. } => writeln!(err, "{service:<width$} | building"),
-        BuildEvent::Line { service, line } => writeln!(err, "{service:<width$} | {line}"),
-        BuildEvent::Retrying {
-            service,
-            attempt,
-            error,
-            delay,
-        } => writeln!(
-            err,
-            "{service:<width$} | attempt {attempt} failed (transient): {error}; retrying in {:.1}s",
-            delay.as_secs_f64()
-        ),
-        BuildEvent::Finished(r) => writeln!(err, "{:<width$} | {}", r.name, r.status.as_str()),
-        _ => Ok(()),
-    };
 }
 
 fn outcome(report: &BuildReport) -> Result<(), CliError> {
