@@ -26,6 +26,43 @@
 //! # }
 //! ```
 //!
+//! # Pulling and building through the daemon
+//!
+//! A [`Prefetcher`] pulls a plan's images through the Docker daemon with retries
+//! (errors classified as transient, rate-limited or permanent), mirror fallback,
+//! a stall watchdog, bounded concurrency and a report; a [`Builder`] then builds a
+//! [`ServiceSet`] (from `drbuild.yaml`, compose, or Dockerfile directories) in
+//! dependency order, retrying only transient failures.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use docker_resilience::{
+//!     BuildOptions, Builder, DockerEngine, Plan, PlanOptions, PrefetchOptions, Prefetcher,
+//!     ServiceSet,
+//! };
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let root = Path::new(".");
+//! let plan = Plan::for_tree(root, &PlanOptions::default())?;
+//! let engine = DockerEngine::connect().await?;
+//! let images: Vec<_> = plan.references().cloned().collect();
+//! let pulled = Prefetcher::new(engine.clone(), PrefetchOptions::default())
+//!     .on_event(|event| eprintln!("{event:?}"))
+//!     .run(&images)
+//!     .await?;
+//! println!("pulled {}, failed {}", pulled.summary.pulled, pulled.summary.failed);
+//! let services = ServiceSet::load(root, &plan)?;
+//! let built = Builder::new(engine, BuildOptions::default()).run(&services).await?;
+//! println!("built {}/{}", built.summary.built, built.summary.total);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! For a `build.rs` or an xtask, [`DockerBuild`] does all of this in one call.
+//! [`export_bundle`] / [`import_bundle`] move images to machines with no registry
+//! in a file verified before loading, and [`doctor()`] explains why pulls and builds
+//! fail on a machine.
+//!
 //! # Scanning one Dockerfile
 //!
 //! ```
