@@ -282,3 +282,30 @@ fn the_xtask_runner_prints_cargo_lines_under_a_build_script() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_classic_builder_builds_and_explains_what_needs_buildkit() {
+    let bed = Testbed::get();
+    let root = data("build-world");
+    let root = root.to_str().expect("utf-8");
+    let mut args = vec!["build", "-C", root, "base", "cross", "--json"];
+    args.extend_from_slice(&QUICK);
+    let (code, stdout, stderr) = bed.drbuild_env(&args, &[("DOCKER_BUILDKIT", "0")]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(service(&doc, "base")["status"], "built", "{doc}");
+    let cross = service(&doc, "cross");
+    assert_eq!(cross["status"], "failed");
+    assert_eq!(cross["attempts"], 1);
+    assert!(
+        cross["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs BuildKit"),
+        "{cross}"
+    );
+    assert!(
+        stderr.contains("| Step 1/2 : FROM alpine:latest"),
+        "classic output: {stderr}"
+    );
+}
