@@ -168,7 +168,22 @@ impl BuildEngine for DockerEngine {
                         bollard::errors::Error::DockerResponseServerError { message, .. } => {
                             message
                         }
-                        other => other.to_string(),
+                        other => {
+                            // A transport or decoding glitch after the image was written
+                            // (seen: `bytes remaining on stream` at the very end of a
+                            // BuildKit stream) is not a failed build.
+                            if progress.image_written
+                                && progress.vertex_error.is_none()
+                                && self.image_exists(&service.image).await.unwrap_or(false)
+                            {
+                                tracing::debug!(
+                                    "{}: ignoring `{other}` after the image was written",
+                                    service.name
+                                );
+                                return Ok(());
+                            }
+                            other.to_string()
+                        }
                     };
                     return Err(progress.failure(message, dockerfile_text.as_deref()));
                 }
@@ -216,6 +231,9 @@ struct Progress {
     classic_step: Option<String>,
     failed_step: Option<String>,
     vertex_error: Option<String>,
+    /// The image was exported and tagged (BuildKit's `naming to …` done, or the
+    /// classic `Successfully tagged`).
+    image_written: bool,
 }
 
 fn push_tail(tail: &mut VecDeque<String>, line: String) {
@@ -235,6 +253,12 @@ impl Progress {
                         .insert(vertex.digest.clone(), vertex.name.clone());
                 }
                 let name = self.names.get(&vertex.digest).cloned().unwrap_or_default();
+                if vertex.completed.is_some()
+                    && vertex.error.is_empty()
+                    && name.starts_with("exporting to image")
+                {
+                    self.image_written = true;
+                }
                 if vertex.started.is_some() && !self.started.contains_key(&vertex.digest) {
                     self.started.insert(vertex.digest.clone(), true);
                     if vertex.cached {
@@ -267,6 +291,9 @@ impl Progress {
         }
         if let Some(text) = info.stream {
             for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                if line.starts_with("Successfully tagged ") {
+                    self.image_written = true;
+                }
                 if line.starts_with("Step ") {
                     self.classic_step = Some(line.to_owned());
                     self.classic_tail.clear();

@@ -204,6 +204,16 @@ pub fn classify_build(
     {
         return (ErrorClass::Transient, None);
     }
+    // The stream from the daemon broke (not the build): try again.
+    let transport = [
+        "bytes remaining on stream",
+        "error decoding response body",
+        "connection closed before message completed",
+        "incomplete message",
+    ];
+    if !step_failed && transport.iter().any(|p| lower.contains(p)) {
+        return (ErrorClass::Transient, None);
+    }
     if !step_failed {
         let c = classify(message).class;
         if c != ErrorClass::Permanent
