@@ -2,7 +2,6 @@
 //! retrying only what is transient, and reporting every result.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -274,14 +273,8 @@ impl<E: BuildEngine + 'static> Builder<E> {
             };
             let result = match joined {
                 Ok(result) => result,
-                Err(e) => {
-                    // A panicking build task: report it as a failure of the run, not a crash.
-                    return Err(ServiceError::Dockerfile {
-                        path: PathBuf::new(),
-                        line: 0,
-                        message: format!("a build task failed: {e}"),
-                    });
-                }
+                // Tasks are never aborted: a join error is a panic, passed on as one.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
             in_flight.remove(&result.name);
             if result.status == ServiceStatus::Failed && self.options.fail_fast {
@@ -426,6 +419,7 @@ async fn build_one<E: BuildEngine>(
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
+    use std::path::PathBuf;
     use std::sync::Mutex;
 
     use super::*;

@@ -114,19 +114,13 @@ impl BuildEngine for DockerEngine {
         let context = BuildContext::new(&request.root.join(&service.context), &dockerfile_path)
             .map_err(|e| BuildFailure::permanent(e.to_string()))?;
         let dockerfile_text = std::fs::read_to_string(&dockerfile_path).ok();
-        let buildkit = self.builder_is_buildkit().await;
-        let network = match request.network.clone().or_else(|| service.network.clone()) {
-            Some(n) => Some(n),
-            None if buildkit && !self.has_bridge_network().await => {
-                static SAID: std::sync::atomic::AtomicBool =
-                    std::sync::atomic::AtomicBool::new(false);
-                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::info!("no `bridge` network on this daemon: RUN steps use network `none` (set `network` or --network to change)");
-                }
-                Some("none".to_owned())
-            }
-            None => None,
-        };
+        let builder = *self.builder.get_or_init(|| self.ask_builder()).await;
+        let buildkit = builder.buildkit;
+        let network = request
+            .network
+            .clone()
+            .or_else(|| service.network.clone())
+            .or_else(|| builder.default_network.map(str::to_owned));
         let args: HashMap<String, String> = service.args.clone().into_iter().collect();
         let mut options = BuildImageOptionsBuilder::default()
             .t(&service.image)
@@ -196,26 +190,39 @@ impl BuildEngine for DockerEngine {
     }
 }
 
-impl DockerEngine {
-    /// BuildKit unless `DOCKER_BUILDKIT=0` or the daemon is not Linux.
-    async fn builder_is_buildkit(&self) -> bool {
-        if std::env::var("DOCKER_BUILDKIT")
-            .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"))
-        {
-            return false;
-        }
-        match self.docker().version().await {
-            Ok(v) => v.os.is_none_or(|os| os.eq_ignore_ascii_case("linux")),
-            Err(_) => true,
-        }
-    }
+/// What a daemon's builder offers, asked once per [`DockerEngine`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DaemonBuilder {
+    /// BuildKit, unless `DOCKER_BUILDKIT=0` or the daemon is not Linux.
+    buildkit: bool,
+    /// The network for builds that set none: `none` under BuildKit on a daemon with
+    /// no `bridge` network (BuildKit's default would fail every `RUN`).
+    default_network: Option<&'static str>,
+}
 
-    async fn has_bridge_network(&self) -> bool {
-        self.docker()
+impl DockerEngine {
+    async fn ask_builder(&self) -> DaemonBuilder {
+        let disabled = std::env::var("DOCKER_BUILDKIT")
+            .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
+        let buildkit = !disabled
+            && match self.docker().version().await {
+                Ok(v) => v.os.is_none_or(|os| os.eq_ignore_ascii_case("linux")),
+                Err(_) => true,
+            };
+        let bridge = self
+            .docker()
             .list_networks(None::<ListNetworksOptions>)
             .await
             .map(|nets| nets.iter().any(|n| n.name.as_deref() == Some("bridge")))
-            .unwrap_or(true)
+            .unwrap_or(true);
+        let default_network = (buildkit && !bridge).then_some("none");
+        if default_network.is_some() {
+            tracing::info!("no `bridge` network on this daemon: RUN steps use network `none` (set `network` or --network to change)");
+        }
+        DaemonBuilder {
+            buildkit,
+            default_network,
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::chunks::blocking_stream;
 use crate::engine::{DockerEngine, EngineError};
 
 /// The name of the bundle's first entry.
@@ -320,44 +321,51 @@ pub async fn export_bundle(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     type Written = (std::fs::File, u64, String, Option<(u64, String)>);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Written> {
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
+        // The content is hashed as it is written; compressed, the file's bytes too.
+        fn pump<W: Write>(
+            rx: &mut tokio::sync::mpsc::Receiver<Bytes>,
+            out: W,
+        ) -> std::io::Result<(W, u64, String)> {
+            let mut content = HashingWriter {
+                inner: out,
+                hasher: Sha256::new(),
+                bytes: 0,
+            };
+            while let Some(chunk) = rx.blocking_recv() {
+                content.write_all(&chunk)?;
+            }
+            Ok((
+                content.inner,
+                content.bytes,
+                format!("{:x}", content.hasher.finalize()),
+            ))
+        }
+        let into_file = |w: std::io::BufWriter<std::fs::File>| {
+            w.into_inner().map_err(std::io::IntoInnerError::into_error)
+        };
         let buffered = std::io::BufWriter::with_capacity(1 << 20, std_file);
         if compression == Compression::Zstd {
-            let counting = HashingWriter {
+            let file_bytes = HashingWriter {
                 inner: buffered,
                 hasher: Sha256::new(),
                 bytes: 0,
             };
-            let mut encoder = zstd::stream::Encoder::new(counting, 3)?;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                encoder.write_all(&chunk)?;
-                written += chunk.len() as u64;
-            }
-            let counting = encoder.finish()?;
-            let compressed = (counting.bytes, format!("{:x}", counting.hasher.finalize()));
-            let file = counting
-                .inner
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?;
+            let (encoder, written, sha256) =
+                pump(&mut rx, zstd::stream::Encoder::new(file_bytes, 3)?)?;
+            let file_bytes = encoder.finish()?;
+            let compressed = (
+                file_bytes.bytes,
+                format!("{:x}", file_bytes.hasher.finalize()),
+            );
             return Ok((
-                file,
+                into_file(file_bytes.inner)?,
                 written,
-                format!("{:x}", hasher.finalize()),
+                sha256,
                 Some(compressed),
             ));
         }
-        let mut out = buffered;
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            out.write_all(&chunk)?;
-            written += chunk.len() as u64;
-        }
-        let file = out
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
-        Ok((file, written, format!("{:x}", hasher.finalize()), None))
+        let (out, written, sha256) = pump(&mut rx, buffered)?;
+        Ok((into_file(out)?, written, sha256, None))
     });
     let names: Vec<&str> = images.iter().map(String::as_str).collect();
     let mut stream = engine.docker().export_images(&names);
@@ -513,19 +521,7 @@ pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleMani
         });
     }
     file.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut done = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
-        progress(done, Some(manifest.content_bytes));
-    }
-    let actual = format!("{:x}", hasher.finalize());
+    let actual = hash_prefix(path, &mut file, manifest.content_bytes, progress)?;
     if actual != manifest.content_sha256 {
         return Err(BundleError::ChecksumMismatch {
             path: path.to_path_buf(),
@@ -700,43 +696,20 @@ fn file_stream(
     path: PathBuf,
     zstd_bytes: Option<u64>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::task::spawn_blocking(move || {
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        let mut file: Box<dyn Read> = match zstd_bytes {
-            None => Box::new(file),
-            Some(len) => match zstd::stream::read::Decoder::new(Read::take(file, len)) {
-                Ok(d) => Box::new(d),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            },
-        };
-        loop {
-            let mut buf = vec![0u8; READ_CHUNK];
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
+    blocking_stream(move |out| {
+        let file = std::fs::File::open(&path)?;
+        match zstd_bytes {
+            None => std::io::copy(
+                &mut std::io::BufReader::with_capacity(READ_CHUNK, file),
+                out,
+            ),
+            Some(len) => std::io::copy(
+                &mut zstd::stream::read::Decoder::new(Read::take(file, len))?,
+                out,
+            ),
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|_| ())
+    })
 }
 
 /// Writes a bundle from an already-exported `docker save` tar (for tests and tools).
@@ -767,15 +740,19 @@ mod tests {
         std::sync::Arc::new(|_, _| {})
     }
 
-    fn sample(dir: &Path) -> (PathBuf, BundleManifest) {
+    /// A tar holding one `manifest.json` with `data`, like a tiny `docker save`.
+    fn save_tar(data: &[u8]) -> Vec<u8> {
         let mut inner = tar::Builder::new(Vec::new());
-        let data = vec![42u8; 5000];
         let mut h = tar::Header::new_ustar();
         h.set_path("manifest.json").unwrap();
         h.set_size(data.len() as u64);
         h.set_cksum();
-        inner.append(&h, &data[..]).unwrap();
-        let tar = inner.into_inner().unwrap();
+        inner.append(&h, data).unwrap();
+        inner.into_inner().unwrap()
+    }
+
+    fn sample(dir: &Path) -> (PathBuf, BundleManifest) {
+        let tar = save_tar(&[42u8; 5000]);
         let path = dir.join("b.tar");
         let images = [BundleImage {
             reference: "ubuntu:22.04".into(),
@@ -862,14 +839,8 @@ mod tests {
     #[test]
     fn a_plain_docker_save_tar_is_not_a_bundle() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inner = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_ustar();
-        h.set_path("manifest.json").unwrap();
-        h.set_size(2);
-        h.set_cksum();
-        inner.append(&h, &b"[]"[..]).unwrap();
         let path = dir.path().join("plain.tar");
-        std::fs::write(&path, inner.into_inner().unwrap()).unwrap();
+        std::fs::write(&path, save_tar(b"[]")).unwrap();
         let e = verify_bundle(&path, &none()).unwrap_err();
         assert!(e.to_string().contains("not a drbuild bundle"), "{e}");
     }

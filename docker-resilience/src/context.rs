@@ -7,13 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::mpsc;
 
+use crate::chunks::blocking_stream;
+#[cfg(test)]
+use crate::chunks::CHUNK;
 use crate::dockerignore::{Dockerignore, DockerignoreError};
-
-/// Bytes per chunk sent to the daemon; a few chunks are in flight at most.
-const CHUNK: usize = 64 * 1024;
-const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A build context that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -173,55 +171,7 @@ impl BuildContext {
     /// The context as a stream of tar chunks, written on a blocking thread; only a few
     /// chunks are buffered, whatever the context's size.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        tokio::task::spawn_blocking(move || {
-            let writer = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
-            if let Err(e) = self.write_tar(writer) {
-                // The receiver may be gone (the build ended): nothing else to tell.
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
-    }
-}
-
-/// Sends what is written as chunks over a bounded channel.
-struct ChannelWriter {
-    tx: mpsc::Sender<Result<Bytes, io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the build stopped reading the context",
-            )
-        })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
+        blocking_stream(move |out| self.write_tar(out).map(|_| ()))
     }
 }
 

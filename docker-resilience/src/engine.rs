@@ -174,6 +174,8 @@ pub struct DockerEngine {
     host: String,
     credentials: Arc<Mutex<HashMap<String, Option<DockerCredentials>>>>,
     use_credentials: bool,
+    /// What the daemon's builder offers, asked once (see `build_engine.rs`).
+    pub(crate) builder: Arc<tokio::sync::OnceCell<crate::build_engine::DaemonBuilder>>,
 }
 
 impl DockerEngine {
@@ -200,6 +202,7 @@ impl DockerEngine {
             docker,
             host,
             credentials: Arc::default(),
+            builder: Arc::default(),
             use_credentials: true,
         })
     }

@@ -80,6 +80,7 @@ mod binary;
 mod build;
 mod build_engine;
 mod bundle;
+mod chunks;
 mod classify;
 mod compose;
 mod config;

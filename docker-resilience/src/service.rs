@@ -129,7 +129,7 @@ impl ServiceSet {
     pub fn load(root: &Path, plan: &Plan) -> Result<ServiceSet, ServiceError> {
         let (mut services, origin, config, warnings) = match ConfigFile::find(root)? {
             Some(file) => {
-                let services = from_config(root, &file)?;
+                let services = from_config(&file)?;
                 (
                     services,
                     ServiceOrigin::Config(file.path.clone()),
@@ -246,19 +246,21 @@ impl ServiceSet {
     }
 }
 
-fn from_config(root: &Path, file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceError> {
+fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceError> {
     let mut services = BTreeMap::new();
     for (name, s) in &file.config.services {
         let context = s.context.clone().unwrap_or_else(|| PathBuf::from(name));
         let dockerfile = context.join(s.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()));
         let image = s.image.clone().unwrap_or_else(|| format!("drbuild-{name}"));
-        check_image(
-            name,
-            &image,
-            &file.path,
-            &file.path.display().to_string(),
-            root,
-        )?;
+        if let Err(e) = ImageReference::parse(&image) {
+            return Err(ServiceError::InvalidImage {
+                service: name.clone(),
+                image,
+                path: file.path.clone(),
+                line: 0,
+                message: e.to_string(),
+            });
+        }
         services.insert(
             name.clone(),
             Service {
@@ -275,24 +277,6 @@ fn from_config(root: &Path, file: &ConfigFile) -> Result<BTreeMap<String, Servic
         );
     }
     Ok(services)
-}
-
-fn check_image(
-    service: &str,
-    image: &str,
-    path: &Path,
-    _shown: &str,
-    _root: &Path,
-) -> Result<(), ServiceError> {
-    ImageReference::parse(image)
-        .map(|_| ())
-        .map_err(|e| ServiceError::InvalidImage {
-            service: service.to_owned(),
-            image: image.to_owned(),
-            path: path.to_path_buf(),
-            line: 0,
-            message: e.to_string(),
-        })
 }
 
 fn from_compose(plan: &Plan) -> BTreeMap<String, Service> {

@@ -131,6 +131,29 @@ pub struct Config {
     pub down: bool,
 }
 
+impl Config {
+    /// Manifest requests fail with this probability, as EOF, 500 or 429 (`Retry-After: 1`)
+    /// in turn: the flaky Docker Hub of our users' logs.
+    pub fn manifest_faults(seed: u64, probability: f64) -> Config {
+        Config {
+            seed,
+            rules: vec![Rule {
+                kinds: vec![PathKind::Manifest],
+                probability,
+                faults: vec![
+                    Fault::Eof,
+                    Fault::Status { code: 500 },
+                    Fault::RateLimit {
+                        retry_after_secs: 1,
+                    },
+                ],
+                ..Rule::default()
+            }],
+            ..Config::default()
+        }
+    }
+}
+
 /// What the proxy has seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -507,22 +530,7 @@ mod tests {
 
     #[test]
     fn seeded_decisions_repeat() {
-        let config = Config {
-            seed: 7,
-            rules: vec![Rule {
-                kinds: vec![PathKind::Manifest],
-                probability: 0.3,
-                faults: vec![
-                    Fault::Eof,
-                    Fault::Status { code: 500 },
-                    Fault::RateLimit {
-                        retry_after_secs: 1,
-                    },
-                ],
-                ..Rule::default()
-            }],
-            ..Config::default()
-        };
+        let config = Config::manifest_faults(7, 0.3);
         let run = || {
             let mut s = State::new(config.clone());
             (0..200)

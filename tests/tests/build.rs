@@ -1,6 +1,6 @@
 //! `drbuild build-all` / `build` against the real daemon (BuildKit), registry and fault proxy.
 
-use docker_resilience_tests::faultproxy::{Config, Fault, PathKind, Rule};
+use docker_resilience_tests::faultproxy::Config;
 use docker_resilience_tests::testbed::{data, repo_root, Session, Testbed};
 use serde_json::Value;
 
@@ -28,25 +28,23 @@ fn image_id(bed: &Session<'_>, image: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The line index in `stderr` where `service | built` is printed.
-fn finished_at(stderr: &str, name: &str) -> usize {
+/// The index of the first stderr line `SERVICE | WHAT` (names are padded).
+fn line_at(stderr: &str, name: &str, what: &str) -> usize {
     stderr
         .lines()
         .position(|l| {
             let mut parts = l.splitn(2, " | ");
-            parts.next().map(str::trim) == Some(name) && parts.next() == Some("built")
+            parts.next().map(str::trim) == Some(name) && parts.next() == Some(what)
         })
-        .unwrap_or_else(|| panic!("{name} never built:\n{stderr}"))
+        .unwrap_or_else(|| panic!("no `{name} | {what}` in:\n{stderr}"))
+}
+
+fn finished_at(stderr: &str, name: &str) -> usize {
+    line_at(stderr, name, "built")
 }
 
 fn started_at(stderr: &str, name: &str) -> usize {
-    stderr
-        .lines()
-        .position(|l| {
-            let mut parts = l.splitn(2, " | ");
-            parts.next().map(str::trim) == Some(name) && parts.next() == Some("building")
-        })
-        .unwrap_or_else(|| panic!("{name} never started:\n{stderr}"))
+    line_at(stderr, name, "building")
 }
 
 #[test]
@@ -65,22 +63,7 @@ fn demo_monorepo_builds_in_dependency_order_under_manifest_faults() {
         "ai-infra-backend-init:v0.3.6-dev",
         "ai-infra-nginx:v0.3.6-dev",
     ]);
-    bed.set_faults(&Config {
-        seed: 5,
-        rules: vec![Rule {
-            kinds: vec![PathKind::Manifest],
-            probability: 0.3,
-            faults: vec![
-                Fault::Eof,
-                Fault::Status { code: 500 },
-                Fault::RateLimit {
-                    retry_after_secs: 1,
-                },
-            ],
-            ..Rule::default()
-        }],
-        ..Config::default()
-    });
+    bed.set_faults(&Config::manifest_faults(5, 0.3));
     let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
     let faults = bed.stats().total_faults();
     bed.reset_faults();

@@ -35,25 +35,6 @@ fn prefetch_json(bed: &Session<'_>, root: &str, extra: &[&str]) -> (i32, Value, 
     (code, doc, stderr)
 }
 
-fn manifest_faults(seed: u64, probability: f64) -> Config {
-    Config {
-        seed,
-        rules: vec![Rule {
-            kinds: vec![PathKind::Manifest],
-            probability,
-            faults: vec![
-                Fault::Eof,
-                Fault::Status { code: 500 },
-                Fault::RateLimit {
-                    retry_after_secs: 1,
-                },
-            ],
-            ..Rule::default()
-        }],
-        ..Config::default()
-    }
-}
-
 fn statuses(doc: &Value) -> Vec<(String, String)> {
     doc["images"]
         .as_array()
@@ -76,7 +57,7 @@ fn thirty_percent_manifest_faults_every_image_in_ten_seeded_runs() {
     for seed in 1..=10 {
         bed.remove_images(&THIRTEEN);
         bed.reset_faults();
-        bed.set_faults(&manifest_faults(seed, 0.3));
+        bed.set_faults(&Config::manifest_faults(seed, 0.3));
         let (code, doc, stderr) = prefetch_json(&bed, "thirteen", &[]);
         let stats = bed.stats();
         assert_eq!(code, 0, "seed {seed}: {doc}\n{stderr}");

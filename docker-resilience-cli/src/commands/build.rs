@@ -44,16 +44,16 @@ async fn run(
     flags: &BuildFlags,
     pull: &PullArgs,
 ) -> Result<(), CliError> {
-    let plan = Plan::for_tree(&tree.root, &plan_options(tree)?)?;
+    let plan_options = plan_options(tree)?;
+    let plan = Plan::for_tree(&tree.root, &plan_options)?;
     let mut set = ServiceSet::load(&tree.root, &plan)?;
     for w in &set.warnings {
         tracing::warn!("{}:{}: {}", w.path.display(), w.line, w.value);
     }
     set.select(only, skip)?;
     // `--build-arg` reaches every build, over the services' own args (as compose does).
-    let cli_args = plan_options(tree)?.build_args;
     for service in set.services.values_mut() {
-        service.args.extend(cli_args.clone());
+        service.args.extend(plan_options.build_args.clone());
     }
     let config = set.config.clone().unwrap_or_default();
     let engine = DockerEngine::connect().await?;
