@@ -4,8 +4,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use docker_resilience::discover::DiscoverOptions;
+use docker_resilience::vocab::Platform;
+use docker_resilience::{Overrides, PlanOptions};
 
 use crate::exit::EXIT_CODES_HELP;
+
+/// `KEY=VALUE`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}`: expected KEY=VALUE"))
+}
+
+/// At least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// Resilient Docker image prefetch and multi-service builds for flaky networks.
 #[derive(Debug, Parser)]
@@ -50,12 +69,12 @@ pub struct DoctorArgs {
     /// The tree.
     #[command(flatten)]
     pub tree: TreeArgs,
-    /// The daemon's config file to validate.
-    #[arg(long, default_value = "/etc/docker/daemon.json", value_name = "FILE")]
-    pub daemon_json: PathBuf,
-    /// Timeout of each network probe.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    /// The daemon's config file to validate [default: /etc/docker/daemon.json].
+    #[arg(long, value_name = "FILE")]
+    pub daemon_json: Option<PathBuf>,
+    /// Timeout of each network probe [default: 3s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// `drbuild export`.
@@ -71,7 +90,7 @@ pub struct ExportArgs {
     /// `zstd` for slow links (then `drbuild import`, or `zstd -dc FILE | docker load`);
     /// `none` (default) keeps it loadable by `docker load -i`.
     #[arg(long, default_value = "none", value_name = "none|zstd")]
-    pub compress: docker_resilience::Compression,
+    pub compress: docker_resilience::bundle::Compression,
 }
 
 /// `drbuild import`.
@@ -84,8 +103,8 @@ pub struct ImportArgs {
 /// Options of the commands that build.
 #[derive(Debug, Clone, Args)]
 pub struct BuildFlags {
-    /// Services built at once (default 2, or `jobs` in drbuild.yaml).
-    #[arg(long, value_name = "N")]
+    /// Services built at once [default: `jobs` in drbuild.yaml, else 2].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// Rebuild every service, without the build cache.
     #[arg(long)]
@@ -99,12 +118,13 @@ pub struct BuildFlags {
     /// Stop starting builds after the first failure.
     #[arg(long)]
     pub fail_fast: bool,
-    /// Retries of a build that failed for a transient reason (network), per service.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub build_retries: u32,
-    /// Pulls at once while prefetching.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub pull_jobs: usize,
+    /// Retries of a build that failed for a transient reason (network), per service
+    /// [default: `retry.attempts` in drbuild.yaml minus one, else 2].
+    #[arg(long, value_name = "N")]
+    pub build_retries: Option<u32>,
+    /// Pulls at once while prefetching [default: `pull-jobs` in drbuild.yaml, else 4].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub pull_jobs: Option<usize>,
     /// Do not prefetch base images first.
     #[arg(long)]
     pub no_prefetch: bool,
@@ -140,8 +160,8 @@ pub struct BuildArgs {
     #[arg(long, short = 'C', default_value = ".")]
     pub root: PathBuf,
     /// A build arg for every Dockerfile of the plan (`KEY=VALUE`).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub build_args: Vec<(String, String)>,
     /// How to build.
     #[command(flatten)]
     pub build: BuildFlags,
@@ -156,12 +176,12 @@ pub struct TreeArgs {
     /// The tree to work on.
     #[arg(default_value = ".")]
     pub root: PathBuf,
-    /// A build arg for every Dockerfile (`KEY=VALUE`); compose `args:` win for their services.
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
+    /// A build arg for every Dockerfile (`KEY=VALUE`), over the services' own.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub build_args: Vec<(String, String)>,
     /// Target platform (`linux/amd64`); the host's by default.
     #[arg(long)]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     /// Also read files that .gitignore / .drbuildignore exclude.
     #[arg(long)]
     pub no_ignore: bool,
@@ -181,9 +201,9 @@ pub struct PrefetchArgs {
     /// The tree.
     #[command(flatten)]
     pub tree: TreeArgs,
-    /// Pulls at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub jobs: usize,
+    /// Pulls at once [default: `pull-jobs` in drbuild.yaml, else 4].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub jobs: Option<usize>,
     /// How to pull.
     #[command(flatten)]
     pub pull: PullArgs,
@@ -192,10 +212,10 @@ pub struct PrefetchArgs {
 /// Options of pulling, shared by the commands that prefetch.
 #[derive(Debug, Clone, Args)]
 pub struct PullArgs {
-    /// Retries after the first attempt, per image (10 attempts in all by default,
-    /// sized from measurement on flaky links).
-    #[arg(long, default_value_t = 9, value_name = "N")]
-    pub retries: u32,
+    /// Retries after the first attempt, per image [default: `retry.attempts` in
+    /// drbuild.yaml minus one, else 9: 10 attempts, sized from measurement on flaky links].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// A mirror for Docker Hub images, `HOST[:PORT][/PREFIX]`, tried in order when an
     /// image's own registry fails; repeatable. `REGISTRY=MIRROR` mirrors another
     /// registry (`ghcr.io=ghcr-mirror.example.com`).
@@ -204,19 +224,54 @@ pub struct PullArgs {
     /// Pull present images too (refresh them).
     #[arg(long)]
     pub always_pull: bool,
-    /// Cancel and retry a pull that shows no progress for this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub stall_timeout: Duration,
-    /// First delay between attempts (doubles each time, with jitter).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub retry_delay: Duration,
-    /// Longest delay between attempts.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub retry_max_delay: Duration,
-    /// Give up on an image after this long.
-    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
-    pub deadline: Duration,
+    /// Cancel and retry a pull that shows no progress for this long [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stall_timeout: Option<Duration>,
+    /// First delay between attempts, doubling each time, with jitter [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_delay: Option<Duration>,
+    /// Longest delay between attempts [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Option<Duration>,
+    /// Give up on an image after this long [default: 15m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<Duration>,
     /// Do not send credentials from docker's config.
     #[arg(long)]
     pub no_credentials: bool,
+}
+
+impl PullArgs {
+    /// The settings these flags ask for; `pull_jobs` and `build` from the command's own.
+    pub fn overrides(&self, pull_jobs: Option<usize>, build: Option<&BuildFlags>) -> Overrides {
+        Overrides {
+            build_jobs: build.and_then(|b| b.jobs),
+            pull_jobs,
+            network: build.and_then(|b| b.network.clone()),
+            pull_attempts: self.retries.map(|r| r.saturating_add(1)),
+            build_attempts: build
+                .and_then(|b| b.build_retries)
+                .map(|r| r.saturating_add(1)),
+            retry_delay: self.retry_delay,
+            retry_max_delay: self.retry_max_delay,
+            deadline: self.deadline,
+            stall_timeout: self.stall_timeout,
+            mirrors: self.mirrors.clone(),
+        }
+    }
+}
+
+impl TreeArgs {
+    /// How to plan the tree these flags name.
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            discover: DiscoverOptions {
+                respect_ignore_files: !self.no_ignore,
+                ..DiscoverOptions::default()
+            },
+            build_args: self.build_args.iter().cloned().collect(),
+            platform: self.platform.clone(),
+            env: None,
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! The one place where errors become exit codes (documented in `drbuild --help`).
 
-use docker_resilience::{BundleError, EngineError, PlanError, ServiceError};
+use docker_resilience::bundle::BundleError;
+use docker_resilience::config::SettingsError;
+use docker_resilience::engine::EngineError;
+use docker_resilience::plan::{PlanError, ServiceError};
+use docker_resilience::{Error, ErrorKind};
 
 /// `drbuild`'s exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +41,9 @@ Exit codes:
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
-    /// The tree could not be planned (invalid input).
+    /// The library failed (invalid input, no daemon, a bundle refused…).
     #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// The services or `drbuild.yaml` are invalid (a cycle, an unknown service…).
-    #[error(transparent)]
-    Service(#[from] ServiceError),
-    /// The Docker daemon could not be used.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// A bundle could not be written, verified or loaded.
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
+    Run(#[from] Error),
     /// A flag's value is invalid.
     #[error("{0}")]
     Usage(String),
@@ -60,19 +55,52 @@ pub enum CliError {
     Interrupted,
 }
 
+/// Every stage's error converts through the library's [`Error`].
+macro_rules! from_stage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError::Run(Error::from(e))
+            }
+        }
+    )*};
+}
+
+from_stage_errors!(
+    PlanError,
+    ServiceError,
+    SettingsError,
+    EngineError,
+    BundleError
+);
+
 impl CliError {
-    /// The exit code for this error.
+    /// The exit code for this error: the one table.
     pub fn exit(&self) -> Exit {
         match self {
-            CliError::Plan(_) | CliError::Service(_) | CliError::Usage(_) => Exit::Usage,
-            CliError::Engine(EngineError::Unreachable { .. })
-            | CliError::Bundle(BundleError::Engine(EngineError::Unreachable { .. })) => {
-                Exit::DaemonUnreachable
-            }
-            CliError::Bundle(BundleError::Interrupted) => Exit::Interrupted,
-            CliError::Bundle(_) => Exit::Failed,
-            CliError::Engine(_) | CliError::Failed(_) => Exit::Failed,
+            CliError::Run(e) => match e.kind() {
+                ErrorKind::Input => Exit::Usage,
+                ErrorKind::DaemonUnreachable => Exit::DaemonUnreachable,
+                ErrorKind::Interrupted => Exit::Interrupted,
+                _ => Exit::Failed,
+            },
+            CliError::Usage(_) => Exit::Usage,
+            CliError::Failed(_) => Exit::Failed,
             CliError::Interrupted => Exit::Interrupted,
+        }
+    }
+}
+
+impl CliError {
+    /// The end of a command whose report is printed: interrupted, some of its items
+    /// failed (`what`: `image(s) not pulled`), or all well.
+    pub fn outcome(interrupted: bool, failed: usize, what: &str) -> Result<(), CliError> {
+        if interrupted {
+            Err(CliError::Interrupted)
+        } else if failed > 0 {
+            Err(CliError::Failed(format!("{failed} {what}")))
+        } else {
+            Ok(())
         }
     }
 }
@@ -87,5 +115,32 @@ pub fn report(result: Result<(), CliError>) -> Exit {
             eprintln!("error: {e}");
             e.exit()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table() {
+        let unreachable = EngineError::Unreachable {
+            host: "unix:///nowhere".into(),
+            message: "no such file".into(),
+        };
+        assert_eq!(CliError::from(unreachable).exit(), Exit::DaemonUnreachable);
+        let cycle = ServiceError::Cycle {
+            cycle: vec!["a".into(), "b".into(), "a".into()],
+        };
+        assert_eq!(CliError::from(cycle).exit(), Exit::Usage);
+        assert_eq!(
+            CliError::from(BundleError::Interrupted).exit(),
+            Exit::Interrupted
+        );
+        assert_eq!(CliError::Failed("x".into()).exit(), Exit::Failed);
+        assert_eq!(
+            CliError::from(EngineError::other("500")).exit(),
+            Exit::Failed
+        );
     }
 }

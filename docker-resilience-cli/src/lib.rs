@@ -4,13 +4,14 @@
 //! tested.
 #![deny(missing_docs)]
 
-mod cli;
+pub mod cli;
 mod commands;
 mod exit;
 mod output;
 mod progress;
 
 pub use cli::Cli;
+
 pub use exit::{CliError, Exit};
 
 use clap::Parser;

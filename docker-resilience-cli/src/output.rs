@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use docker_resilience::{BuildReport, ImageStatus, Plan, PrefetchReport, ServiceStatus};
+use docker_resilience::build::{BuildReport, ServiceStatus};
+use docker_resilience::doctor::{Check, CheckStatus};
+use docker_resilience::prefetch::{ImageStatus, PrefetchReport};
+use docker_resilience::{ImageReference, Plan};
 use serde::Serialize;
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` overrides the level.
@@ -35,17 +38,20 @@ pub fn json<T: Serialize>(value: &T) {
 /// References longer than this get a line of their own in tables.
 const NAME_COLUMN_MAX: usize = 48;
 
-/// The plan as a table: each image with every place that needs it.
-pub fn plan_table(plan: &Plan) -> String {
-    let mut out = String::new();
-    let width = plan
-        .images
-        .iter()
-        .map(|i| i.reference.to_string().len())
+/// The width of a table's image column: the longest reference that fits.
+fn name_width<'a>(references: impl Iterator<Item = &'a ImageReference>) -> usize {
+    references
+        .map(|r| r.to_string().len())
         .filter(|&w| w <= NAME_COLUMN_MAX)
         .max()
         .unwrap_or(5)
-        .max(5);
+        .max(5)
+}
+
+/// The plan as a table: each image with every place that needs it.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut out = String::new();
+    let width = name_width(plan.references());
     let _ = writeln!(out, "{:<width$}  SOURCE", "IMAGE");
     for image in &plan.images {
         let mut name = image.reference.to_string();
@@ -99,14 +105,7 @@ fn plural(n: usize) -> &'static str {
 /// The prefetch report as a table, failures explained, totals last.
 pub fn prefetch_table(report: &PrefetchReport) -> String {
     let mut out = String::new();
-    let width = report
-        .images
-        .iter()
-        .map(|i| i.reference.to_string().len())
-        .filter(|&w| w <= NAME_COLUMN_MAX)
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let width = name_width(report.images.iter().map(|i| &i.reference));
     let _ = writeln!(
         out,
         "{:<width$}  {:<7}  {:>8}  {:<16}  TIME",
@@ -242,8 +241,7 @@ pub fn build_table(report: &BuildReport) -> String {
 
 /// The doctor's checks as a compact table, each hint under its check, and a last
 /// line with the counts.
-pub fn doctor_table(checks: &[docker_resilience::Check]) -> String {
-    use docker_resilience::CheckStatus;
+pub fn doctor_table(checks: &[Check]) -> String {
     let mut out = String::new();
     let width = checks
         .iter()
@@ -276,9 +274,8 @@ pub fn doctor_table(checks: &[docker_resilience::Check]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use docker_resilience::{
-        BuildReport, BuildSummary, Check, CheckStatus, ErrorClass, ServiceResult, ServiceStatus,
-    };
+    use docker_resilience::build::{BuildSummary, ServiceResult};
+    use docker_resilience::resilience::classify::ErrorClass;
 
     use super::*;
 

@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use docker_resilience::{ImageStatus, PrefetchEvent};
+use docker_resilience::build::BuildEvent;
+use docker_resilience::prefetch::{ImageStatus, PrefetchEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Turns prefetch events into bars or log lines.
@@ -18,6 +20,7 @@ struct Bars {
     multi: MultiProgress,
     total: ProgressBar,
     images: Mutex<HashMap<String, ProgressBar>>,
+    finished: AtomicBool,
 }
 
 impl PullProgress {
@@ -39,6 +42,7 @@ impl PullProgress {
                 multi,
                 total,
                 images: Mutex::new(HashMap::new()),
+                finished: AtomicBool::new(false),
             })
         });
         PullProgress { bars, quiet }
@@ -53,11 +57,13 @@ impl PullProgress {
         }
     }
 
-    /// Clears the bars.
+    /// Clears the bars (once; later calls do nothing).
     pub fn finish(&self) {
         if let Some(bars) = &self.bars {
-            bars.total.finish_and_clear();
-            let _ = bars.multi.clear();
+            if !bars.finished.swap(true, Ordering::SeqCst) {
+                bars.total.finish_and_clear();
+                let _ = bars.multi.clear();
+            }
         }
     }
 }
@@ -177,9 +183,11 @@ impl Bars {
 /// service's name, as compose does.
 #[derive(Clone)]
 pub struct BuildProgress {
-    bars: Option<Arc<BuildBars>>,
+    /// Drawn from the first event on (after the prefetch's bars are gone).
+    bars: Option<Arc<OnceLock<BuildBars>>>,
     quiet: bool,
     width: usize,
+    services: usize,
 }
 
 struct BuildBars {
@@ -191,9 +199,21 @@ struct BuildBars {
 impl BuildProgress {
     /// Bars when stderr is a terminal and `bars` allows them; `width` aligns names.
     pub fn new(quiet: bool, bars: bool, width: usize, services: usize) -> Self {
-        let bars = (bars && !quiet && std::io::stderr().is_terminal()).then(|| {
+        let bars =
+            (bars && !quiet && std::io::stderr().is_terminal()).then(|| Arc::new(OnceLock::new()));
+        BuildProgress {
+            bars,
+            quiet,
+            width,
+            services,
+        }
+    }
+
+    fn bars(&self) -> Option<&BuildBars> {
+        let cell = self.bars.as_ref()?;
+        Some(cell.get_or_init(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let total = multi.add(ProgressBar::new(services as u64));
+            let total = multi.add(ProgressBar::new(self.services as u64));
             total.set_style(
                 ProgressStyle::with_template(
                     "{prefix:>12} [{bar:30}] {pos}/{len} services {elapsed}",
@@ -202,20 +222,18 @@ impl BuildProgress {
                 .progress_chars("=> "),
             );
             total.set_prefix("build");
-            Arc::new(BuildBars {
+            BuildBars {
                 multi,
                 total,
                 services: Mutex::new(HashMap::new()),
-            })
-        });
-        BuildProgress { bars, quiet, width }
+            }
+        }))
     }
 
     /// Handles one event.
-    pub fn event(&self, event: &docker_resilience::BuildEvent) {
-        use docker_resilience::BuildEvent;
+    pub fn event(&self, event: &BuildEvent) {
         let width = self.width;
-        let Some(bars) = &self.bars else {
+        let Some(bars) = self.bars() else {
             if self.quiet {
                 return;
             }
@@ -277,7 +295,7 @@ impl BuildProgress {
 
     /// Clears the bars.
     pub fn finish(&self) {
-        if let Some(bars) = &self.bars {
+        if let Some(bars) = self.bars.as_ref().and_then(|cell| cell.get()) {
             bars.total.finish_and_clear();
             let _ = bars.multi.clear();
         }

@@ -1,6 +1,7 @@
 //! The scanner and the reference parser never panic, whatever they are given.
 
-use docker_resilience::{Dockerfile, ImageReference, ScanOptions};
+use docker_resilience::parse::dockerfile::{Dockerfile, ScanOptions};
+use docker_resilience::ImageReference;
 use proptest::prelude::*;
 
 /// Pieces of real Dockerfiles, so that generated input reaches deep paths.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use docker_resilience::{Dockerfile, ScanOptions};
+use docker_resilience::parse::dockerfile::{Dockerfile, ScanOptions};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/dockerfiles")

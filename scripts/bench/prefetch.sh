@@ -17,6 +17,8 @@ fault_runs=${FAULT_RUNS:-10}
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
 drbuild="$repo/target/release/drbuild"
+cargo build -q -p docker-resilience-tests --bin faultproxy --manifest-path "$repo/Cargo.toml"
+faultproxy="${CARGO_TARGET_DIR:-$repo/target}/debug/faultproxy" # its presets are the tests' faults
 docker=docker
 [ -x /usr/bin/docker ] && docker=/usr/bin/docker # the client that matches the test bed's dockerd
 export DOCKER=$docker
@@ -44,8 +46,7 @@ python3 "$here/paired.py" "$runs" \
 echo "== 3. success rate under 30% manifest faults, $fault_runs seeded runs"
 faults() {
   curl -fsS -XPOST "$proxy/reset" >/dev/null
-  curl -fsS -XPOST "$proxy/config" -d "{\"seed\": $1, \"rules\": [{\"kinds\": [\"manifest\"], \"probability\": 0.3,
-    \"faults\": [{\"type\": \"eof\"}, {\"type\": \"status\", \"code\": 500}, {\"type\": \"rate-limit\", \"retry_after_secs\": 1}]}]}" >/dev/null
+  curl -fsS -XPOST "$proxy/config" -d "$("$faultproxy" preset manifest-faults --seed "$1" --probability 0.3)" >/dev/null
 }
 d_ok=0 b_ok=0 d_images=0 b_images=0 d_time=0 b_time=0
 for seed in $(seq "$fault_runs"); do

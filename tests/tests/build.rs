@@ -48,6 +48,10 @@ fn started_at(stderr: &str, name: &str) -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn demo_monorepo_builds_in_dependency_order_under_manifest_faults() {
     let bed = Testbed::get();
     let root = repo_root().join("examples/demo-monorepo");
@@ -92,6 +96,10 @@ fn demo_monorepo_builds_in_dependency_order_under_manifest_faults() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn failures_retries_and_skips_are_reported() {
     let bed = Testbed::get();
     let root = data("build-world");
@@ -147,6 +155,10 @@ fn failures_retries_and_skips_are_reported() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn force_rebuilds_and_missing_only_skips() {
     let bed = Testbed::get();
     let root = data("build-world");
@@ -178,6 +190,10 @@ fn force_rebuilds_and_missing_only_skips() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn heredoc_on_the_builtin_frontend_fails_once_with_what_to_do() {
     let bed = Testbed::get();
     let root = data("heredoc");
@@ -203,6 +219,10 @@ fn heredoc_on_the_builtin_frontend_fails_once_with_what_to_do() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn a_cycle_is_an_input_error_naming_it() {
     let bed = Testbed::get();
     let root = data("cycle");
@@ -218,6 +238,10 @@ fn rand_suffix() -> u128 {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn the_xtask_runner_prints_cargo_lines_under_a_build_script() {
     let bed = Testbed::get();
     let root = repo_root();
@@ -267,6 +291,10 @@ fn the_xtask_runner_prints_cargo_lines_under_a_build_script() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn the_classic_builder_builds_and_explains_what_needs_buildkit() {
     let bed = Testbed::get();
     let root = data("build-world");

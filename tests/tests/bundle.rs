@@ -30,6 +30,10 @@ fn ensure_demo_images(bed: &Session<'_>) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn round_trip_loads_every_image_under_its_name() {
     let bed = Testbed::get();
     ensure_demo_images(&bed);
@@ -62,6 +66,10 @@ fn round_trip_loads_every_image_under_its_name() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn truncated_or_corrupted_bundles_load_nothing() {
     let bed = Testbed::get();
     ensure_demo_images(&bed);
@@ -137,6 +145,10 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn interrupted_export_leaves_no_file() {
     let bed = Testbed::get();
     ensure_demo_images(&bed);
@@ -174,6 +186,10 @@ fn interrupted_export_leaves_no_file() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn zstd_bundle_round_trip_and_truncation() {
     let bed = Testbed::get();
     ensure_demo_images(&bed);

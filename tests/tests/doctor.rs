@@ -11,6 +11,10 @@ fn checks(stdout: &str) -> Vec<Value> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn healthy_test_bed_passes_with_at_most_warnings() {
     let bed = Testbed::get();
     let demo = repo_root().join("examples/demo-monorepo");
@@ -44,6 +48,10 @@ fn healthy_test_bed_passes_with_at_most_warnings() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn dead_mirror_foreign_binary_and_busy_port_each_fail_by_name() {
     let bed = Testbed::get();
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
@@ -99,6 +107,10 @@ fn dead_mirror_foreign_binary_and_busy_port_each_fail_by_name() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn every_daemon_command_exits_3_without_a_daemon() {
     let bed = Testbed::get();
     let demo = repo_root().join("examples/demo-monorepo");

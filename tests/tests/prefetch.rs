@@ -50,6 +50,10 @@ fn statuses(doc: &Value) -> Vec<(String, String)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn thirty_percent_manifest_faults_every_image_in_ten_seeded_runs() {
     let bed = Testbed::get();
     let mut injected = 0;
@@ -82,6 +86,10 @@ fn thirty_percent_manifest_faults_every_image_in_ten_seeded_runs() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn blob_faults_and_a_stall_still_complete() {
     let bed = Testbed::get();
     bed.remove_images(&THIRTEEN);
@@ -134,6 +142,10 @@ fn blob_faults_and_a_stall_still_complete() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn a_missing_image_fails_in_one_attempt_and_the_rest_are_pulled() {
     let bed = Testbed::get();
     bed.remove_images(&["alpine:3.18", "busybox:1.36"]);
@@ -159,6 +171,10 @@ fn a_missing_image_fails_in_one_attempt_and_the_rest_are_pulled() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn mirror_down_falls_back_to_the_mirror_flag() {
     let bed = Testbed::get();
     bed.remove_images(&THIRTEEN);
@@ -192,6 +208,10 @@ fn mirror_down_falls_back_to_the_mirror_flag() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn all_present_is_a_no_op() {
     let bed = Testbed::get();
     let (code, _, stderr) = prefetch_json(&bed, "thirteen", &[]);
@@ -209,6 +229,10 @@ fn all_present_is_a_no_op() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn no_daemon_exits_3_with_how_to_start_one() {
     let bed = Testbed::get();
     let root = data("thirteen");
@@ -225,6 +249,10 @@ fn no_daemon_exits_3_with_how_to_start_one() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
 fn human_output_ends_with_totals() {
     let bed = Testbed::get();
     bed.remove_images(&["redis:7-alpine"]);

@@ -1,18 +1,13 @@
 //! `drbuild build-all` and `drbuild build NAME...`.
 
-use std::path::Path;
-
-use docker_resilience::{
-    BuildOptions, BuildReport, Builder, CancellationToken, DockerEngine, Plan, RetryPolicy,
-    ServiceSet,
-};
+use docker_resilience::project::BuildRun;
+use docker_resilience::DockerEngine;
 
 use crate::cli::{BuildAllArgs, BuildArgs, BuildFlags, Cli, PullArgs, TreeArgs};
-use crate::commands::prefetch::prefetch;
-use crate::commands::{cancel_on_ctrl_c, plan_options};
+use crate::commands::{ctrl_c_token, open};
 use crate::exit::CliError;
 use crate::output;
-use crate::progress::BuildProgress;
+use crate::progress::{BuildProgress, PullProgress};
 
 pub(crate) async fn run_all(cli: &Cli, args: &BuildAllArgs) -> Result<(), CliError> {
     run(
@@ -44,114 +39,51 @@ async fn run(
     flags: &BuildFlags,
     pull: &PullArgs,
 ) -> Result<(), CliError> {
-    let plan_options = plan_options(tree)?;
-    let plan = Plan::for_tree(&tree.root, &plan_options)?;
-    let mut set = ServiceSet::load(&tree.root, &plan)?;
-    for w in &set.warnings {
-        tracing::warn!("{}:{}: {}", w.path.display(), w.line, w.value);
-    }
-    set.select(only, skip)?;
-    // `--build-arg` reaches every build, over the services' own args (as compose does).
-    for service in set.services.values_mut() {
-        service.args.extend(plan_options.build_args.clone());
-    }
-    let config = set.config.clone().unwrap_or_default();
-    let engine = DockerEngine::connect().await?;
-
-    if !flags.no_prefetch {
-        let mut pull = pull.clone();
-        pull.mirrors.extend(config.mirrors.iter().cloned());
-        let images: Vec<_> = needed_images(&plan, &set);
-        if !images.is_empty() {
-            tracing::info!("prefetching {} base image(s)", images.len());
-            let report = prefetch(cli, &pull, flags.pull_jobs, engine.clone(), &images).await?;
-            let s = &report.summary;
-            tracing::info!(
-                "prefetch: pulled {}, present {}, failed {} of {}",
-                s.pulled,
-                s.present,
-                s.failed,
-                s.total
-            );
-            if report.interrupted {
-                return Err(CliError::Interrupted);
-            }
-        }
-    }
-
-    let jobs = flags.jobs.or(config.jobs).unwrap_or(2);
-    if jobs == 0 {
-        return Err(CliError::Usage("--jobs must be at least 1".into()));
-    }
-    let mut retry = RetryPolicy {
-        max_attempts: flags.build_retries.saturating_add(1),
-        ..RetryPolicy::default()
-    };
-    if let Some(attempts) = config.retry.attempts {
-        retry.max_attempts = attempts.max(1);
-    }
-    if let Some(delay) = config.retry.delay.or(Some(pull.retry_delay)) {
-        retry.min_delay = delay;
-    }
-    if let Some(delay) = config.retry.max_delay.or(Some(pull.retry_max_delay)) {
-        retry.max_delay = delay.max(retry.min_delay);
-    }
-    let options = BuildOptions {
-        jobs,
+    let project = open(tree, &pull.overrides(flags.pull_jobs, Some(flags)))?;
+    let run = BuildRun {
+        only: only.to_vec(),
+        skip: skip.to_vec(),
         no_cache: flags.force,
         missing_only: flags.missing_only,
         fail_fast: flags.fail_fast,
-        network: flags.network.clone().or(config.network.clone()),
-        retry,
+        no_prefetch: flags.no_prefetch,
+        always_pull: pull.always_pull,
     };
-    let token = CancellationToken::new();
-    cancel_on_ctrl_c(token.clone());
+    // Input errors (an unknown service, a cycle) before the daemon is asked anything.
+    let set = project.services(only, skip)?;
+    let engine = DockerEngine::connect()
+        .await?
+        .with_credentials(!pull.no_credentials);
+    let pulls = PullProgress::new(cli.quiet, !cli.json);
     let width = set.services.keys().map(String::len).max().unwrap_or(0);
-    let progress = BuildProgress::new(cli.quiet, !cli.json, width, set.services.len());
-    let sink = progress.clone();
-    let report = Builder::new(engine, options)
-        .on_event(move |event| sink.event(event))
-        .cancel_on(token)
-        .run(&set)
+    let builds = BuildProgress::new(cli.quiet, !cli.json, width, set.services.len());
+    let pull_sink = pulls.clone();
+    let (pulls_done, build_sink) = (pulls.clone(), builds.clone());
+    let outcome = project
+        .build(
+            engine,
+            &run,
+            move |event| pull_sink.event(event),
+            move |event| {
+                pulls_done.finish();
+                build_sink.event(event);
+            },
+            ctrl_c_token(),
+        )
         .await;
-    progress.finish();
-    let report = report?;
+    pulls.finish();
+    builds.finish();
+    let Some(report) = outcome?.build else {
+        return Err(CliError::Interrupted);
+    };
     if cli.json {
         output::json(&report);
     } else {
         print!("{}", output::build_table(&report));
     }
-    outcome(&report)
-}
-
-/// The plan's external images that the selected services' Dockerfiles use (all of
-/// them when every service is selected).
-fn needed_images(plan: &Plan, set: &ServiceSet) -> Vec<docker_resilience::ImageReference> {
-    let dockerfiles: Vec<&Path> = set
-        .services
-        .values()
-        .map(|s| s.dockerfile.as_path())
-        .collect();
-    plan.images
-        .iter()
-        .filter(|i| {
-            i.sources
-                .iter()
-                .any(|s| dockerfiles.contains(&s.path.as_path()))
-        })
-        .map(|i| i.reference.clone())
-        .collect()
-}
-
-fn outcome(report: &BuildReport) -> Result<(), CliError> {
-    if report.interrupted {
-        Err(CliError::Interrupted)
-    } else if report.summary.failed > 0 {
-        Err(CliError::Failed(format!(
-            "{} service(s) failed",
-            report.summary.failed
-        )))
-    } else {
-        Ok(())
-    }
+    CliError::outcome(
+        report.interrupted,
+        report.summary.failed,
+        "service(s) failed",
+    )
 }

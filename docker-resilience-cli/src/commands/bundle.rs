@@ -4,15 +4,15 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use docker_resilience::{
-    export_bundle, import_bundle, BytesProgress, CancellationToken, DockerEngine, ImageReference,
-    Plan,
+use docker_resilience::bundle::{
+    export_bundle, import_bundle, BundleImage, BytesProgress, Compression,
 };
+use docker_resilience::{DockerEngine, ImageReference, Plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{Cli, ExportArgs, ImportArgs, TreeArgs};
-use crate::commands::{cancel_on_ctrl_c, plan_options};
+use crate::commands::ctrl_c_token;
 use crate::exit::CliError;
 use crate::output;
 
@@ -42,10 +42,10 @@ fn byte_progress(cli: &Cli, what: &'static str) -> (BytesProgress, Option<Progre
 #[derive(Serialize)]
 struct ExportOutput<'a> {
     output: &'a Path,
-    images: &'a [docker_resilience::BundleImage],
+    images: &'a [BundleImage],
     content_bytes: u64,
     content_sha256: &'a str,
-    compression: docker_resilience::Compression,
+    compression: Compression,
     compressed_bytes: Option<u64>,
 }
 
@@ -61,7 +61,7 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
             platform: None,
             no_ignore: false,
         };
-        let plan = Plan::for_tree(&tree.root, &plan_options(&tree)?)?;
+        let plan = Plan::for_tree(&tree.root, &tree.plan_options())?;
         plan.references().map(ImageReference::familiar).collect()
     } else {
         named
@@ -77,8 +77,7 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         return Err(CliError::Usage("no images to export".into()));
     }
     let engine = DockerEngine::connect().await?;
-    let token = CancellationToken::new();
-    cancel_on_ctrl_c(token.clone());
+    let token = ctrl_c_token();
     tracing::info!(
         "exporting {} image(s) to {}",
         images.len(),
@@ -125,7 +124,7 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
 #[derive(Serialize)]
 struct ImportOutput<'a> {
     file: &'a Path,
-    images: &'a [docker_resilience::BundleImage],
+    images: &'a [BundleImage],
     loaded: &'a [String],
     content_bytes: u64,
     content_sha256: &'a str,
@@ -133,8 +132,7 @@ struct ImportOutput<'a> {
 
 pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError> {
     let engine = DockerEngine::connect().await?;
-    let token = CancellationToken::new();
-    cancel_on_ctrl_c(token.clone());
+    let token = ctrl_c_token();
     let (progress, bar) = byte_progress(cli, "import");
     let result = import_bundle(&engine, &args.file, &token, progress).await;
     if let Some(bar) = bar {

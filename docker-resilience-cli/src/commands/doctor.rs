@@ -1,30 +1,29 @@
 //! `drbuild doctor`.
 
-use docker_resilience::{doctor, Check, CheckStatus, DockerEngine, DoctorOptions, Plan};
+use docker_resilience::doctor::{doctor, CheckStatus, DoctorOptions};
+use docker_resilience::{DockerEngine, Plan};
 use serde::Serialize;
 
 use crate::cli::{Cli, DoctorArgs};
-use crate::commands::{config, plan_options};
 use crate::exit::CliError;
 use crate::output;
 
 #[derive(Serialize)]
 struct Report<'a> {
-    checks: &'a [Check],
+    checks: &'a [docker_resilience::doctor::Check],
 }
 
 pub(crate) async fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), CliError> {
-    let plan = Plan::for_tree(&args.tree.root, &plan_options(&args.tree)?)?;
-    let config = config(&args.tree.root)?;
+    let plan = Plan::for_tree(&args.tree.root, &args.tree.plan_options())?;
     // An unreachable daemon is exit 3, with how to start one.
     let engine = DockerEngine::connect().await?;
+    let defaults = DoctorOptions::default();
     let options = DoctorOptions {
-        daemon_json: args.daemon_json.clone(),
-        mirrors: config.map(|c| c.mirrors).unwrap_or_default(),
-        timeout: args.timeout,
-        ..DoctorOptions::default()
+        daemon_json: args.daemon_json.clone().unwrap_or(defaults.daemon_json),
+        timeout: args.timeout.unwrap_or(defaults.timeout),
+        ..defaults
     };
-    let checks = doctor(&engine, &args.tree.root, &plan, &options).await;
+    let checks = doctor(&engine, &plan, &options).await;
     if cli.json {
         output::json(&Report { checks: &checks });
     } else {
@@ -34,9 +33,5 @@ pub(crate) async fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), CliError> {
         .iter()
         .filter(|c| c.status == CheckStatus::Fail)
         .count();
-    if failed > 0 {
-        Err(CliError::Failed(format!("{failed} check(s) failed")))
-    } else {
-        Ok(())
-    }
+    CliError::outcome(false, failed, "check(s) failed")
 }

@@ -1,4 +1,5 @@
-//! One module per command.
+//! One module per command. Each turns its arguments into the library's inputs (plan
+//! options, [`Overrides`]), calls the library, and prints.
 
 mod build;
 mod bundle;
@@ -6,9 +7,7 @@ mod doctor;
 mod plan;
 mod prefetch;
 
-use std::collections::BTreeMap;
-
-use docker_resilience::{Config, ConfigFile, DiscoverOptions, PlanOptions};
+use docker_resilience::{CancellationToken, Overrides, Project};
 
 use crate::cli::{Cli, Command, TreeArgs};
 use crate::exit::CliError;
@@ -31,52 +30,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| CliError::Run(docker_resilience::Error::Runtime(e)))
 }
 
-/// Cancels `token` on Ctrl-C (the command then reports what it did and exits 130).
-pub(crate) fn cancel_on_ctrl_c(token: docker_resilience::CancellationToken) {
+/// A token cancelled on Ctrl-C (the command then reports what it did and exits 130).
+pub(crate) fn ctrl_c_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             tracing::warn!("interrupted: cancelling in-flight work");
-            token.cancel();
+            cancel.cancel();
         }
     });
+    token
 }
 
-/// Plan options from the tree flags.
-pub(crate) fn plan_options(tree: &TreeArgs) -> Result<PlanOptions, CliError> {
-    let mut build_args = BTreeMap::new();
-    for arg in &tree.build_args {
-        let (k, v) = arg
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--build-arg `{arg}`: expected KEY=VALUE")))?;
-        build_args.insert(k.to_owned(), v.to_owned());
-    }
-    let platform = tree
-        .platform
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| CliError::Usage(format!("--platform: {e}")))?;
-    Ok(PlanOptions {
-        discover: DiscoverOptions {
-            respect_ignore_files: !tree.no_ignore,
-            ..DiscoverOptions::default()
-        },
-        build_args,
-        platform,
-        env: None,
-    })
-}
-
-/// `ROOT/drbuild.yaml`, if any; its unknown keys are logged as warnings.
-pub(crate) fn config(root: &std::path::Path) -> Result<Option<Config>, CliError> {
-    let Some(file) = ConfigFile::find(root).map_err(docker_resilience::ServiceError::from)? else {
-        return Ok(None);
-    };
-    for w in &file.warnings {
-        tracing::warn!("{}:{}: {}", w.path.display(), w.line, w.value);
-    }
-    Ok(Some(file.config))
+/// The tree the flags name, planned, with its settings resolved.
+pub(crate) fn open(tree: &TreeArgs, overrides: &Overrides) -> Result<Project, CliError> {
+    Ok(Project::open(&tree.root, &tree.plan_options(), overrides)?)
 }

@@ -3,13 +3,11 @@
 use docker_resilience::Plan;
 
 use crate::cli::{Cli, PlanArgs};
-use crate::commands::plan_options;
 use crate::exit::CliError;
 use crate::output;
 
 pub(crate) fn run(cli: &Cli, args: &PlanArgs) -> Result<(), CliError> {
-    let options = plan_options(&args.tree)?;
-    let plan = Plan::for_tree(&args.tree.root, &options)?;
+    let plan = Plan::for_tree(&args.tree.root, &args.tree.plan_options())?;
     if cli.json {
         output::json(&plan);
     } else {

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use docker_resilience::{DockerBuild, RunnerError};
+use docker_resilience::{DockerBuild, Error};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(RunnerError::Failed { failed, report }) => {
+        Err(Error::NotBuilt { failed, report }) => {
             for s in &report.build.services {
                 println!("{:<20} {}", s.name, s.status.as_str());
             }

@@ -1,10 +1,14 @@
 //! `faultproxy --listen 127.0.0.1:5001 --upstream 127.0.0.1:5000 [--config FILE]`:
 //! a fault-injecting proxy in front of a registry (see the library's `faultproxy` module).
+//!
+//! `faultproxy preset manifest-faults --seed 7 --probability 0.3` prints a preset fault
+//! configuration as JSON (for `POST /__faultproxy/config`), so that scripts use the
+//! same faults as the tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use docker_resilience_tests::faultproxy::{serve, Config};
 
 /// A fault-injecting registry proxy for tests (loopback only).
@@ -19,11 +23,46 @@ struct Args {
     /// A JSON fault configuration to start with.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print a preset configuration instead of serving.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a preset fault configuration as JSON.
+    Preset {
+        /// The preset.
+        #[command(subcommand)]
+        preset: Preset,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Preset {
+    /// Manifest requests fail with a probability, as EOF, 500 or 429 in turn.
+    ManifestFaults {
+        /// Seed of the random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Chance that a manifest request fails.
+        #[arg(long, default_value_t = 0.3)]
+        probability: f64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(Command::Preset { preset }) = args.command {
+        let config = match preset {
+            Preset::ManifestFaults { seed, probability } => {
+                Config::manifest_faults(seed, probability)
+            }
+        };
+        println!("{}", serde_json::to_string(&config)?);
+        return Ok(());
+    }
     let config: Config = match &args.config {
         Some(path) => serde_json::from_slice(&std::fs::read(path)?)?,
         None => Config::default(),

@@ -1,0 +1,83 @@
+//! `import`: a verified bundle streamed into the daemon.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::format::{BundleManifest, Compression};
+use super::verify::{verify_bundle, READ_CHUNK};
+use super::{io_err, BundleError, BytesProgress};
+use crate::engine::DockerEngine;
+use crate::support::chunks::blocking_stream;
+
+/// What an import loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// The bundle's manifest.
+    pub manifest: BundleManifest,
+    /// What the daemon said it loaded (`Loaded image: …`).
+    pub loaded: Vec<String>,
+}
+
+/// Verifies a bundle, then loads it into the daemon; a bad bundle loads nothing.
+pub async fn import_bundle(
+    engine: &DockerEngine,
+    path: &Path,
+    cancel: &CancellationToken,
+    progress: BytesProgress,
+) -> Result<ImportReport, BundleError> {
+    let verify_path = path.to_path_buf();
+    let verify_progress = std::sync::Arc::clone(&progress);
+    let manifest =
+        tokio::task::spawn_blocking(move || verify_bundle(&verify_path, &verify_progress))
+            .await
+            .map_err(|e| BundleError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
+    if cancel.is_cancelled() {
+        return Err(BundleError::Interrupted);
+    }
+    let total = std::fs::metadata(path).map_err(io_err(path))?.len();
+    let stream = file_stream(
+        path.to_path_buf(),
+        manifest
+            .compressed_bytes
+            .filter(|_| manifest.compression == Compression::Zstd),
+    );
+    progress(0, Some(total));
+    let loaded = tokio::select! {
+        loaded = engine.load(stream) => loaded.map_err(|e| BundleError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?,
+        () = cancel.cancelled() => return Err(BundleError::Interrupted),
+    };
+    progress(total, Some(total));
+    Ok(ImportReport { manifest, loaded })
+}
+
+/// The file as a stream of chunks, read on a blocking thread with a small buffer.
+fn file_stream(
+    path: PathBuf,
+    zstd_bytes: Option<u64>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    blocking_stream(move |out| {
+        let file = std::fs::File::open(&path)?;
+        match zstd_bytes {
+            None => std::io::copy(
+                &mut std::io::BufReader::with_capacity(READ_CHUNK, file),
+                out,
+            ),
+            Some(len) => std::io::copy(
+                &mut zstd::stream::read::Decoder::new(Read::take(file, len))?,
+                out,
+            ),
+        }
+        .map(|_| ())
+    })
+}

@@ -1,0 +1,119 @@
+//! Bundle: images exported to one file that proves itself whole before a
+//! byte of it is loaded.
+//!
+//! A bundle is a tar that plain `docker load` accepts:
+//!
+//! ```text
+//! drbuild-bundle.json   first entry: format, images (reference + id), content_bytes, content_sha256
+//! …                     then `docker save`'s tar, byte for byte (its own entries and end blocks)
+//! ```
+//!
+//! `content_bytes` and `content_sha256` cover everything after the first entry.
+//! The first entry's size is reserved before the export starts and its text written
+//! when the export ends (the rest of the file is never read back or copied), and the
+//! file appears at its path only when complete: it is written to a temporary file
+//! beside it and renamed.
+//!
+//! May import: `vocab`, `support`, `engine`.
+
+mod export;
+mod format;
+mod import;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+pub use export::export_bundle;
+pub use format::{BundleImage, BundleManifest, Compression, BUNDLE_ENTRY};
+pub use import::{import_bundle, ImportReport};
+pub use verify::verify_bundle;
+
+use crate::engine::EngineError;
+
+/// What went wrong with a bundle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The daemon failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// An image to export is not present.
+    #[error("image `{image}` is not present (pull it first: `drbuild prefetch`)")]
+    MissingImage {
+        /// The image.
+        image: String,
+    },
+    /// The file is not a drbuild bundle.
+    #[error("{}: not a drbuild bundle: {reason}", path.display())]
+    NotABundle {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// The file is shorter than its manifest says.
+    #[error("{}: truncated at byte {actual}: the bundle says {expected} bytes", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
+        /// The size it should have.
+        expected: u64,
+    },
+    /// A compressed bundle lost its end (where its manifest is).
+    #[error("{}: truncated at byte {actual}: the compressed bundle's trailer (its manifest) is missing", path.display())]
+    TruncatedTrailer {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
+    },
+    /// The file is longer than its manifest says.
+    #[error("{}: {extra} unexpected bytes after the end of the bundle", path.display())]
+    TrailingData {
+        /// The file.
+        path: PathBuf,
+        /// Bytes too many.
+        extra: u64,
+    },
+    /// The content's checksum does not match.
+    #[error("{}: checksum mismatch: content sha256 is {actual}, the bundle says {expected}", path.display())]
+    ChecksumMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the content hashes to.
+        actual: String,
+        /// What the bundle says.
+        expected: String,
+    },
+    /// The daemon refused to load the bundle.
+    #[error("the daemon could not load {}: {message}", path.display())]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The run was cancelled; nothing was left behind.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Progress: bytes done and, when known, the total.
+pub type BytesProgress = std::sync::Arc<dyn Fn(u64, Option<u64>) + Send + Sync>;
+
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,294 @@
+//! `drbuild.yaml`: the services to build and how to pull and build them.
+//!
+//! ```yaml
+//! jobs: 2                      # services built at once
+//! pull-jobs: 4                 # images pulled at once
+//! network: none                # default build network of services that set none
+//! mirrors:                     # tried in order when an image's own registry fails
+//!   - mirror.example.com       # for Docker Hub images
+//!   - ghcr.io=harbor.example.com/ghcr
+//! retry:                       # pulls and builds
+//!   attempts: 5                # the first included
+//!   delay: 1s
+//!   max-delay: 30s
+//!   deadline: 15m              # per image
+//! stall-timeout: 30s           # a pull with no progress this long is retried
+//! services:
+//!   backend:
+//!     context: src/backend     # relative to the file's directory
+//!     dockerfile: Dockerfile   # relative to the context (default `Dockerfile`)
+//!     image: ai-infra-backend:v0.3.6-dev
+//!     args: { GO_VERSION: "1.21" }
+//!     target: runtime
+//!     platform: linux/amd64
+//!     network: host
+//!     depends-on: [postgres-init]
+//! ```
+//!
+//! Keys are kebab-case; an unknown key is a warning with `path:line`, not an error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+use crate::resilience::mirror::MirrorSet;
+use crate::vocab::{InputError, Located};
+
+/// The file name looked for at the root of a tree.
+pub const CONFIG_FILE: &str = "drbuild.yaml";
+
+/// How to retry, as a user writes it (`retry:` in drbuild.yaml, or flags): every
+/// field optional, `None` meaning "not given", so that layers can be merged.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RetrySettings {
+    /// Attempts per pull or build, the first included.
+    pub attempts: Option<u32>,
+    /// First delay (`1s`, `500ms`).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub delay: Option<Duration>,
+    /// Longest delay.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub max_delay: Option<Duration>,
+    /// Give up on an image (or a build) after this long.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub deadline: Option<Duration>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, IgnoredAny>,
+}
+
+/// One service of `drbuild.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServiceConfig {
+    /// Build context, relative to the file's directory (default: the service's name).
+    pub context: Option<PathBuf>,
+    /// Dockerfile, relative to the context (default `Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// The image to tag (default `drbuild-NAME`).
+    pub image: Option<String>,
+    /// Build args.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// Stage to build.
+    pub target: Option<String>,
+    /// Platform to build for (`linux/amd64`).
+    pub platform: Option<String>,
+    /// Network for `RUN` steps.
+    pub network: Option<String>,
+    /// Services to build first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, IgnoredAny>,
+}
+
+/// The contents of `drbuild.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// Services built at once.
+    pub jobs: Option<usize>,
+    /// Images pulled at once.
+    pub pull_jobs: Option<usize>,
+    /// Build network of services that set none.
+    pub network: Option<String>,
+    /// Mirrors: `HOST[:PORT][/PREFIX]` for Docker Hub, `REGISTRY=HOST[/PREFIX]` for others.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// Retry settings of pulls and builds.
+    #[serde(default)]
+    pub retry: RetrySettings,
+    /// A pull with no progress for this long is cancelled and retried.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub stall_timeout: Option<Duration>,
+    /// Services by name, in file order.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, IgnoredAny>,
+}
+
+/// A loaded `drbuild.yaml`.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// Where it was read.
+    pub path: PathBuf,
+    /// What it says.
+    pub config: Config,
+    /// Unknown keys, with their lines.
+    pub warnings: Vec<Located<String>>,
+    text: String,
+}
+
+impl ConfigFile {
+    /// Reads `ROOT/drbuild.yaml` if there is one.
+    pub fn find(root: &Path) -> Result<Option<ConfigFile>, InputError> {
+        let path = root.join(CONFIG_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Self::load(&path).map(Some)
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<ConfigFile, InputError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InputError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses the text of a config file read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, InputError> {
+        let config: Config = crate::parse::yaml(path, text, "drbuild.yaml")?;
+        let mut unknown: Vec<(String, String)> = Vec::new();
+        let mut note = |keys: &BTreeMap<String, IgnoredAny>, within: &str| {
+            for key in keys.keys() {
+                unknown.push((key.clone(), within.to_owned()));
+            }
+        };
+        note(&config.unknown, "");
+        note(&config.retry.unknown, "retry");
+        for (name, service) in &config.services {
+            note(&service.unknown, &format!("services.{name}"));
+        }
+        let warnings = unknown
+            .into_iter()
+            .map(|(key, within)| {
+                let place = if within.is_empty() {
+                    "at the top level".to_owned()
+                } else {
+                    format!("in `{within}`")
+                };
+                Located {
+                    value: format!("unknown key `{key}` {place} (ignored)"),
+                    path: path.to_path_buf(),
+                    line: key_line(text, &key),
+                }
+            })
+            .collect();
+        let invalid = |key: &str, message: String| InputError::Invalid {
+            path: path.to_path_buf(),
+            line: key_line(text, key),
+            message,
+        };
+        for (key, value) in [("jobs", config.jobs), ("pull-jobs", config.pull_jobs)] {
+            if value == Some(0) {
+                return Err(invalid(key, format!("`{key}` must be at least 1, not 0")));
+            }
+        }
+        if config.retry.attempts == Some(0) {
+            return Err(invalid(
+                "attempts",
+                "`retry.attempts` must be at least 1, not 0".into(),
+            ));
+        }
+        for spec in &config.mirrors {
+            MirrorSet::default()
+                .add_spec(spec)
+                .map_err(|e| invalid(spec, format!("`mirrors`: {e}")))?;
+        }
+        for (name, service) in &config.services {
+            for dep in &service.depends_on {
+                if !config.services.contains_key(dep) {
+                    return Err(InputError::Invalid {
+                        path: path.to_path_buf(),
+                        line: key_line(text, dep),
+                        message: format!("service `{name}` depends on `{dep}`, which is not a service of this file"),
+                    });
+                }
+            }
+        }
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            config,
+            warnings,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The line where `key` first appears as a key (0 when it does not).
+    pub fn line_of(&self, key: &str) -> usize {
+        key_line(&self.text, key)
+    }
+}
+
+/// The first line where `key` appears as a mapping key or list item (best effort).
+fn key_line(text: &str, key: &str) -> usize {
+    let as_key = text.lines().position(|l| {
+        let t = l.trim_start().trim_start_matches("- ");
+        t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+    });
+    let as_word = || {
+        text.lines().position(|l| {
+            l.split(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
+                .any(|w| w == key)
+        })
+    };
+    as_key.or_else(as_word).map_or(0, |i| i + 1)
+}
+
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_with_unknown_keys() {
+        let text = "jobs: 3\nmirors: [x]\nmirrors: [m.example.com, ghcr.io=h.example.com/ghcr]\nretry:\n  attempts: 4\n  delay: 500ms\n  max-delay: 5s\n  backof: 2\nservices:\n  api:\n    context: src/api\n    args: {V: \"1\"}\n    depends-on: [db]\n    dockerfil: X\n  db:\n    image: acme/db:1\n";
+        let file = ConfigFile::parse(Path::new("drbuild.yaml"), text).unwrap();
+        let c = &file.config;
+        assert_eq!(c.jobs, Some(3));
+        assert_eq!(c.mirrors.len(), 2);
+        assert_eq!(c.retry.attempts, Some(4));
+        assert_eq!(c.retry.delay, Some(Duration::from_millis(500)));
+        assert_eq!(c.retry.max_delay, Some(Duration::from_secs(5)));
+        assert_eq!(c.services["api"].depends_on, ["db"]);
+        assert_eq!(c.services["api"].args["V"], "1");
+        let warnings: Vec<(usize, &str)> = file
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.value.as_str()))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                (2, "unknown key `mirors` at the top level (ignored)"),
+                (8, "unknown key `backof` in `retry` (ignored)"),
+                (14, "unknown key `dockerfil` in `services.api` (ignored)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_dependency_and_bad_yaml_are_errors_with_lines() {
+        let e = ConfigFile::parse(
+            Path::new("d.yaml"),
+            "services:\n  a:\n    depends-on: [ghost]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "d.yaml:3: service `a` depends on `ghost`, which is not a service of this file"
+        );
+        let e = ConfigFile::parse(Path::new("d.yaml"), "services:\n  a: [\n").unwrap_err();
+        assert!(e.to_string().starts_with("d.yaml:"), "{e}");
+    }
+}

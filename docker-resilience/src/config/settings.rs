@@ -1,0 +1,269 @@
+//! The one resolution of settings: flags (or a [`DockerBuild`](crate::DockerBuild)'s
+//! setters) over `drbuild.yaml` over defaults, field by field. `drbuild` and the
+//! runner both call [`Settings::resolve`], so one file behaves the same from either.
+
+use std::time::Duration;
+
+use super::file::Config;
+use crate::resilience::mirror::{MirrorError, MirrorSet};
+use crate::resilience::retry::RetryPolicy;
+
+/// What the caller asks for, over the file: flags of `drbuild`, setters of
+/// `DockerBuild`. Every field is optional: `None` means "not given", and then the
+/// file's value, else the default, applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// Services built at once (`--jobs` of the build commands).
+    pub build_jobs: Option<usize>,
+    /// Images pulled at once (`prefetch --jobs`, `--pull-jobs`).
+    pub pull_jobs: Option<usize>,
+    /// Network of every build's `RUN` steps, over each service's own (`--network`).
+    pub network: Option<String>,
+    /// Attempts per image, the first included (`--retries N` is N+1).
+    pub pull_attempts: Option<u32>,
+    /// Attempts per build, the first included (`--build-retries N` is N+1).
+    pub build_attempts: Option<u32>,
+    /// First delay between attempts of pulls and builds.
+    pub retry_delay: Option<Duration>,
+    /// Longest delay between attempts.
+    pub retry_max_delay: Option<Duration>,
+    /// Give up on an image after this long.
+    pub deadline: Option<Duration>,
+    /// Cancel and retry a pull with no progress for this long.
+    pub stall_timeout: Option<Duration>,
+    /// Mirror specs, tried before the file's (`--mirror`).
+    pub mirrors: Vec<String>,
+}
+
+/// A flag's value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+#[non_exhaustive]
+pub struct SettingsError {
+    /// The setting (`--mirror`, `--jobs`).
+    pub setting: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Settings resolved once for a run: what prefetch and build use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Services built at once.
+    pub build_jobs: usize,
+    /// Images pulled at once.
+    pub pull_jobs: usize,
+    /// Network of every build's `RUN` steps, over the services' own (a flag).
+    pub network_override: Option<String>,
+    /// Network of the builds whose service sets none (`network` in drbuild.yaml).
+    pub network_default: Option<String>,
+    /// How pulls are retried.
+    pub pull_retry: RetryPolicy,
+    /// How builds are retried.
+    pub build_retry: RetryPolicy,
+    /// A pull with no progress for this long is cancelled and retried.
+    pub stall_timeout: Duration,
+    /// Mirrors to fall back to: the overrides' first, then the file's.
+    pub mirrors: MirrorSet,
+}
+
+impl Default for Settings {
+    /// The defaults: 2 builds and 4 pulls at once; 10 attempts per image (sized from
+    /// measurement, see [`RetryPolicy`]) and 3 per build; a 30 s stall timeout.
+    fn default() -> Self {
+        Settings {
+            build_jobs: 2,
+            pull_jobs: 4,
+            network_override: None,
+            network_default: None,
+            pull_retry: RetryPolicy::default(),
+            build_retry: RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            },
+            stall_timeout: Duration::from_secs(30),
+            mirrors: MirrorSet::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Resolves each setting: the override when given, else the file's, else the
+    /// default's. Mirror lists add up (overrides first). Fails only on an override's
+    /// value (the file was checked when it was read).
+    pub fn resolve(
+        overrides: &Overrides,
+        file: Option<&Config>,
+        defaults: Settings,
+    ) -> Result<Settings, SettingsError> {
+        let empty = Config::default();
+        let file = file.unwrap_or(&empty);
+        let at_least_one = |setting: &str, value: Option<usize>| match value {
+            Some(0) => Err(SettingsError {
+                setting: setting.to_owned(),
+                message: "must be at least 1".into(),
+            }),
+            other => Ok(other),
+        };
+        let build_jobs = at_least_one("--jobs", overrides.build_jobs)?;
+        let pull_jobs = at_least_one("--pull-jobs", overrides.pull_jobs)?;
+
+        // The file's retry section applies to pulls and builds; a flag to its own.
+        let shared = Timing {
+            delay: overrides.retry_delay.or(file.retry.delay),
+            max_delay: overrides.retry_max_delay.or(file.retry.max_delay),
+            deadline: overrides.deadline.or(file.retry.deadline),
+        };
+        let pull_retry = apply(
+            defaults.pull_retry,
+            overrides.pull_attempts.or(file.retry.attempts),
+            &shared,
+        );
+        let build_retry = apply(
+            defaults.build_retry,
+            overrides.build_attempts.or(file.retry.attempts),
+            &shared,
+        );
+
+        let mut mirrors = defaults.mirrors;
+        for spec in &overrides.mirrors {
+            mirrors
+                .add_spec(spec)
+                .map_err(|e: MirrorError| SettingsError {
+                    setting: "--mirror".into(),
+                    message: e.to_string(),
+                })?;
+        }
+        for spec in &file.mirrors {
+            // Checked when the file was read; a bad one cannot reach here.
+            let _ = mirrors.add_spec(spec);
+        }
+
+        Ok(Settings {
+            build_jobs: build_jobs.or(file.jobs).unwrap_or(defaults.build_jobs),
+            pull_jobs: pull_jobs.or(file.pull_jobs).unwrap_or(defaults.pull_jobs),
+            network_override: overrides.network.clone().or(defaults.network_override),
+            network_default: file.network.clone().or(defaults.network_default),
+            pull_retry,
+            build_retry,
+            stall_timeout: overrides
+                .stall_timeout
+                .or(file.stall_timeout)
+                .unwrap_or(defaults.stall_timeout),
+            mirrors,
+        })
+    }
+}
+
+/// The timing of retries, as resolved from the overrides and the file (shared by
+/// pulls and builds).
+struct Timing {
+    delay: Option<Duration>,
+    max_delay: Option<Duration>,
+    deadline: Option<Duration>,
+}
+
+/// A policy with the given settings applied over it.
+fn apply(mut policy: RetryPolicy, attempts: Option<u32>, s: &Timing) -> RetryPolicy {
+    if let Some(attempts) = attempts {
+        policy.max_attempts = attempts.max(1);
+    }
+    if let Some(delay) = s.delay {
+        policy.min_delay = delay;
+    }
+    if let Some(delay) = s.max_delay {
+        policy.max_delay = delay;
+    }
+    policy.max_delay = policy.max_delay.max(policy.min_delay);
+    if let Some(deadline) = s.deadline {
+        policy.deadline = deadline;
+    }
+    policy
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::ConfigFile;
+    use crate::vocab::ImageReference;
+
+    fn file(text: &str) -> Config {
+        ConfigFile::parse(Path::new("drbuild.yaml"), text)
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let f = file("jobs: 3\nnetwork: none\nretry:\n  attempts: 4\n  delay: 200ms\nmirrors: [m.example.com]\n");
+        let from_file =
+            Settings::resolve(&Overrides::default(), Some(&f), Settings::default()).unwrap();
+        assert_eq!(from_file.build_jobs, 3);
+        assert_eq!(from_file.pull_jobs, 4, "not in the file: the default");
+        assert_eq!(
+            from_file.pull_retry.max_attempts, 4,
+            "the file's retry is for pulls too"
+        );
+        assert_eq!(from_file.build_retry.max_attempts, 4);
+        assert_eq!(from_file.pull_retry.min_delay, Duration::from_millis(200));
+        assert_eq!(from_file.network_default.as_deref(), Some("none"));
+        assert_eq!(from_file.network_override, None);
+
+        let flags = Overrides {
+            build_jobs: Some(5),
+            build_attempts: Some(1),
+            retry_delay: Some(Duration::from_millis(50)),
+            network: Some("host".into()),
+            mirrors: vec!["flag.example.com".into()],
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(&flags, Some(&f), Settings::default()).unwrap();
+        assert_eq!(s.build_jobs, 5);
+        assert_eq!(s.build_retry.max_attempts, 1);
+        assert_eq!(
+            s.pull_retry.max_attempts, 4,
+            "--build-retries leaves pulls alone"
+        );
+        assert_eq!(s.pull_retry.min_delay, Duration::from_millis(50));
+        assert_eq!(s.network_override.as_deref(), Some("host"));
+        let hub = ImageReference::parse("redis").unwrap();
+        let names: Vec<String> = s
+            .mirrors
+            .for_image(&hub)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["flag.example.com", "m.example.com"]);
+
+        let defaults = Settings::resolve(&Overrides::default(), None, Settings::default()).unwrap();
+        assert_eq!(defaults, Settings::default());
+        assert_eq!(defaults.pull_retry.max_attempts, 10);
+        assert_eq!(defaults.build_retry.max_attempts, 3);
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let e = Settings::resolve(
+            &Overrides {
+                mirrors: vec!["bad host".into()],
+                ..Overrides::default()
+            },
+            None,
+            Settings::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--mirror: invalid mirror"), "{e}");
+        let e = Settings::resolve(
+            &Overrides {
+                build_jobs: Some(0),
+                ..Overrides::default()
+            },
+            None,
+            Settings::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "--jobs: must be at least 1");
+    }
+}

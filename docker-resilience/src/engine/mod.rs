@@ -1,0 +1,221 @@
+//! Engine: the container engine through `bollard` — the only module that talks to the
+//! Docker daemon. Small traits ([`Engine`] for pulls, [`BuildEngine`] for builds) let
+//! the stages above be tested with fakes; [`DockerEngine`] is the real one.
+//!
+//! The engine reports what the daemon said; what it means (retry or not) is decided
+//! by `resilience` and the stages above.
+//!
+//! May import: `vocab`, `support`.
+
+mod build;
+mod docker;
+mod progress;
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream};
+
+pub use docker::{DaemonInfo, DockerEngine};
+
+use crate::vocab::ImageReference;
+
+/// A failure talking to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The daemon cannot be reached at all.
+    #[error("cannot reach the Docker daemon at {host}: {message}; start it (`sudo systemctl start docker`, or `sudo dockerd &`) or point DOCKER_HOST at a running daemon")]
+    Unreachable {
+        /// The `DOCKER_HOST` tried.
+        host: String,
+        /// What failed.
+        message: String,
+    },
+    /// The daemon answered with an error (a pull error's text is the registry's).
+    #[error("{message}")]
+    Daemon {
+        /// HTTP status of the daemon's answer, when the error came as one.
+        status: Option<u16>,
+        /// The error text.
+        message: String,
+    },
+    /// A pull made no progress for too long and was cancelled.
+    #[error("stalled: no progress for {}s", timeout.as_secs())]
+    Stalled {
+        /// The stall timeout.
+        timeout: Duration,
+    },
+}
+
+impl EngineError {
+    /// An error the daemon did not send (a name we could not form, a stream cut).
+    pub fn other(message: impl Into<String>) -> Self {
+        EngineError::Daemon {
+            status: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// One progress message of a pull.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullEvent {
+    /// The layer it is about, if any.
+    pub layer: Option<String>,
+    /// `Downloading`, `Download complete`, `Pull complete`, `Already exists`…
+    pub status: String,
+    /// Bytes done, when reported.
+    pub current: Option<u64>,
+    /// Bytes in all, when reported.
+    pub total: Option<u64>,
+}
+
+/// The images an engine has, by normalized tag and digest references.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresentImages {
+    names: HashSet<String>,
+}
+
+impl PresentImages {
+    /// Builds the set from the daemon's `RepoTags` and `RepoDigests` strings.
+    pub fn from_names<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Self {
+        PresentImages {
+            names: names
+                .into_iter()
+                .filter_map(|n| ImageReference::parse(n.as_ref()).ok())
+                .map(|r| r.to_string())
+                .collect(),
+        }
+    }
+
+    /// Whether the image is present: by digest when the reference pins one, else by tag.
+    pub fn contains(&self, image: &ImageReference) -> bool {
+        match image.digest() {
+            Some(digest) => self.names.contains(&format!("{}@{digest}", image.name())),
+            None => self.names.contains(&image.to_string()),
+        }
+    }
+
+    /// How many names are known.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether no image is present.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// What prefetching needs from a container engine.
+pub trait Engine: Send + Sync + 'static {
+    /// Every image present, in one call.
+    fn present_images(&self) -> impl Future<Output = Result<PresentImages, EngineError>> + Send;
+
+    /// Starts pulling `image`; the stream yields progress and ends when the pull is
+    /// done. Dropping the stream cancels the pull.
+    fn pull(
+        &self,
+        image: &ImageReference,
+    ) -> impl Future<Output = BoxStream<'static, Result<PullEvent, EngineError>>> + Send;
+
+    /// Tags `source` as `target`.
+    fn tag(
+        &self,
+        source: &ImageReference,
+        target: &ImageReference,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Removes the name `image` (not the layers other names still use).
+    fn untag(&self, image: &ImageReference)
+        -> impl Future<Output = Result<(), EngineError>> + Send;
+}
+
+/// Receives a build's output, one line at a time.
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A build context as the daemon takes it: a tar, streamed.
+pub type ContextStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// One image to build, as the daemon takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// The service (names the build session).
+    pub service: String,
+    /// The image to tag.
+    pub tag: String,
+    /// The Dockerfile's name inside the context.
+    pub dockerfile: String,
+    /// Build args.
+    pub args: BTreeMap<String, String>,
+    /// Stage to build.
+    pub target: Option<String>,
+    /// Platform to build for.
+    pub platform: Option<String>,
+    /// Network of `RUN` steps; `None`: the daemon's default (`none` on a daemon with
+    /// no `bridge` network, where BuildKit's default would fail every `RUN`).
+    pub network: Option<String>,
+    /// Build without the cache.
+    pub no_cache: bool,
+}
+
+/// A build the daemon failed, as it reported it (not yet classified).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct BuildError {
+    /// What failed, as the daemon said it.
+    pub message: String,
+    /// The failing step (`[build 3/5] RUN make`), when known.
+    pub step: Option<String>,
+    /// The failing step's last output lines.
+    pub last_lines: Vec<String>,
+}
+
+impl BuildError {
+    /// A failure with only a message (no step ran).
+    pub fn new(message: impl Into<String>) -> Self {
+        BuildError {
+            message: message.into(),
+            step: None,
+            last_lines: Vec::new(),
+        }
+    }
+}
+
+/// What builds images. [`DockerEngine`] is the real one; tests use fakes.
+pub trait BuildEngine: Send + Sync {
+    /// Whether an image with this name exists.
+    fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    /// Builds one image from `context` (a tar stream), handing each output line to `log`.
+    fn build(
+        &self,
+        spec: BuildSpec,
+        context: ContextStream,
+        log: LogSink,
+    ) -> impl Future<Output = Result<(), BuildError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn present_by_tag_and_digest() {
+        let d = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+        let present =
+            PresentImages::from_names(["ubuntu:22.04", &format!("redis@{d}"), "<none>:<none>"]);
+        assert!(present.contains(&ImageReference::parse("docker.io/library/ubuntu:22.04").unwrap()));
+        assert!(!present.contains(&ImageReference::parse("ubuntu:20.04").unwrap()));
+        assert!(present.contains(&ImageReference::parse(&format!("redis:7@{d}")).unwrap()));
+        assert!(!present.contains(&ImageReference::parse("redis:7").unwrap()));
+        assert_eq!(present.len(), 2);
+    }
+}

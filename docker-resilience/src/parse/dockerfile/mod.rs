@@ -1,0 +1,483 @@
+//! Dockerfiles as BuildKit reads them: parser directives, the escape token, line
+//! continuations (with comment and blank lines inside), heredocs, CRLF, instructions in
+//! any case (`parser`), then `ARG` scoping and the external images a build needs
+//! (`scan`).
+//!
+//! It does not build anything; it finds the instructions and the images they need.
+
+use std::collections::BTreeMap;
+
+use crate::vocab::{ImageReference, Platform, ReferenceError, SourceKind};
+
+mod parser;
+mod scan;
+
+/// A Dockerfile that cannot be read, with the line where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DockerfileError {
+    /// A heredoc (`<<EOF`) whose terminator never comes.
+    #[error(
+        "unterminated heredoc `<<{delimiter}`: no line `{delimiter}` before the end of the file"
+    )]
+    UnterminatedHeredoc {
+        /// Line of the instruction that opens it.
+        line: usize,
+        /// The delimiter word.
+        delimiter: String,
+    },
+    /// `FROM` with no image.
+    #[error("`FROM` requires an image")]
+    MissingImage {
+        /// Line of the `FROM`.
+        line: usize,
+    },
+    /// An instruction that is malformed (`FROM a b`, a flag with no value, …).
+    #[error("{message}")]
+    Malformed {
+        /// Line of the instruction.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A parser directive with a bad value or given twice.
+    #[error("{message}")]
+    Directive {
+        /// Line of the directive.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An image reference that Docker would reject.
+    #[error("{source}")]
+    InvalidReference {
+        /// Line of the instruction that names it.
+        line: usize,
+        /// Why it is invalid.
+        source: ReferenceError,
+    },
+}
+
+impl DockerfileError {
+    /// The 1-based line the error points at.
+    pub fn line(&self) -> usize {
+        match self {
+            DockerfileError::UnterminatedHeredoc { line, .. }
+            | DockerfileError::MissingImage { line }
+            | DockerfileError::Malformed { line, .. }
+            | DockerfileError::Directive { line, .. }
+            | DockerfileError::InvalidReference { line, .. } => *line,
+        }
+    }
+}
+
+/// A `--name=value` flag of an instruction, as written (not yet expanded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flag {
+    /// The flag's name without dashes (`from`, `mount`, `platform`).
+    pub name: String,
+    /// The value as written, quotes included.
+    pub value: String,
+}
+
+/// A heredoc opened by an instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter word (`EOF`).
+    pub delimiter: String,
+    /// Whether leading tabs are stripped (`<<-EOF`).
+    pub strip_tabs: bool,
+    /// The body, lines joined with `\n` (tabs already stripped for `<<-`).
+    pub body: String,
+}
+
+/// One instruction with its continuation lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// 1-based line where the instruction starts.
+    pub line: usize,
+    /// The keyword, upper-cased (`FROM`, `RUN`, …).
+    pub keyword: String,
+    /// Leading `--name=value` flags.
+    pub flags: Vec<Flag>,
+    /// Everything after the keyword and flags, as written.
+    pub arguments: String,
+    /// Heredocs the instruction opens, in order.
+    pub heredocs: Vec<Heredoc>,
+}
+
+impl Instruction {
+    pub(crate) fn flag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.flags
+            .iter()
+            .filter(move |f| f.name.eq_ignore_ascii_case(name))
+            .map(|f| f.value.as_str())
+    }
+}
+
+/// The `# syntax=` directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxDirective {
+    /// The frontend image as written.
+    pub image: String,
+    /// Its line.
+    pub line: usize,
+}
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dockerfile {
+    syntax: Option<SyntaxDirective>,
+    escape: char,
+    instructions: Vec<Instruction>,
+}
+
+/// Inputs that change which images a Dockerfile needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Build args (`--build-arg`, compose `args:`) overriding `ARG` defaults.
+    pub build_args: BTreeMap<String, String>,
+    /// The platform of the builder (`BUILDPLATFORM`…). Defaults to the host.
+    pub build_platform: Platform,
+    /// The platform built for (`TARGETPLATFORM`…). Defaults to the host.
+    pub target_platform: Platform,
+}
+
+/// An external image a Dockerfile needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUse {
+    /// 1-based line that names it.
+    pub line: usize,
+    /// What names it.
+    pub kind: SourceKind,
+    /// The normalized reference.
+    pub reference: ImageReference,
+}
+
+/// A build stage (`FROM … AS name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Lower-cased stage name, if it has one.
+    pub name: Option<String>,
+    /// Line of its `FROM`.
+    pub line: usize,
+    /// Base image of the stage after expansion (`scratch`, an image or an earlier stage).
+    pub base: Option<String>,
+}
+
+/// Something a scan could not determine, pointing at a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanWarning {
+    /// 1-based line.
+    pub line: usize,
+    /// What could not be determined.
+    pub message: String,
+}
+
+/// What [`Dockerfile::scan`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageScan {
+    /// External images, in file order (not deduplicated).
+    pub images: Vec<ImageUse>,
+    /// The build stages in order.
+    pub stages: Vec<Stage>,
+    /// References that could not be resolved (an `ARG` with no value…).
+    pub warnings: Vec<ScanWarning>,
+}
+
+impl Dockerfile {
+    /// Parses a Dockerfile's text.
+    pub fn parse(text: &str) -> Result<Self, DockerfileError> {
+        parser::Parser::new(text).parse()
+    }
+
+    /// The `# syntax=` frontend, if the file names one.
+    pub fn syntax(&self) -> Option<&SyntaxDirective> {
+        self.syntax.as_ref()
+    }
+
+    /// The escape token (`\` unless `# escape=` says otherwise).
+    pub fn escape(&self) -> char {
+        self.escape
+    }
+
+    /// The instructions, in order, comments and heredoc bodies left out.
+    pub fn instructions(&self) -> &[Instruction] {
+        &self.instructions
+    }
+
+    /// Finds every external image: `# syntax=`, `FROM` (not `scratch` nor an earlier
+    /// stage), `COPY --from=` and `RUN --mount=…,from=` naming an image.
+    pub fn scan(&self, options: &ScanOptions) -> Result<ImageScan, DockerfileError> {
+        scan::Scanner::new(self, options).run()
+    }
+
+    /// Whether an instruction opens a heredoc (`RUN <<EOF`): BuildKit's built-in
+    /// frontend before Docker 23 rejects them.
+    pub fn has_heredocs(&self) -> bool {
+        self.instructions.iter().any(|i| !i.heredocs.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(text: &str) -> ImageScan {
+        scan_with(text, &[])
+    }
+
+    fn scan_with(text: &str, args: &[(&str, &str)]) -> ImageScan {
+        let options = ScanOptions {
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            build_platform: "linux/amd64".parse().unwrap(),
+            target_platform: "linux/arm64".parse().unwrap(),
+        };
+        Dockerfile::parse(text).unwrap().scan(&options).unwrap()
+    }
+
+    fn images(scan: &ImageScan) -> Vec<(usize, SourceKind, String)> {
+        scan.images
+            .iter()
+            .map(|u| (u.line, u.kind, u.reference.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn from_with_args_and_stages() {
+        let s = scan(
+            "ARG GO=1.21\nARG BASE\nFROM golang:${GO}-alpine AS Build\nRUN go build\n\
+             from BUILD as again\nFROM scratch\nCOPY --from=build /x /x\nCOPY --from=0 /y /y\n",
+        );
+        assert_eq!(
+            images(&s),
+            vec![(
+                3,
+                SourceKind::From,
+                "docker.io/library/golang:1.21-alpine".into()
+            )]
+        );
+        assert_eq!(s.stages.len(), 3);
+        assert_eq!(s.stages[0].name.as_deref(), Some("build"));
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn build_args_override_defaults() {
+        let s = scan_with("ARG V=20.04\nFROM ubuntu:$V\n", &[("V", "22.04")]);
+        assert_eq!(images(&s)[0].2, "docker.io/library/ubuntu:22.04");
+    }
+
+    #[test]
+    fn unresolved_arg_is_a_warning() {
+        let s = scan("ARG BASE\nFROM $BASE\nFROM ${NOPE:-alpine}\n");
+        assert_eq!(
+            images(&s),
+            vec![(
+                3,
+                SourceKind::From,
+                "docker.io/library/alpine:latest".into()
+            )]
+        );
+        assert_eq!(s.warnings.len(), 1);
+        assert_eq!(s.warnings[0].line, 2);
+        assert!(
+            s.warnings[0].message.contains("`BASE` has no value"),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn automatic_platform_args() {
+        let s =
+            scan("FROM --platform=$BUILDPLATFORM golang:1.21 AS b\nFROM alpine:3-${TARGETARCH}\n");
+        assert_eq!(images(&s)[1].2, "docker.io/library/alpine:3-arm64");
+    }
+
+    #[test]
+    fn copy_and_mount_from_images() {
+        let s = scan(
+            "FROM alpine AS base\n\
+             COPY --from=nginx:stable /etc/nginx /etc/nginx\n\
+             COPY --chown=1:1 --from=base /a /b\n\
+             RUN --mount=type=cache,target=/root/.cache \\\n    --mount=type=bind,from=busybox:1.36,source=/bin,target=/b true\n\
+             RUN --mount=from=base,target=/x true\n",
+        );
+        assert_eq!(
+            images(&s),
+            vec![
+                (
+                    1,
+                    SourceKind::From,
+                    "docker.io/library/alpine:latest".into()
+                ),
+                (
+                    2,
+                    SourceKind::CopyFrom,
+                    "docker.io/library/nginx:stable".into()
+                ),
+                (
+                    4,
+                    SourceKind::MountFrom,
+                    "docker.io/library/busybox:1.36".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn stage_args_for_copy_from() {
+        let s = scan(
+            "ARG TOOLS=busybox:1.36\nFROM alpine\nARG TOOLS\nCOPY --from=$TOOLS /bin/sh /sh\n",
+        );
+        assert_eq!(images(&s)[1].2, "docker.io/library/busybox:1.36");
+    }
+
+    #[test]
+    fn syntax_and_escape_directives() {
+        let s = scan("# syntax=docker/dockerfile:1.4\n# escape=`\nFROM mcr.microsoft.com/windows/servercore:ltsc2022 `\n  AS w\n");
+        assert_eq!(
+            images(&s),
+            vec![
+                (
+                    1,
+                    SourceKind::Syntax,
+                    "docker.io/docker/dockerfile:1.4".into()
+                ),
+                (
+                    3,
+                    SourceKind::From,
+                    "mcr.microsoft.com/windows/servercore:ltsc2022".into()
+                ),
+            ]
+        );
+        // A directive after a comment is just a comment.
+        let s = scan("# hello\n# syntax=docker/dockerfile:1\nFROM alpine\n");
+        assert_eq!(images(&s).len(), 1);
+    }
+
+    #[test]
+    fn duplicate_or_bad_directive() {
+        assert!(matches!(
+            Dockerfile::parse("# escape=x\nFROM a\n"),
+            Err(DockerfileError::Directive { line: 1, .. })
+        ));
+        assert!(matches!(
+            Dockerfile::parse("# syntax=a\n# syntax=b\nFROM a\n"),
+            Err(DockerfileError::Directive { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn continuation_with_comments_and_blank_lines() {
+        let f = Dockerfile::parse("FROM \\\n# a comment\n\n   ubuntu:22.04 \\\n  AS x\nRUN a\n")
+            .unwrap();
+        assert_eq!(
+            f.instructions()[0]
+                .arguments
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["ubuntu:22.04", "AS", "x"]
+        );
+        assert_eq!(f.instructions()[1].line, 6);
+    }
+
+    #[test]
+    fn heredoc_bodies_are_not_instructions() {
+        let text = "FROM alpine\nRUN <<EOF cat <<-'TWO' > /x\nFROM evil:1\nEOF\n\tFROM evil:2\n\tTWO\nCOPY <<\"A\" /a\nFROM evil:3\nA\nFROM busybox\n";
+        let f = Dockerfile::parse(text).unwrap();
+        let kws: Vec<_> = f
+            .instructions()
+            .iter()
+            .map(|i| (i.line, i.keyword.as_str()))
+            .collect();
+        assert_eq!(
+            kws,
+            vec![(1, "FROM"), (2, "RUN"), (7, "COPY"), (10, "FROM")]
+        );
+        assert_eq!(f.instructions()[1].heredocs[0].body, "FROM evil:1");
+        assert_eq!(f.instructions()[1].heredocs[1].body, "FROM evil:2");
+        let s = f.scan(&ScanOptions::default()).unwrap();
+        assert_eq!(s.images.len(), 2);
+    }
+
+    #[test]
+    fn unterminated_heredoc() {
+        let err = Dockerfile::parse("FROM a\nRUN <<EOF\necho hi\n").unwrap_err();
+        assert_eq!(err.line(), 2);
+        assert!(err.to_string().contains("unterminated heredoc `<<EOF`"));
+    }
+
+    #[test]
+    fn heredoc_lookalikes() {
+        // `<<<` is a here-string, a quoted `<<` is text, JSON form has none.
+        for text in [
+            "FROM a\nRUN cat <<< hi\n",
+            "FROM a\nRUN echo \"a <<EOF\"\n",
+            "FROM a\nRUN [\"sh\", \"<<EOF\"]\n",
+        ] {
+            assert_eq!(
+                Dockerfile::parse(text).unwrap().instructions().len(),
+                2,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_bom_and_case() {
+        let s = scan("\u{feff}from node:18-alpine as deps\r\nRun echo\r\nfRoM deps\r\n");
+        assert_eq!(
+            images(&s),
+            vec![(
+                1,
+                SourceKind::From,
+                "docker.io/library/node:18-alpine".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn errors_have_lines() {
+        let f = Dockerfile::parse("FROM\n").unwrap();
+        assert!(matches!(
+            f.scan(&ScanOptions::default()),
+            Err(DockerfileError::MissingImage { line: 1 })
+        ));
+        let f = Dockerfile::parse("ARG X=\nFROM $X\n").unwrap();
+        assert!(matches!(
+            f.scan(&ScanOptions::default()),
+            Err(DockerfileError::MissingImage { line: 2 })
+        ));
+        let f = Dockerfile::parse("\nFROM Ubuntu/Bad:x:y\n").unwrap();
+        assert!(matches!(
+            f.scan(&ScanOptions::default()),
+            Err(DockerfileError::InvalidReference { line: 2, .. })
+        ));
+        let f = Dockerfile::parse("FROM a b c d\n").unwrap();
+        assert!(f.scan(&ScanOptions::default()).is_err());
+    }
+
+    #[test]
+    fn digest_and_registry_port() {
+        let d = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+        let s = scan(&format!("FROM localhost:5000/base:1@{d}\n"));
+        assert_eq!(images(&s)[0].2, format!("localhost:5000/base:1@{d}"));
+    }
+
+    #[test]
+    fn env_in_stage_feeds_copy_from() {
+        let s = scan("FROM alpine\nENV IMG=redis:7-alpine\nCOPY --from=${IMG} /usr/local/bin/redis-server /\n");
+        assert_eq!(images(&s)[1].2, "docker.io/library/redis:7-alpine");
+    }
+
+    #[test]
+    fn quoted_arg_default() {
+        let s = scan("ARG IMG=\"python:3.11-slim\"\nFROM ${IMG}\n");
+        assert_eq!(images(&s)[0].2, "docker.io/library/python:3.11-slim");
+    }
+}

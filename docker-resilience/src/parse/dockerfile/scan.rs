@@ -1,0 +1,258 @@
+//! Instructions to images: `ARG` scopes, stages, and the external images a build needs.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, ScanOptions, ScanWarning, Stage,
+};
+use crate::parse::expand::{expand, split_words, ExpandError, Style};
+use crate::vocab::{ImageReference, SourceKind};
+
+/// Variables in scope: `Some(v)` with a value, `None` declared without one.
+type Scope = BTreeMap<String, Option<String>>;
+
+pub(super) struct Scanner<'a> {
+    file: &'a Dockerfile,
+    options: &'a ScanOptions,
+    style: Style,
+    /// Global (meta) args: declared before the first `FROM`, plus the automatic ones.
+    global: Scope,
+    stage_scope: Scope,
+    out: ImageScan,
+}
+
+impl<'a> Scanner<'a> {
+    pub(super) fn new(file: &'a Dockerfile, options: &'a ScanOptions) -> Self {
+        let mut global = Scope::new();
+        for (k, v) in options
+            .build_platform
+            .args("BUILD")
+            .into_iter()
+            .chain(options.target_platform.args("TARGET"))
+        {
+            global.insert(k, Some(v));
+        }
+        Scanner {
+            file,
+            options,
+            style: Style::Dockerfile {
+                escape: file.escape,
+            },
+            global,
+            stage_scope: Scope::new(),
+            out: ImageScan::default(),
+        }
+    }
+
+    pub(super) fn run(mut self) -> Result<ImageScan, DockerfileError> {
+        if let Some(syntax) = &self.file.syntax {
+            self.external(syntax.line, SourceKind::Syntax, &syntax.image)?;
+        }
+        for ins in &self.file.instructions {
+            match ins.keyword.as_str() {
+                "ARG" => self.arg(ins),
+                "ENV" if !self.out.stages.is_empty() => self.env(ins),
+                "FROM" => self.from(ins)?,
+                "COPY" | "ADD" if !self.out.stages.is_empty() => {
+                    for value in ins.flag_values("from") {
+                        self.stage_or_image(ins.line, SourceKind::CopyFrom, value)?;
+                    }
+                }
+                "RUN" if !self.out.stages.is_empty() => {
+                    for mount in ins.flag_values("mount") {
+                        if let Some(from) = mount_from(mount) {
+                            self.stage_or_image(ins.line, SourceKind::MountFrom, &from)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(self.out)
+    }
+
+    fn lookup(&self, scope: &Scope, name: &str) -> Option<String> {
+        scope.get(name).cloned().flatten()
+    }
+
+    fn expand_in(&self, scope: &Scope, text: &str) -> Result<String, ExpandError> {
+        if !text.contains('$') && !text.contains(['"', '\'', self.file.escape]) {
+            return Ok(text.to_owned());
+        }
+        expand(text, self.style, &|name| self.lookup(scope, name))
+    }
+
+    fn arg(&mut self, ins: &Instruction) {
+        let in_stage = !self.out.stages.is_empty();
+        for word in split_words(&ins.arguments, self.file.escape) {
+            let (name, default) = match word.split_once('=') {
+                Some((n, d)) => (n.to_owned(), Some(d)),
+                None => (word.to_owned(), None),
+            };
+            let value = if let Some(v) = self.options.build_args.get(&name) {
+                Some(v.clone())
+            } else if let Some(default) = default {
+                let scope = if in_stage {
+                    &self.stage_scope
+                } else {
+                    &self.global
+                };
+                self.expand_in(scope, default).ok()
+            } else if in_stage {
+                // `ARG X` in a stage brings in the global value (and the automatic ones).
+                self.lookup(&self.global, &name)
+            } else {
+                self.global.get(&name).cloned().flatten()
+            };
+            if in_stage {
+                self.stage_scope.insert(name, value);
+            } else {
+                self.global.insert(name, value);
+            }
+        }
+    }
+
+    fn env(&mut self, ins: &Instruction) {
+        let words = split_words(&ins.arguments, self.file.escape);
+        let pairs: Vec<(String, String)> = if words.first().is_some_and(|w| w.contains('=')) {
+            words
+                .iter()
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        } else {
+            match ins.arguments.split_once(char::is_whitespace) {
+                Some((k, v)) => vec![(k.to_owned(), v.trim().to_owned())],
+                None => Vec::new(),
+            }
+        };
+        for (k, v) in pairs {
+            let value = self.expand_in(&self.stage_scope, &v).ok();
+            self.stage_scope.insert(k, value);
+        }
+    }
+
+    fn from(&mut self, ins: &Instruction) -> Result<(), DockerfileError> {
+        let words = split_words(&ins.arguments, self.file.escape);
+        let (image, name) = match words.as_slice() {
+            [] => return Err(DockerfileError::MissingImage { line: ins.line }),
+            [image] => (*image, None),
+            [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => (*image, Some(*name)),
+            _ => {
+                return Err(DockerfileError::Malformed {
+                    line: ins.line,
+                    message: "`FROM` takes `IMAGE [AS NAME]`".to_owned(),
+                })
+            }
+        };
+        let base = match self.expand_in(&self.global, image) {
+            Ok(base) if base.is_empty() => {
+                return Err(DockerfileError::MissingImage { line: ins.line })
+            }
+            Ok(base) => {
+                let lower = base.to_ascii_lowercase();
+                if lower != "scratch" && !self.is_stage(&lower) {
+                    self.reference(ins.line, SourceKind::From, &base)?;
+                }
+                Some(base)
+            }
+            Err(e) => {
+                self.unresolved(ins.line, image, &e);
+                None
+            }
+        };
+        self.out.stages.push(Stage {
+            name: name.map(str::to_ascii_lowercase),
+            line: ins.line,
+            base,
+        });
+        self.stage_scope = Scope::new();
+        Ok(())
+    }
+
+    fn is_stage(&self, name: &str) -> bool {
+        self.out.stages.iter().any(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// `--from=` names a stage (by name or index) or an image.
+    fn stage_or_image(
+        &mut self,
+        line: usize,
+        kind: SourceKind,
+        value: &str,
+    ) -> Result<(), DockerfileError> {
+        // Inside a stage only what the stage declares is visible (global args must be
+        // re-declared with `ARG NAME`), as in BuildKit.
+        match self.expand_in(&self.stage_scope, value) {
+            Ok(v) if v.is_empty() => Err(DockerfileError::Malformed {
+                line,
+                message: "`--from` needs a stage or an image".to_owned(),
+            }),
+            Ok(v) => {
+                let is_index = v.parse::<usize>().is_ok();
+                if is_index || self.is_stage(&v) {
+                    Ok(())
+                } else {
+                    self.reference(line, kind, &v)
+                }
+            }
+            Err(e) => {
+                self.unresolved(line, value, &e);
+                Ok(())
+            }
+        }
+    }
+
+    fn external(
+        &mut self,
+        line: usize,
+        kind: SourceKind,
+        written: &str,
+    ) -> Result<(), DockerfileError> {
+        match self.expand_in(&self.global, written) {
+            Ok(v) => self.reference(line, kind, &v),
+            Err(e) => {
+                self.unresolved(line, written, &e);
+                Ok(())
+            }
+        }
+    }
+
+    fn reference(
+        &mut self,
+        line: usize,
+        kind: SourceKind,
+        text: &str,
+    ) -> Result<(), DockerfileError> {
+        let reference = ImageReference::parse(text)
+            .map_err(|source| DockerfileError::InvalidReference { line, source })?;
+        self.out.images.push(ImageUse {
+            line,
+            kind,
+            reference,
+        });
+        Ok(())
+    }
+
+    fn unresolved(&mut self, line: usize, written: &str, error: &ExpandError) {
+        self.out.warnings.push(ScanWarning {
+            line,
+            message: format!("cannot resolve image `{written}`: {error}"),
+        });
+    }
+}
+
+/// The `from=` field of a `--mount` value (comma-separated, fields may be quoted).
+fn mount_from(mount: &str) -> Option<String> {
+    let mount = mount.trim_matches('"');
+    mount.split(',').find_map(|field| {
+        let (k, v) = field.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("from")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
+}

@@ -1,0 +1,456 @@
+//! The services a tree builds, and the order to build them in.
+//!
+//! Services come from `drbuild.yaml` when there is one, else from the compose files'
+//! services that have `build:`, else one per directory holding a `Dockerfile`. A
+//! service depends on the services named in its `depends_on`/`depends-on` and on
+//! those whose image its Dockerfile uses (`FROM`, `COPY --from`, `RUN --mount=from`),
+//! as the plan's scan of that Dockerfile with the service's args found them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::config::ConfigFile;
+use crate::parse::compose::ComposeProject;
+use crate::vocab::{clean_path, ImageReference};
+
+/// A service that cannot be set up for building.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Services depend on each other in a circle.
+    #[error("dependency cycle: {}", cycle.join(" -> "))]
+    Cycle {
+        /// The services of the cycle, the first repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// A service's image name is not a valid reference.
+    #[error("{}:{line}: service `{service}`: invalid image `{image}`: {message}", path.display())]
+    InvalidImage {
+        /// The service.
+        service: String,
+        /// The image as written.
+        image: String,
+        /// Where it is defined.
+        path: PathBuf,
+        /// Its line (0 when unknown).
+        line: usize,
+        /// Why.
+        message: String,
+    },
+    /// A service named on the command line does not exist.
+    #[error("no service `{name}` (services: {})", known.join(", "))]
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The services there are.
+        known: Vec<String>,
+    },
+}
+
+impl ServiceError {
+    /// The file and line the error points at, if any.
+    pub fn location(&self) -> Option<(&Path, usize)> {
+        match self {
+            ServiceError::InvalidImage { path, line, .. } => Some((path, *line)),
+            _ => None,
+        }
+    }
+}
+
+/// Where the services were defined.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServiceOrigin {
+    /// A `drbuild.yaml`.
+    Config(PathBuf),
+    /// Compose files' services with `build:`.
+    Compose,
+    /// One service per directory holding a `Dockerfile`.
+    #[default]
+    Directories,
+}
+
+/// One image to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its name.
+    pub name: String,
+    /// The build context, relative to the tree's root.
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the tree's root.
+    pub dockerfile: PathBuf,
+    /// The image to tag, as written (`ai-infra-backend:v0.3.6-dev`).
+    pub image: String,
+    /// Build args.
+    pub args: BTreeMap<String, String>,
+    /// Stage to build.
+    pub target: Option<String>,
+    /// Platform to build for.
+    pub platform: Option<String>,
+    /// Network for `RUN` steps, when set.
+    pub network: Option<String>,
+    /// Services to build first: declared ones and those whose image the Dockerfile uses.
+    pub depends_on: BTreeSet<String>,
+    /// The images its Dockerfile uses, scanned with its args (set by the plan).
+    pub uses: Vec<ImageReference>,
+    /// Whether its Dockerfile opens heredocs (set by the plan).
+    pub has_heredocs: bool,
+    /// The file and line that define it, when a file does (`drbuild.yaml:12`).
+    pub defined_in: Option<(PathBuf, usize)>,
+}
+
+impl Service {
+    /// A service with only what it must have (no args, target, platform or network;
+    /// no dependencies yet).
+    pub fn new(
+        name: impl Into<String>,
+        image: impl Into<String>,
+        context: impl Into<PathBuf>,
+        dockerfile: impl Into<PathBuf>,
+    ) -> Self {
+        Service {
+            name: name.into(),
+            context: context.into(),
+            dockerfile: dockerfile.into(),
+            image: image.into(),
+            args: BTreeMap::new(),
+            target: None,
+            platform: None,
+            network: None,
+            depends_on: BTreeSet::new(),
+            uses: Vec::new(),
+            has_heredocs: false,
+            defined_in: None,
+        }
+    }
+}
+
+/// The services of a tree, with their dependencies resolved ([`Plan::services`](crate::Plan::services)).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSet {
+    /// The tree's root.
+    pub root: PathBuf,
+    /// Services by name.
+    pub services: BTreeMap<String, Service>,
+    /// Where they were defined.
+    pub origin: ServiceOrigin,
+}
+
+impl ServiceSet {
+    /// The services of a tree: `drbuild.yaml`'s, else compose's builds, else one per
+    /// directory holding a `Dockerfile` (of `dockerfiles`, found by the plan). Their
+    /// dependencies are only the declared ones until the plan derives the rest.
+    pub(crate) fn define(
+        root: &Path,
+        config: Option<&ConfigFile>,
+        compose: &[ComposeProject],
+        dockerfiles: &[PathBuf],
+    ) -> Result<ServiceSet, ServiceError> {
+        let (services, origin) = match config {
+            Some(file) => (from_config(file)?, ServiceOrigin::Config(file.path.clone())),
+            None => {
+                let services = from_compose(compose);
+                if services.is_empty() {
+                    (
+                        from_directories(root, dockerfiles),
+                        ServiceOrigin::Directories,
+                    )
+                } else {
+                    (services, ServiceOrigin::Compose)
+                }
+            }
+        };
+        Ok(ServiceSet {
+            root: root.to_path_buf(),
+            services,
+            origin,
+        })
+    }
+
+    /// Adds the dependencies the Dockerfiles imply: a service waits for the services
+    /// whose image it uses.
+    pub(crate) fn derive_dependencies(&mut self) {
+        let by_image: BTreeMap<ImageReference, String> = self
+            .services
+            .values()
+            .filter_map(|s| Some((ImageReference::parse(&s.image).ok()?, s.name.clone())))
+            .collect();
+        for service in self.services.values_mut() {
+            for used in &service.uses {
+                if let Some(other) = by_image.get(used) {
+                    if *other != service.name {
+                        service.depends_on.insert(other.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Service names in an order where every service comes after what it depends on.
+    pub fn order(&self) -> Result<Vec<String>, ServiceError> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Visiting,
+            Done,
+        }
+        fn visit(
+            set: &ServiceSet,
+            name: &str,
+            marks: &mut BTreeMap<String, Mark>,
+            path: &mut Vec<String>,
+            out: &mut Vec<String>,
+        ) -> Result<(), ServiceError> {
+            match marks.get(name) {
+                Some(Mark::Done) => return Ok(()),
+                Some(Mark::Visiting) => {
+                    let start = path.iter().position(|n| n == name).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(name.to_owned());
+                    return Err(ServiceError::Cycle { cycle });
+                }
+                None => {}
+            }
+            marks.insert(name.to_owned(), Mark::Visiting);
+            path.push(name.to_owned());
+            if let Some(service) = set.services.get(name) {
+                for dep in &service.depends_on {
+                    visit(set, dep, marks, path, out)?;
+                }
+            }
+            path.pop();
+            marks.insert(name.to_owned(), Mark::Done);
+            out.push(name.to_owned());
+            Ok(())
+        }
+        let mut marks = BTreeMap::new();
+        let mut out = Vec::new();
+        for name in self.services.keys() {
+            visit(self, name, &mut marks, &mut Vec::new(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Keeps the services named in `only` (all when empty) minus `skip`. A kept
+    /// service's dependencies outside the selection are dropped from its
+    /// `depends_on`: the selection is built as asked, against what is there.
+    pub fn select(&mut self, only: &[String], skip: &[String]) -> Result<(), ServiceError> {
+        for name in only.iter().chain(skip) {
+            if !self.services.contains_key(name) {
+                return Err(ServiceError::UnknownService {
+                    name: name.clone(),
+                    known: self.services.keys().cloned().collect(),
+                });
+            }
+        }
+        self.services
+            .retain(|name, _| (only.is_empty() || only.contains(name)) && !skip.contains(name));
+        let kept: BTreeSet<String> = self.services.keys().cloned().collect();
+        for service in self.services.values_mut() {
+            service.depends_on.retain(|d| kept.contains(d));
+        }
+        Ok(())
+    }
+
+    /// Every file and directory a build of these services reads, relative to the
+    /// root: Dockerfiles, contexts, and the config or compose files.
+    pub fn inputs(&self, plan: &crate::Plan) -> Vec<PathBuf> {
+        let mut inputs = BTreeSet::new();
+        if let ServiceOrigin::Config(path) = &self.origin {
+            inputs.insert(path.strip_prefix(&self.root).unwrap_or(path).to_path_buf());
+        }
+        for project in &plan.compose {
+            inputs.extend(project.files.iter().cloned());
+        }
+        for service in self.services.values() {
+            inputs.insert(service.dockerfile.clone());
+            inputs.insert(service.context.clone());
+        }
+        inputs.into_iter().collect()
+    }
+}
+
+fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceError> {
+    let mut services = BTreeMap::new();
+    for (name, s) in &file.config.services {
+        let context = s.context.clone().unwrap_or_else(|| PathBuf::from(name));
+        let dockerfile = context.join(s.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()));
+        let image = s.image.clone().unwrap_or_else(|| format!("drbuild-{name}"));
+        if let Err(e) = ImageReference::parse(&image) {
+            return Err(ServiceError::InvalidImage {
+                service: name.clone(),
+                image,
+                path: file.path.clone(),
+                line: 0,
+                message: e.to_string(),
+            });
+        }
+        services.insert(
+            name.clone(),
+            Service {
+                name: name.clone(),
+                context: clean_path(&context),
+                dockerfile: clean_path(&dockerfile),
+                image,
+                args: s.args.clone(),
+                target: s.target.clone(),
+                platform: s.platform.clone(),
+                network: s.network.clone(),
+                depends_on: s.depends_on.iter().cloned().collect(),
+                uses: Vec::new(),
+                has_heredocs: false,
+                defined_in: Some((file.path.clone(), file.line_of(name))),
+            },
+        );
+    }
+    Ok(services)
+}
+
+fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
+    let mut services = BTreeMap::new();
+    let several = compose.len() > 1;
+    for project in compose {
+        for service in project.services.values() {
+            let (Some(build), Some(image)) = (&service.build, project.built_image(service)) else {
+                continue;
+            };
+            let name = if several && services.contains_key(&service.name) {
+                format!("{}/{}", project.name, service.name)
+            } else {
+                service.name.clone()
+            };
+            services.insert(
+                name.clone(),
+                Service {
+                    name,
+                    context: clean_path(&build.context),
+                    dockerfile: clean_path(&build.dockerfile),
+                    image,
+                    args: build.args.clone(),
+                    target: build.target.clone(),
+                    platform: service.platform.clone(),
+                    network: build.network.clone(),
+                    // Only built services order builds; `postgres` in depends_on does not.
+                    depends_on: service.depends_on.iter().cloned().collect(),
+                    uses: Vec::new(),
+                    has_heredocs: false,
+                    defined_in: Some((build.path.clone(), build.line)),
+                },
+            );
+        }
+    }
+    let names: BTreeSet<String> = services.keys().cloned().collect();
+    for service in services.values_mut() {
+        service.depends_on.retain(|d| names.contains(d));
+    }
+    services
+}
+
+fn from_directories(root: &Path, dockerfiles: &[PathBuf]) -> BTreeMap<String, Service> {
+    let base = root
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "drbuild".into());
+    let mut services = BTreeMap::new();
+    for dockerfile in dockerfiles {
+        if dockerfile.file_name().is_none_or(|n| n != "Dockerfile") {
+            continue;
+        }
+        let context = dockerfile
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let name = if context.as_os_str().is_empty() {
+            sanitize(&base)
+        } else {
+            sanitize(&context.to_string_lossy())
+        };
+        let image = format!("{}-{}", sanitize(&base), name);
+        services.insert(
+            name.clone(),
+            Service::new(name, image, context, dockerfile.clone()),
+        );
+    }
+    services
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_matches(['-', '.', '_']).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, deps: &[&str]) -> Service {
+        Service {
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..Service::new(
+                name,
+                format!("x-{name}"),
+                name,
+                PathBuf::from(name).join("Dockerfile"),
+            )
+        }
+    }
+
+    fn set(services: Vec<Service>) -> ServiceSet {
+        ServiceSet {
+            root: PathBuf::from("."),
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            origin: ServiceOrigin::Directories,
+        }
+    }
+
+    #[test]
+    fn order_puts_dependencies_first() {
+        let s = set(vec![
+            service("nginx", &["api", "web"]),
+            service("api", &["base"]),
+            service("web", &[]),
+            service("base", &[]),
+        ]);
+        let order = s.order().unwrap();
+        let at = |n: &str| order.iter().position(|x| x == n).unwrap();
+        assert!(at("base") < at("api") && at("api") < at("nginx") && at("web") < at("nginx"));
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let s = set(vec![
+            service("a", &["b"]),
+            service("b", &["c"]),
+            service("c", &["a"]),
+            service("d", &[]),
+        ]);
+        let e = s.order().unwrap_err();
+        assert_eq!(e.to_string(), "dependency cycle: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn select_drops_dependencies_outside() {
+        let mut s = set(vec![
+            service("a", &["b"]),
+            service("b", &[]),
+            service("c", &[]),
+        ]);
+        s.select(&["a".into()], &[]).unwrap();
+        assert_eq!(s.services.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(s.services["a"].depends_on.is_empty());
+        assert!(matches!(
+            s.select(&["zzz".into()], &[]),
+            Err(ServiceError::UnknownService { .. })
+        ));
+    }
+}

@@ -1,0 +1,125 @@
+//! Registry: talking to registries and mirrors over the distribution API, directly
+//! (not through the daemon). Asking a mirror whether it holds an image, and whether a
+//! registry answers at all.
+//!
+//! May import: `vocab`, `resilience`, `support`.
+
+use std::time::Duration;
+
+use crate::support::error_chain;
+use crate::vocab::{registry_url, ImageReference};
+
+/// Manifest media types a registry may answer with.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.oci.image.manifest.v1+json";
+
+/// `host[:port]` of a registry URL.
+pub fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// An HTTP client for probes: a timeout per request, no proxy (mirrors are near).
+pub fn probe_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+/// What a registry says about an image when asked directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// It has the manifest.
+    Found,
+    /// It answered 404: the image does not exist there.
+    Missing,
+    /// It answered 429.
+    RateLimited {
+        /// Its `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer (5xx, EOF, reset, timeout, 401…).
+    Unavailable {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Asks a registry (`http://127.0.0.1:5001`, a daemon mirror URL) for `image`'s
+/// manifest with `HEAD /v2/<repository>/manifests/<tag>`.
+pub async fn probe_manifest(
+    client: &reqwest::Client,
+    registry: &str,
+    image: &ImageReference,
+) -> ProbeResult {
+    let url = format!(
+        "{}/v2/{}/manifests/{}",
+        registry_url(registry),
+        image.repository(),
+        image.tag_or_digest()
+    );
+    match client
+        .head(&url)
+        .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => ProbeResult::Found,
+        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => ProbeResult::Missing,
+        Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => ProbeResult::RateLimited {
+            retry_after: r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_secs),
+        },
+        Ok(r) => ProbeResult::Unavailable {
+            message: format!("HTTP {}", r.status()),
+        },
+        Err(e) => ProbeResult::Unavailable {
+            message: error_chain(&e),
+        },
+    }
+}
+
+/// How a registry answered `GET /v2/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingResult {
+    /// It answered (200, or 401: it wants a token, which is a working registry).
+    Answers(u16),
+    /// It answered with another status.
+    Status(u16),
+    /// No answer.
+    Unreachable(String),
+}
+
+/// `GET /v2/` on a registry.
+pub async fn ping(client: &reqwest::Client, registry: &str) -> PingResult {
+    match client
+        .get(format!("{}/v2/", registry_url(registry)))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => {
+            PingResult::Answers(r.status().as_u16())
+        }
+        Ok(r) => PingResult::Status(r.status().as_u16()),
+        Err(e) => PingResult::Unreachable(error_chain(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(host_port("http://127.0.0.1:5001/v2/"), "127.0.0.1:5001");
+        assert_eq!(host_port("mirror.example.com"), "mirror.example.com");
+    }
+}

@@ -1,0 +1,12 @@
+//! The shared vocabulary every stage speaks: image references normalized as Docker
+//! does, platforms, and where in a tree something is written (a file and a line).
+//!
+//! May import: nothing of this crate.
+
+mod location;
+mod platform;
+mod reference;
+
+pub use location::{clean_path, InputError, Located, SourceKind};
+pub use platform::{Platform, PlatformError};
+pub use reference::{is_loopback_host, registry_url, ImageReference, ReferenceError, DOCKER_HUB};
