@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use docker_resilience::build::{BuildReport, ServiceStatus};
 use docker_resilience::doctor::{Check, CheckStatus};
 use docker_resilience::prefetch::{ImageStatus, PrefetchReport};
+use docker_resilience::vocab::Platform;
 use docker_resilience::{ImageReference, Plan};
 use serde::Serialize;
 
@@ -38,10 +39,19 @@ pub fn json<T: Serialize>(value: &T) {
 /// References longer than this get a line of their own in tables.
 const NAME_COLUMN_MAX: usize = 48;
 
-/// The width of a table's image column: the longest reference that fits.
-fn name_width<'a>(references: impl Iterator<Item = &'a ImageReference>) -> usize {
-    references
-        .map(|r| r.to_string().len())
+/// An image as tables show it: with its platforms when they are not just the host's.
+fn with_platforms(reference: &ImageReference, platforms: &[Platform]) -> String {
+    if platforms.is_empty() || platforms == [Platform::host()] {
+        return reference.to_string();
+    }
+    let list: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+    format!("{reference} [{}]", list.join(", "))
+}
+
+/// The width of a table's image column: the longest name that fits.
+fn name_width(names: impl Iterator<Item = String>) -> usize {
+    names
+        .map(|n| n.len())
         .filter(|&w| w <= NAME_COLUMN_MAX)
         .max()
         .unwrap_or(5)
@@ -51,10 +61,14 @@ fn name_width<'a>(references: impl Iterator<Item = &'a ImageReference>) -> usize
 /// The plan as a table: each image with every place that needs it.
 pub fn plan_table(plan: &Plan) -> String {
     let mut out = String::new();
-    let width = name_width(plan.references());
+    let width = name_width(
+        plan.images
+            .iter()
+            .map(|i| with_platforms(&i.reference, &i.platforms)),
+    );
     let _ = writeln!(out, "{:<width$}  SOURCE", "IMAGE");
     for image in &plan.images {
-        let mut name = image.reference.to_string();
+        let mut name = with_platforms(&image.reference, &image.platforms);
         if name.len() > width {
             let _ = writeln!(out, "{name}");
             name.clear();
@@ -105,7 +119,12 @@ fn plural(n: usize) -> &'static str {
 /// The prefetch report as a table, failures explained, totals last.
 pub fn prefetch_table(report: &PrefetchReport) -> String {
     let mut out = String::new();
-    let width = name_width(report.images.iter().map(|i| &i.reference));
+    let width = name_width(
+        report
+            .images
+            .iter()
+            .map(|i| with_platforms(&i.reference, i.platform.as_slice())),
+    );
     let _ = writeln!(
         out,
         "{:<width$}  {:<7}  {:>8}  {:<16}  TIME",
@@ -117,7 +136,7 @@ pub fn prefetch_table(report: &PrefetchReport) -> String {
             ImageStatus::Present => "present",
             ImageStatus::Failed => "failed",
         };
-        let mut name = r.reference.to_string();
+        let mut name = with_platforms(&r.reference, r.platform.as_slice());
         if name.len() > width {
             let _ = writeln!(out, "{name}");
             name.clear();

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use docker_resilience::build::BuildEvent;
 use docker_resilience::prefetch::{ImageStatus, PrefetchEvent};
+use docker_resilience::vocab::Platform;
+use docker_resilience::ImageReference;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Turns prefetch events into bars or log lines.
@@ -65,6 +67,14 @@ impl PullProgress {
                 let _ = bars.multi.clear();
             }
         }
+    }
+}
+
+/// An image's short name, with its platform when that is not the host's.
+fn label(image: &ImageReference, platform: Option<&Platform>) -> String {
+    match platform.filter(|p| **p != Platform::host()) {
+        Some(p) => format!("{} [{p}]", image.familiar()),
+        None => image.familiar(),
     }
 }
 
@@ -134,7 +144,7 @@ impl Bars {
             } => {
                 self.total
                     .set_length(self.total.length().unwrap_or(0).max(1));
-                let bar = self.bar(&image.familiar());
+                let bar = self.bar(&label(&image.reference, image.platform.as_ref()));
                 bar.set_message(format!("attempt {attempt} from {source}"));
             }
             PrefetchEvent::Progress {
@@ -142,7 +152,7 @@ impl Bars {
                 current,
                 total,
             } => {
-                let bar = self.bar(&image.familiar());
+                let bar = self.bar(&label(&image.reference, image.platform.as_ref()));
                 bar.set_length(*total);
                 bar.set_position(*current);
             }
@@ -152,10 +162,11 @@ impl Bars {
                 retry_in: Some(delay),
                 ..
             } => {
-                self.bar(&image.familiar()).set_message(format!(
-                    "{class} error, retry in {:.1}s",
-                    delay.as_secs_f64()
-                ));
+                self.bar(&label(&image.reference, image.platform.as_ref()))
+                    .set_message(format!(
+                        "{class} error, retry in {:.1}s",
+                        delay.as_secs_f64()
+                    ));
             }
             PrefetchEvent::SourceSkipped { source } => {
                 let _ = self.multi.println(format!(
@@ -165,7 +176,7 @@ impl Bars {
             PrefetchEvent::Finished(r) => {
                 self.total.inc_length(1);
                 self.total.inc(1);
-                let bar = self.bar(&r.reference.familiar());
+                let bar = self.bar(&label(&r.reference, r.platform.as_ref()));
                 let message = match r.status {
                     ImageStatus::Pulled => format!("pulled ({} attempts)", r.attempts),
                     ImageStatus::Present => "present".to_owned(),

@@ -57,9 +57,8 @@
 //! # async fn run() -> Result<(), docker_resilience::Error> {
 //! let project = Project::open(Path::new("."), &PlanOptions::default(), &Overrides::default())?;
 //! let engine = DockerEngine::connect().await?;
-//! let images: Vec<_> = project.plan.references().cloned().collect();
 //! let pulled = project
-//!     .prefetch(engine.clone(), &images, false, |event| eprintln!("{event:?}"), CancellationToken::new())
+//!     .prefetch(engine.clone(), &project.plan.wanted(), false, |event| eprintln!("{event:?}"), CancellationToken::new())
 //!     .await?;
 //! println!("pulled {}, failed {}", pulled.summary.pulled, pulled.summary.failed);
 //! let outcome = project

@@ -16,8 +16,7 @@ mib=${IMAGE_MIB:-600}
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
 drbuild="$repo/target/release/drbuild"
-docker=docker
-[ -x /usr/bin/docker ] && docker=/usr/bin/docker
+docker=$DRBUILD_TESTBED_DOCKER # the client that matches the test bed's engine
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 image=drbuild-bench/big:$mib

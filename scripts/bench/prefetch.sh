@@ -19,8 +19,7 @@ cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.t
 drbuild="$repo/target/release/drbuild"
 cargo build -q -p docker-resilience-tests --bin faultproxy --manifest-path "$repo/Cargo.toml"
 faultproxy="${CARGO_TARGET_DIR:-$repo/target}/debug/faultproxy" # its presets are the tests' faults
-docker=docker
-[ -x /usr/bin/docker ] && docker=/usr/bin/docker # the client that matches the test bed's dockerd
+docker=$DRBUILD_TESTBED_DOCKER # the client that matches the test bed's engine
 export DOCKER=$docker
 
 images=(ubuntu:22.04 nginx:stable nginx:stable-alpine node:18-alpine golang:1.21-alpine golang:1.20-alpine

@@ -322,6 +322,8 @@ fn reason(code: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         429 => "Too Many Requests",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         _ => "Error",
     }
@@ -332,6 +334,17 @@ async fn handle(
     upstream: SocketAddr,
     state: Arc<Mutex<State>>,
 ) -> std::io::Result<()> {
+    // A TLS ClientHello on this plain-HTTP port: answer as Go's HTTP server (the
+    // registry's) does, so that clients fall back to plain HTTP as they would.
+    let mut first = [0u8; 1];
+    if conn.peek(&mut first).await? == 1 && first[0] == 0x16 {
+        let mut conn = conn;
+        conn.write_all(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .await?;
+        return conn.shutdown().await;
+    }
     let mut reader = BufReader::new(conn);
     let Some(request) = read_request(&mut reader).await? else {
         return Ok(());
@@ -366,16 +379,26 @@ async fn handle(
     match fault {
         Some(Fault::Eof) => return Ok(()), // dropping the connection is the EOF
         Some(Fault::Status { code }) => {
-            let body =
-                format!(r#"{{"errors":[{{"code":"UNKNOWN","message":"injected {code}"}}]}}"#);
+            // The bodies and headers a distribution registry sends with these codes.
+            let (error, message) = match code {
+                401 => ("UNAUTHORIZED", "authentication required".to_owned()),
+                403 => (
+                    "DENIED",
+                    "requested access to the resource is denied".to_owned(),
+                ),
+                404 => ("MANIFEST_UNKNOWN", "manifest unknown".to_owned()),
+                _ => ("UNKNOWN", format!("injected {code}")),
+            };
+            let body = format!(r#"{{"errors":[{{"code":"{error}","message":"{message}"}}]}}"#);
             let status = format!("{code} {}", reason(code));
-            return respond(
-                &mut conn,
-                &status,
-                &[("Content-Type", "application/json".into())],
-                body.as_bytes(),
-            )
-            .await;
+            let mut headers = vec![("Content-Type", "application/json".to_owned())];
+            if code == 401 {
+                headers.push((
+                    "WWW-Authenticate",
+                    r#"Basic realm="drbuild-testbed""#.into(),
+                ));
+            }
+            return respond(&mut conn, &status, &headers, body.as_bytes()).await;
         }
         Some(Fault::RateLimit { retry_after_secs }) => {
             let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}"#;

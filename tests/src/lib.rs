@@ -3,4 +3,5 @@
 #![deny(missing_docs)]
 
 pub mod faultproxy;
+pub mod seed;
 pub mod testbed;

@@ -20,6 +20,10 @@ pub struct Testbed {
     pub registry: String,
     /// The fault proxy (the daemon's registry mirror), `127.0.0.1:PORT`.
     pub proxy: String,
+    /// The engine (`20.10`, `26.1`, `28.5`, `28.5-containerd`).
+    pub engine: String,
+    /// The docker client that matches the engine.
+    pub docker_cli: PathBuf,
     drbuild: PathBuf,
     lock: Mutex<()>,
 }
@@ -113,9 +117,24 @@ impl Testbed {
             docker_host: var("DOCKER_HOST"),
             registry: var("DRBUILD_TESTBED_REGISTRY"),
             proxy: var("DRBUILD_TESTBED_PROXY"),
+            engine: var("DRBUILD_TESTBED_ENGINE"),
+            docker_cli: PathBuf::from(var("DRBUILD_TESTBED_DOCKER")),
             drbuild: target.join("debug/drbuild"),
             lock: Mutex::new(()),
         }
+    }
+}
+
+impl Testbed {
+    /// Whether the daemon keeps images in the containerd image store (several
+    /// platforms per tag) rather than a graph driver (one platform per tag).
+    pub fn containerd_store(&self) -> bool {
+        self.engine.ends_with("-containerd")
+    }
+
+    /// Whether the daemon's built-in Dockerfile frontend accepts heredocs (Docker 23+).
+    pub fn heredocs(&self) -> bool {
+        !self.engine.starts_with("20.")
     }
 }
 
@@ -146,14 +165,9 @@ impl Session<'_> {
         )
     }
 
-    /// `docker ARGS` against the test daemon (Debian's client, which matches its daemon).
+    /// `docker ARGS` against the test daemon (the client that matches the engine).
     pub fn docker(&self, args: &[&str]) -> Output {
-        let bin = if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker"
-        } else {
-            "docker"
-        };
-        Command::new(bin)
+        Command::new(&self.bed.docker_cli)
             .args(args)
             .env("DOCKER_HOST", &self.bed.docker_host)
             .output()

@@ -194,12 +194,18 @@ fn force_rebuilds_and_missing_only_skips() {
     not(feature = "e2e"),
     ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
 )]
-fn heredoc_on_the_builtin_frontend_fails_once_with_what_to_do() {
+fn heredocs_build_where_the_frontend_takes_them_else_fail_once_with_what_to_do() {
     let bed = Testbed::get();
     let root = data("heredoc");
     let (code, doc, stderr) = build_json(&bed, &["build-all", root.to_str().expect("utf-8")]);
-    assert_eq!(code, 1, "{doc}\n{stderr}");
     let s = &doc["services"][0];
+    if bed.heredocs() {
+        // Docker 23+: BuildKit's built-in frontend parses heredocs.
+        assert_eq!(code, 0, "{doc}\n{stderr}");
+        assert_eq!(s["status"], "built", "{s}");
+        return;
+    }
+    assert_eq!(code, 1, "{doc}\n{stderr}");
     assert_eq!(s["status"], "failed");
     assert_eq!(s["attempts"], 1);
     assert!(
@@ -216,6 +222,39 @@ fn heredoc_on_the_builtin_frontend_fails_once_with_what_to_do() {
             .contains("# syntax=docker/dockerfile:1.4"),
         "{s}"
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_typo_beside_heredocs_gets_the_heredoc_hint_only_where_heredocs_are_rejected() {
+    let bed = Testbed::get();
+    let root = data("heredoc-typo");
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let s = &doc["services"][0];
+    assert_eq!(
+        (s["status"].as_str(), s["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{s}"
+    );
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(error.contains("unknown instruction"), "{s}");
+    let hint = s["hint"].as_str().unwrap_or_default();
+    if bed.heredocs() {
+        assert!(
+            error.to_ascii_lowercase().contains("runn"),
+            "the typo is what fails: {s}"
+        );
+        assert!(
+            !hint.contains("heredoc"),
+            "no heredoc hint where heredocs work: {s}"
+        );
+    } else {
+        assert!(hint.contains("heredoc"), "{s}");
+    }
 }
 
 #[test]

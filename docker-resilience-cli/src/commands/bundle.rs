@@ -7,6 +7,7 @@ use std::sync::Arc;
 use docker_resilience::bundle::{
     export_bundle, import_bundle, BundleImage, BytesProgress, Compression,
 };
+use docker_resilience::vocab::Wanted;
 use docker_resilience::{DockerEngine, ImageReference, Plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -54,21 +55,20 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         Some((first, rest)) if Path::new(first).is_dir() => (first.clone(), rest.to_vec()),
         _ => (".".to_owned(), args.args.clone()),
     };
-    let images: Vec<String> = if named.is_empty() {
+    let images: Vec<Wanted> = if named.is_empty() {
         let tree = TreeArgs {
             root: root.into(),
             build_args: Vec::new(),
             platform: None,
             no_ignore: false,
         };
-        let plan = Plan::for_tree(&tree.root, &tree.plan_options())?;
-        plan.references().map(ImageReference::familiar).collect()
+        Plan::for_tree(&tree.root, &tree.plan_options())?.wanted()
     } else {
         named
             .iter()
             .map(|n| {
                 n.parse::<ImageReference>()
-                    .map(|r| r.familiar())
+                    .map(Wanted::any_platform)
                     .map_err(|e| CliError::Usage(format!("`{n}`: {e}")))
             })
             .collect::<Result<_, _>>()?

@@ -10,7 +10,7 @@ use crate::progress::PullProgress;
 
 pub(crate) async fn run(cli: &Cli, args: &PrefetchArgs) -> Result<(), CliError> {
     let project = open(&args.tree, &args.pull.overrides(args.jobs, None))?;
-    let images: Vec<_> = project.plan.references().cloned().collect();
+    let images = project.plan.wanted();
     let engine = DockerEngine::connect()
         .await?
         .with_credentials(!args.pull.no_credentials);

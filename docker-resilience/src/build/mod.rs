@@ -81,9 +81,10 @@ pub struct BuildFailure {
 }
 
 impl BuildFailure {
-    /// A daemon's failure classified (`has_heredocs`: the Dockerfile opens heredocs).
-    pub fn classify(error: BuildError, has_heredocs: bool) -> Self {
-        let (class, hint) = classify_build(&error.message, &error.last_lines, has_heredocs);
+    /// A daemon's failure classified (`heredocs_rejected`: the Dockerfile opens
+    /// heredocs that the daemon's built-in frontend does not accept).
+    pub fn classify(error: BuildError, heredocs_rejected: bool) -> Self {
+        let (class, hint) = classify_build(&error.message, &error.last_lines, heredocs_rejected);
         BuildFailure {
             message: error.message,
             class,
@@ -406,10 +407,16 @@ async fn attempt<E: BuildEngine>(
     )
     .map_err(|e| BuildFailure::permanent(e.to_string()))?;
     let spec = spec(service, &context, options);
-    engine
+    let error = match engine
         .build(spec, Box::pin(context.into_stream()), log)
         .await
-        .map_err(|e| BuildFailure::classify(e, service.has_heredocs))
+    {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // The heredoc hint only where the daemon's frontend really rejects them (probed).
+    let rejected = service.has_heredocs && !engine.accepts_heredocs().await;
+    Err(BuildFailure::classify(error, rejected))
 }
 
 async fn build_one<E: BuildEngine>(

@@ -15,37 +15,54 @@ use super::format::{
     HashingWriter, BLOCK, FORMAT,
 };
 use super::{io_err, BundleError, BytesProgress};
-use crate::engine::{DockerEngine, EngineError};
+use crate::engine::{DockerEngine, Engine, EngineError};
+use crate::vocab::{ImageReference, Wanted};
 
 const BATCH: usize = 1 << 20;
 
-/// Exports `images` (present in the daemon) to a bundle at `output`.
+/// Exports the `wanted` images (present in the daemon for their platforms) to a bundle
+/// at `output`.
 ///
 /// The daemon's stream is written as it comes (never held in memory) to a temporary
 /// file beside `output`, renamed into place when complete; an error or `cancel`
 /// leaves no file behind.
 pub async fn export_bundle(
     engine: &DockerEngine,
-    images: &[String],
+    wanted: &[Wanted],
     output: &Path,
     compression: Compression,
     cancel: &CancellationToken,
     progress: BytesProgress,
 ) -> Result<BundleManifest, BundleError> {
-    let mut entries = Vec::new();
-    for image in images {
+    let references: Vec<ImageReference> = wanted.iter().map(|w| w.reference.clone()).collect();
+    let present = engine.present_images(&references).await?;
+    let mut entries: Vec<BundleImage> = Vec::new();
+    for w in wanted {
+        let name = w.reference.familiar();
+        if !present.contains_for(&w.reference, w.platform.as_ref()) {
+            return Err(BundleError::MissingImage {
+                image: name,
+                platform: w.platform.clone(),
+            });
+        }
+        if let Some(entry) = entries.iter_mut().find(|e| e.reference == name) {
+            entry.platforms.extend(w.platform.clone());
+            continue;
+        }
         let id = engine
-            .image_id(image)
+            .image_id(&name)
             .await?
             .ok_or_else(|| BundleError::MissingImage {
-                image: image.clone(),
+                image: name.clone(),
+                platform: None,
             })?;
         entries.push(BundleImage {
-            reference: image.clone(),
+            reference: name,
             id,
+            platforms: w.platform.iter().cloned().collect(),
         });
     }
-    let names: Vec<&str> = images.iter().map(String::as_str).collect();
+    let names: Vec<&str> = entries.iter().map(|e| e.reference.as_str()).collect();
     let content = engine.save(&names).map(|c| c.map_err(BundleError::Engine));
     write_bundle(content, entries, output, compression, cancel, progress).await
 }

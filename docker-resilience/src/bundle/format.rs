@@ -6,6 +6,8 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::vocab::Platform;
+
 /// The name of the bundle's first entry.
 pub const BUNDLE_ENTRY: &str = "drbuild-bundle.json";
 pub(crate) const FORMAT: &str = "drbuild-bundle/1";
@@ -18,6 +20,10 @@ pub struct BundleImage {
     pub reference: String,
     /// The image ID (`sha256:…`).
     pub id: String,
+    /// The platforms asked for (the bundle may hold more: the containerd image store
+    /// saves every platform it holds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
 }
 
 /// A bundle's manifest (its first entry).

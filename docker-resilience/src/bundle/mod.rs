@@ -29,6 +29,7 @@ pub use import::{import_bundle, ImportReport};
 pub use verify::verify_bundle;
 
 use crate::engine::EngineError;
+use crate::vocab::Platform;
 
 /// What went wrong with a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +46,13 @@ pub enum BundleError {
     /// The daemon failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// An image to export is not present.
-    #[error("image `{image}` is not present (pull it first: `drbuild prefetch`)")]
+    /// An image to export is not present (for the platform asked).
+    #[error("image `{image}` is not present{} (pull it first: `drbuild prefetch`)", platform.as_ref().map(|p| format!(" for {p}")).unwrap_or_default())]
     MissingImage {
         /// The image.
         image: String,
+        /// The platform asked for.
+        platform: Option<Platform>,
     },
     /// The file is not a drbuild bundle.
     #[error("{}: not a drbuild bundle: {reason}", path.display())]

@@ -191,6 +191,7 @@ mod tests {
         let images = [BundleImage {
             reference: "ubuntu:22.04".into(),
             id: "sha256:abc".into(),
+            platforms: Vec::new(),
         }];
         let m =
             write_bundle_from_tar(&images, &tar, std::fs::File::create(&path).unwrap()).unwrap();
@@ -242,6 +243,7 @@ mod tests {
             images: vec![BundleImage {
                 reference: "x:1".into(),
                 id: "sha256:1".into(),
+                platforms: Vec::new(),
             }],
             content_bytes: tar.len() as u64,
             content_sha256: format!("{:x}", Sha256::digest(&tar)),

@@ -3,15 +3,19 @@
 use std::path::Path;
 
 use super::{Check, CheckStatus, DoctorOptions};
-use crate::engine::DaemonInfo;
+use crate::engine::{DaemonInfo, ImageStore};
 use crate::parse::daemon_json::DaemonJson;
 
 /// What the daemon is (the connection worked: this check passes).
 pub(super) fn daemon(info: &DaemonInfo, host: &str) -> Check {
+    let store = match info.image_store {
+        ImageStore::Containerd => "containerd image store",
+        ImageStore::GraphDriver => "graph-driver image store",
+    };
     Check::ok(
         "daemon",
         format!(
-            "Docker {} (API {}) at {host}, storage driver {}, {} {}",
+            "Docker {} (API {}) at {host}, storage driver {} ({store}), {} {}",
             info.version, info.api_version, info.storage_driver, info.os, info.architecture
         ),
     )

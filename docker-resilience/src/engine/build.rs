@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion, ListNetworksOptions};
+use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
 use futures_util::StreamExt;
 
 use super::progress::Progress;
@@ -16,13 +16,17 @@ impl BuildEngine for DockerEngine {
         self.image_id(image).await.map(|id| id.is_some())
     }
 
+    async fn accepts_heredocs(&self) -> bool {
+        self.heredocs().await
+    }
+
     async fn build(
         &self,
         spec: BuildSpec,
         context: ContextStream,
         log: LogSink,
     ) -> Result<(), BuildError> {
-        let builder = *self.builder.get_or_init(|| self.ask_builder()).await;
+        let builder = self.features().await;
         let network = spec
             .network
             .clone()
@@ -95,38 +99,64 @@ impl BuildEngine for DockerEngine {
     }
 }
 
-/// What a daemon's builder offers, asked once per [`DockerEngine`].
-#[derive(Debug, Clone, Copy)]
-pub(super) struct DaemonBuilder {
-    /// BuildKit, unless `DOCKER_BUILDKIT=0` or the daemon is not Linux.
-    buildkit: bool,
-    /// The network for builds that set none: `none` under BuildKit on a daemon with
-    /// no `bridge` network (BuildKit's default would fail every `RUN`).
-    default_network: Option<&'static str>,
-}
-
 impl DockerEngine {
-    async fn ask_builder(&self) -> DaemonBuilder {
-        let disabled = std::env::var("DOCKER_BUILDKIT")
-            .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
-        let buildkit = !disabled
-            && match self.docker().version().await {
-                Ok(v) => v.os.is_none_or(|os| os.eq_ignore_ascii_case("linux")),
-                Err(_) => true,
+    /// Builds `FROM scratch` + `COPY <<EOF` (no network, no base image): the built-in
+    /// frontend either parses the heredoc or fails with `unknown instruction`. The
+    /// image it makes, untagged, is removed.
+    pub(super) async fn try_heredoc(&self) -> bool {
+        let dockerfile = "FROM scratch\nCOPY <<EOF /drbuild-heredoc-probe\nprobe\nEOF\n";
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        if tar
+            .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+            .is_err()
+        {
+            return true;
+        }
+        let Ok(body) = tar.into_inner() else {
+            return true;
+        };
+        let features = self.features().await;
+        if !features.buildkit {
+            // The classic builder has never known heredocs.
+            return false;
+        }
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .rm(true)
+            .forcerm(true)
+            .version(BuilderVersion::BuilderBuildKit)
+            .session(&format!("drbuild-probe-{}", std::process::id()))
+            .build();
+        let body = bollard::body_full(body.into());
+        let mut stream = self.docker().build_image(options, None, Some(body));
+        let mut progress = Progress::default();
+        let mut image = None;
+        let mut failed = false;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(bollard::models::BuildInfoAux::Default(id)) = &info.aux {
+                        image = id.id.clone();
+                    }
+                    if progress.record(info, &|_| {}).is_some() {
+                        failed = true;
+                    }
+                }
+                Err(_) => failed = true,
+            }
+        }
+        failed |= progress.vertex_error.is_some();
+        if let Some(id) = image {
+            let options = bollard::query_parameters::RemoveImageOptions {
+                force: true,
+                ..Default::default()
             };
-        let bridge = self
-            .docker()
-            .list_networks(None::<ListNetworksOptions>)
-            .await
-            .map(|nets| nets.iter().any(|n| n.name.as_deref() == Some("bridge")))
-            .unwrap_or(true);
-        let default_network = (buildkit && !bridge).then_some("none");
-        if default_network.is_some() {
-            tracing::info!("no `bridge` network on this daemon: RUN steps use network `none` (set `network` or --network to change)");
+            let _ = self.docker().remove_image(&id, Some(options), None).await;
         }
-        DaemonBuilder {
-            buildkit,
-            default_network,
-        }
+        !failed
     }
 }

@@ -14,9 +14,8 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-use super::build::DaemonBuilder;
-use super::{Engine, EngineError, PresentImages, PullEvent};
-use crate::vocab::{ImageReference, DOCKER_HUB};
+use super::{Engine, EngineError, ImageStore, PresentImages, PullEvent};
+use crate::vocab::{ImageReference, Platform, DOCKER_HUB};
 
 /// Where Docker Hub credentials live in docker's config.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
@@ -60,6 +59,49 @@ pub struct DaemonInfo {
     pub architecture: String,
     /// `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` the daemon uses.
     pub proxies: Vec<(String, String)>,
+    /// Where it keeps images.
+    pub image_store: ImageStore,
+}
+
+/// What a daemon can do, probed once per [`DockerEngine`]: asked, not assumed from its
+/// version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// The API version negotiated (`1.41` is `(1, 41)`).
+    pub api: (u32, u32),
+    /// Where it keeps images (`docker info`'s driver status).
+    pub image_store: ImageStore,
+    /// Builds go through BuildKit (a Linux daemon, unless `DOCKER_BUILDKIT=0`).
+    pub buildkit: bool,
+    /// The network of builds that set none: `none` under BuildKit on a daemon with no
+    /// `bridge` network (BuildKit's default would fail every `RUN`).
+    pub default_network: Option<&'static str>,
+}
+
+impl Features {
+    /// Whether the API has `images/json?manifests=1` (per-platform availability, 1.47+).
+    pub fn lists_manifests(&self) -> bool {
+        self.api >= (1, 47)
+    }
+}
+
+fn parse_api(version: &str) -> (u32, u32) {
+    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+fn image_store(driver_status: Option<&Vec<Vec<String>>>) -> ImageStore {
+    let containerd = driver_status.into_iter().flatten().any(|pair| {
+        pair.first().is_some_and(|k| k == "driver-type")
+            && pair
+                .get(1)
+                .is_some_and(|v| v.contains("containerd.snapshotter"))
+    });
+    if containerd {
+        ImageStore::Containerd
+    } else {
+        ImageStore::GraphDriver
+    }
 }
 
 /// The Docker daemon, through `bollard`.
@@ -69,8 +111,8 @@ pub struct DockerEngine {
     host: String,
     credentials: Arc<Mutex<HashMap<String, Option<DockerCredentials>>>>,
     use_credentials: bool,
-    /// What the daemon's builder offers, asked once.
-    pub(super) builder: Arc<tokio::sync::OnceCell<DaemonBuilder>>,
+    features: Arc<tokio::sync::OnceCell<Features>>,
+    heredocs: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl DockerEngine {
@@ -97,7 +139,8 @@ impl DockerEngine {
             docker,
             host,
             credentials: Arc::default(),
-            builder: Arc::default(),
+            features: Arc::default(),
+            heredocs: Arc::default(),
             use_credentials: true,
         })
     }
@@ -140,7 +183,9 @@ impl DockerEngine {
                 proxies.push((k.to_owned(), v));
             }
         }
+        let image_store = image_store(info.driver_status.as_ref());
         Ok(DaemonInfo {
+            image_store,
             version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
             mirrors: info
@@ -153,6 +198,52 @@ impl DockerEngine {
             architecture: info.architecture.unwrap_or_default(),
             proxies,
         })
+    }
+
+    /// What the daemon can do (asked once, then remembered).
+    pub async fn features(&self) -> Features {
+        *self.features.get_or_init(|| self.probe()).await
+    }
+
+    async fn probe(&self) -> Features {
+        let version = self.docker.version().await.ok();
+        let info = self.docker.info().await.ok();
+        let disabled = std::env::var("DOCKER_BUILDKIT")
+            .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
+        let linux = version
+            .as_ref()
+            .and_then(|v| v.os.as_deref())
+            .is_none_or(|os| os.eq_ignore_ascii_case("linux"));
+        let buildkit = !disabled && linux;
+        let bridge = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map(|nets| nets.iter().any(|n| n.name.as_deref() == Some("bridge")))
+            .unwrap_or(true);
+        let default_network = (buildkit && !bridge).then_some("none");
+        if default_network.is_some() {
+            tracing::info!("no `bridge` network on this daemon: RUN steps use network `none` (set `network` or --network to change)");
+        }
+        Features {
+            api: parse_api(self.docker.client_version().to_string().as_str()),
+            image_store: image_store(info.as_ref().and_then(|i| i.driver_status.as_ref())),
+            buildkit,
+            default_network,
+        }
+    }
+
+    /// Whether the daemon's built-in Dockerfile frontend accepts heredocs, found by
+    /// building a two-line Dockerfile from `scratch` once (its image is removed).
+    pub async fn heredocs(&self) -> bool {
+        *self
+            .heredocs
+            .get_or_init(|| async {
+                let accepted = self.try_heredoc().await;
+                tracing::debug!("the daemon's Dockerfile frontend accepts heredocs: {accepted}");
+                accepted
+            })
+            .await
     }
 
     /// The ID of the image with this name, `None` when there is none.
@@ -266,25 +357,84 @@ impl DockerEngine {
 }
 
 impl Engine for DockerEngine {
-    async fn present_images(&self) -> Result<PresentImages, EngineError> {
+    async fn present_images(
+        &self,
+        wanted: &[ImageReference],
+    ) -> Result<PresentImages, EngineError> {
+        let features = self.features().await;
+        let per_manifest =
+            features.image_store.holds_many_platforms() && features.lists_manifests();
+        let options = ListImagesOptions {
+            manifests: per_manifest,
+            ..ListImagesOptions::default()
+        };
         let images = self
             .docker
-            .list_images(Some(ListImagesOptions::default()))
+            .list_images(Some(options))
             .await
             .map_err(EngineError::from_bollard)?;
-        Ok(PresentImages::from_names(images.into_iter().flat_map(
-            |i| i.repo_tags.into_iter().chain(i.repo_digests),
-        )))
+        let mut present = PresentImages::default().in_store(features.image_store);
+        let mut unknown = Vec::new();
+        for image in images {
+            let names: Vec<String> = image
+                .repo_tags
+                .iter()
+                .chain(&image.repo_digests)
+                .cloned()
+                .collect();
+            // The containerd store says which platforms each tag holds, in this one call.
+            let held: Vec<Platform> = image
+                .manifests
+                .iter()
+                .flatten()
+                .filter(|m| m.available)
+                .filter_map(|m| {
+                    let p = &m.image_data.as_ref()?.platform;
+                    Some(Platform::new(
+                        p.os.as_deref()?,
+                        p.architecture.as_deref()?,
+                        p.variant.as_deref(),
+                    ))
+                })
+                .collect();
+            if held.is_empty() {
+                present = present.with_platforms(&names, &[]);
+                unknown.push((image.id, names));
+            } else {
+                present = present.with_platforms(&names, &held);
+            }
+        }
+        // Elsewhere an image holds one platform: its config's, for the wanted ones.
+        for (id, names) in unknown {
+            let is_wanted = wanted.iter().any(|w| {
+                names
+                    .iter()
+                    .filter_map(|n| ImageReference::parse(n).ok())
+                    .any(|n| &n == w || (w.digest().is_some() && n.name() == w.name()))
+            });
+            if !is_wanted {
+                continue;
+            }
+            if let Ok(inspect) = self.docker.inspect_image(&id).await {
+                if let (Some(os), Some(arch)) = (inspect.os, inspect.architecture) {
+                    let platform = Platform::new(&os, &arch, inspect.variant.as_deref());
+                    present = present.with_platforms(&names, &[platform]);
+                }
+            }
+        }
+        Ok(present)
     }
 
     async fn pull(
         &self,
         image: &ImageReference,
+        platform: Option<&Platform>,
     ) -> BoxStream<'static, Result<PullEvent, EngineError>> {
         let credentials = self.credentials_for(image.registry()).await;
         let options = CreateImageOptions {
             from_image: Some(image.name()),
             tag: Some(image.tag_or_digest().to_owned()),
+            platform: platform.map(ToString::to_string).unwrap_or_default(),
             ..CreateImageOptions::default()
         };
         self.docker

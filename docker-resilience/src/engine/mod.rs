@@ -21,9 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream};
 
-pub use docker::{DaemonInfo, DockerEngine};
+pub use docker::{DaemonInfo, DockerEngine, Features};
 
-use crate::vocab::ImageReference;
+use crate::vocab::{ImageReference, Platform};
 
 /// A failure talking to the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,10 +76,31 @@ pub struct PullEvent {
     pub total: Option<u64>,
 }
 
-/// The images an engine has, by normalized tag and digest references.
+/// Where a daemon keeps images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageStore {
+    /// A graph driver (overlay2…): one platform per tag.
+    #[default]
+    GraphDriver,
+    /// The containerd image store: a tag holds an index, with several platforms.
+    Containerd,
+}
+
+impl ImageStore {
+    /// Whether one tag can hold several platforms at once.
+    pub fn holds_many_platforms(self) -> bool {
+        self == ImageStore::Containerd
+    }
+}
+
+/// The images an engine has, by normalized tag and digest references, with the
+/// platforms each holds when the engine said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PresentImages {
     names: HashSet<String>,
+    platforms: std::collections::HashMap<String, Vec<Platform>>,
+    store: ImageStore,
 }
 
 impl PresentImages {
@@ -91,14 +112,65 @@ impl PresentImages {
                 .filter_map(|n| ImageReference::parse(n.as_ref()).ok())
                 .map(|r| r.to_string())
                 .collect(),
+            ..PresentImages::default()
         }
     }
 
-    /// Whether the image is present: by digest when the reference pins one, else by tag.
-    pub fn contains(&self, image: &ImageReference) -> bool {
+    /// Records the platforms the image of these names holds (one, on a graph driver).
+    pub fn with_platforms<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        mut self,
+        names: I,
+        platforms: &[Platform],
+    ) -> Self {
+        for name in names {
+            if let Ok(r) = ImageReference::parse(name.as_ref()) {
+                let key = r.to_string();
+                self.names.insert(key.clone());
+                let list = self.platforms.entry(key).or_default();
+                for p in platforms {
+                    if !list.contains(p) {
+                        list.push(p.clone());
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// Says where the engine keeps these images.
+    pub fn in_store(mut self, store: ImageStore) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Where the engine keeps images.
+    pub fn store(&self) -> ImageStore {
+        self.store
+    }
+
+    fn key(image: &ImageReference) -> String {
         match image.digest() {
-            Some(digest) => self.names.contains(&format!("{}@{digest}", image.name())),
-            None => self.names.contains(&image.to_string()),
+            Some(digest) => format!("{}@{digest}", image.name()),
+            None => image.to_string(),
+        }
+    }
+
+    /// Whether the image is present: by digest when the reference pins one, else by
+    /// tag; for a platform, only when the engine said it holds that platform (or said
+    /// nothing about platforms).
+    pub fn contains(&self, image: &ImageReference) -> bool {
+        self.names.contains(&Self::key(image))
+    }
+
+    /// Whether the image is present for `platform` (any platform when `None`).
+    pub fn contains_for(&self, image: &ImageReference, platform: Option<&Platform>) -> bool {
+        let key = Self::key(image);
+        if !self.names.contains(&key) {
+            return false;
+        }
+        match (platform, self.platforms.get(&key)) {
+            (Some(p), Some(held)) => held.contains(p),
+            _ => true,
         }
     }
 
@@ -115,14 +187,19 @@ impl PresentImages {
 
 /// What prefetching needs from a container engine.
 pub trait Engine: Send + Sync + 'static {
-    /// Every image present, in one call.
-    fn present_images(&self) -> impl Future<Output = Result<PresentImages, EngineError>> + Send;
+    /// The images present (one list call), with the platforms the `wanted` ones hold.
+    fn present_images(
+        &self,
+        wanted: &[ImageReference],
+    ) -> impl Future<Output = Result<PresentImages, EngineError>> + Send;
 
-    /// Starts pulling `image`; the stream yields progress and ends when the pull is
-    /// done. Dropping the stream cancels the pull.
+    /// Starts pulling `image` (for `platform`, else the daemon's own); the stream
+    /// yields progress and ends when the pull is done. Dropping the stream cancels
+    /// the pull.
     fn pull(
         &self,
         image: &ImageReference,
+        platform: Option<&Platform>,
     ) -> impl Future<Output = BoxStream<'static, Result<PullEvent, EngineError>>> + Send;
 
     /// Tags `source` as `target`.
@@ -194,6 +271,12 @@ pub trait BuildEngine: Send + Sync {
     /// Whether an image with this name exists.
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool, EngineError>> + Send;
 
+    /// Whether the daemon's built-in Dockerfile frontend accepts heredocs (`RUN <<EOF`;
+    /// BuildKit's frontend 1.4+, in Docker 23+). Found by trying, once.
+    fn accepts_heredocs(&self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+
     /// Builds one image from `context` (a tar stream), handing each output line to `log`.
     fn build(
         &self,
@@ -217,5 +300,22 @@ mod tests {
         assert!(present.contains(&ImageReference::parse(&format!("redis:7@{d}")).unwrap()));
         assert!(!present.contains(&ImageReference::parse("redis:7").unwrap()));
         assert_eq!(present.len(), 2);
+    }
+
+    #[test]
+    fn present_per_platform() {
+        let arm: Platform = "linux/arm64".parse().unwrap();
+        let amd: Platform = "linux/amd64".parse().unwrap();
+        let alpine = ImageReference::parse("alpine:3.18").unwrap();
+        let present = PresentImages::from_names(["ubuntu:22.04"])
+            .with_platforms(["alpine:3.18"], std::slice::from_ref(&arm));
+        assert!(present.contains_for(&alpine, Some(&arm)));
+        assert!(!present.contains_for(&alpine, Some(&amd)));
+        assert!(present.contains_for(&alpine, None));
+        let ubuntu = ImageReference::parse("ubuntu:22.04").unwrap();
+        assert!(
+            present.contains_for(&ubuntu, Some(&amd)),
+            "platforms unknown: present"
+        );
     }
 }

@@ -184,71 +184,104 @@ mod tests {
         )
     }
 
+    /// The engines whose streams are captured under `tests/data/build-streams/`.
+    const ENGINES: [&str; 2] = ["20.10", "28.5-containerd"];
+
     #[test]
     fn buildkit_success_logs_steps_and_output() {
-        let (lines, failure, written) = replay("20.10", "buildkit-ok");
-        assert_eq!(failure, None);
-        assert!(written, "exporting to image completed");
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("[2/3] RUN echo hello from the build")),
-            "{lines:#?}"
-        );
-        assert!(
-            lines.contains(&"  hello from the build".to_owned()),
-            "{lines:#?}"
-        );
+        for engine in ENGINES {
+            let (lines, failure, written) = replay(engine, "buildkit-ok");
+            assert_eq!(failure, None, "{engine}");
+            assert!(written, "{engine}: exporting to image completed");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("[2/3] RUN echo hello from the build")),
+                "{engine}: {lines:#?}"
+            );
+            assert!(
+                lines.contains(&"  hello from the build".to_owned()),
+                "{engine}: {lines:#?}"
+            );
+        }
     }
 
     #[test]
     fn buildkit_failing_step_names_the_step_and_its_last_lines() {
-        let (_, failure, written) = replay("20.10", "buildkit-exit-3");
-        let f = failure.expect("a failure");
-        assert!(!written);
-        assert_eq!(
-            f.step.as_deref(),
-            Some("[2/2] RUN echo compiling && echo linking >&2 && exit 3")
-        );
-        assert_eq!(f.last_lines, ["compiling", "linking"]);
-        assert!(f.message.contains("exit code: 3"), "{}", f.message);
+        for engine in ENGINES {
+            let (_, failure, written) = replay(engine, "buildkit-exit-3");
+            let f = failure.expect("a failure");
+            assert!(!written, "{engine}");
+            assert_eq!(
+                f.step.as_deref(),
+                Some("[2/2] RUN echo compiling && echo linking >&2 && exit 3"),
+                "{engine}"
+            );
+            // stdout and stderr are separate streams: their order is the daemon's choice.
+            let mut tail = f.last_lines.clone();
+            tail.sort();
+            assert_eq!(tail, ["compiling", "linking"], "{engine}");
+            assert!(
+                f.message.contains("exit code: 3"),
+                "{engine}: {}",
+                f.message
+            );
+        }
     }
 
     #[test]
     fn buildkit_mirror_500_output_is_kept_for_the_classifier() {
-        let (_, failure, _) = replay("20.10", "buildkit-apt-500");
-        let f = failure.expect("a failure");
-        assert!(
-            f.last_lines
-                .iter()
-                .any(|l| l.contains("500  Internal Server Error")),
-            "{f:?}"
-        );
-        assert!(f.message.contains("exit code: 100"), "{}", f.message);
+        for engine in ENGINES {
+            let (_, failure, _) = replay(engine, "buildkit-apt-500");
+            let f = failure.expect("a failure");
+            assert!(
+                f.last_lines
+                    .iter()
+                    .any(|l| l.contains("500  Internal Server Error")),
+                "{engine}: {f:?}"
+            );
+            assert!(
+                f.message.contains("exit code: 100"),
+                "{engine}: {}",
+                f.message
+            );
+        }
     }
 
     #[test]
-    fn heredoc_on_the_builtin_frontend_is_a_parse_error() {
+    fn heredocs_fail_to_parse_on_20_10_and_build_on_28_5() {
         let (_, failure, _) = replay("20.10", "buildkit-heredoc");
         let f = failure.expect("20.10's frontend rejects heredocs");
         assert!(f.message.contains("unknown instruction"), "{}", f.message);
         assert_eq!(f.step, None);
+        let (_, failure, written) = replay("28.5-containerd", "buildkit-heredoc");
+        assert_eq!(failure, None);
+        assert!(written);
     }
 
     #[test]
     fn classic_builder_step_and_tail() {
-        let (lines, failure, written) = replay("20.10", "classic-exit-3");
-        let f = failure.expect("a failure");
-        assert!(!written);
-        assert_eq!(
-            f.step.as_deref(),
-            Some("Step 2/2 : RUN echo compiling && exit 3")
-        );
-        assert!(f.last_lines.contains(&"compiling".to_owned()), "{f:?}");
-        assert!(f.message.contains("returned a non-zero code: 3"));
-        assert!(lines.contains(&"compiling".to_owned()));
-        let (_, failure, written) = replay("20.10", "classic-ok");
-        assert_eq!(failure, None);
-        assert!(written, "`Successfully tagged` seen");
+        for engine in ENGINES {
+            let (lines, failure, written) = replay(engine, "classic-exit-3");
+            let f = failure.expect("a failure");
+            assert!(!written, "{engine}");
+            assert_eq!(
+                f.step.as_deref(),
+                Some("Step 2/2 : RUN echo compiling && exit 3"),
+                "{engine}"
+            );
+            assert!(
+                f.last_lines.contains(&"compiling".to_owned()),
+                "{engine}: {f:?}"
+            );
+            assert!(
+                f.message.contains("returned a non-zero code: 3"),
+                "{engine}"
+            );
+            assert!(lines.contains(&"compiling".to_owned()), "{engine}");
+            let (_, failure, written) = replay(engine, "classic-ok");
+            assert_eq!(failure, None, "{engine}");
+            assert!(written, "{engine}: `Successfully tagged` seen");
+        }
     }
 }

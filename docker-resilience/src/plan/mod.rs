@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+pub use crate::vocab::Wanted;
 pub use services::{Service, ServiceError, ServiceOrigin, ServiceSet};
 
 use crate::config::ConfigFile;
@@ -34,13 +35,16 @@ pub struct ImageSource {
     pub kind: SourceKind,
 }
 
-/// An external image and every place that needs it.
+/// An external image, every place that needs it, and the platforms it is needed for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedImage {
     /// The normalized reference.
     pub reference: ImageReference,
     /// Where it is needed, sorted.
     pub sources: Vec<ImageSource>,
+    /// The platforms it is needed for (`FROM --platform=…`, compose `platform:`,
+    /// `--platform`; the target's when nothing says), sorted.
+    pub platforms: Vec<Platform>,
 }
 
 /// Something the plan could not determine.
@@ -212,7 +216,7 @@ impl Plan {
 
         let mut planner = Planner::default();
         for project in &projects {
-            planner.compose(root, project)?;
+            planner.compose(root, project, &base.target_platform)?;
         }
         for service in services.services.values() {
             if matches!(services.origin, ServiceOrigin::Config(_)) {
@@ -248,7 +252,8 @@ impl Plan {
                 }
                 continue;
             };
-            service.has_heredocs = file.has_heredocs();
+            // A `# syntax=` frontend parses heredocs itself; the built-in one may not.
+            service.has_heredocs = file.has_heredocs() && file.syntax().is_none();
             let options = base.for_build(&service.args, service.platform.as_deref());
             if let Ok(found) = file.scan(&options) {
                 service.uses = found.images.into_iter().map(|u| u.reference).collect();
@@ -286,9 +291,14 @@ impl Plan {
         self.images.iter().map(|i| &i.reference)
     }
 
-    /// The external images the Dockerfiles of `services` use (all the plan's when
-    /// every service is there).
-    pub fn images_for(&self, services: &ServiceSet) -> Vec<ImageReference> {
+    /// Every image of the plan once per platform it is needed for.
+    pub fn wanted(&self) -> Vec<Wanted> {
+        self.images.iter().flat_map(PlannedImage::wanted).collect()
+    }
+
+    /// The external images the Dockerfiles of `services` use, once per platform (all
+    /// the plan's when every service is there).
+    pub fn images_for(&self, services: &ServiceSet) -> Vec<Wanted> {
         let dockerfiles: BTreeSet<&Path> = services
             .services
             .values()
@@ -301,8 +311,18 @@ impl Plan {
                     .iter()
                     .any(|s| dockerfiles.contains(s.path.as_path()))
             })
-            .map(|i| i.reference.clone())
+            .flat_map(PlannedImage::wanted)
             .collect()
+    }
+}
+
+impl PlannedImage {
+    /// The image once per platform it is needed for.
+    pub fn wanted(&self) -> impl Iterator<Item = Wanted> + '_ {
+        self.platforms.iter().map(|p| Wanted {
+            reference: self.reference.clone(),
+            platform: Some(p.clone()),
+        })
     }
 }
 
@@ -380,13 +400,18 @@ fn scan(
 
 #[derive(Default)]
 struct Planner {
-    images: BTreeMap<ImageReference, BTreeSet<ImageSource>>,
+    images: BTreeMap<ImageReference, (BTreeSet<ImageSource>, BTreeSet<Platform>)>,
     local: BTreeSet<ImageReference>,
     warnings: BTreeSet<PlanWarning>,
 }
 
 impl Planner {
-    fn compose(&mut self, root: &Path, project: &ComposeProject) -> Result<(), PlanError> {
+    fn compose(
+        &mut self,
+        root: &Path,
+        project: &ComposeProject,
+        target: &Platform,
+    ) -> Result<(), PlanError> {
         for w in &project.warnings {
             self.warnings.insert(PlanWarning {
                 path: w.path.clone(),
@@ -402,6 +427,11 @@ impl Planner {
                     source,
                 })
             };
+            let platform = service
+                .platform
+                .as_deref()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| target.clone());
             if let Some(built) = project.built_image(service) {
                 let (path, line) = match (&service.image, &service.build) {
                     (Some(i), _) => (i.path.clone(), i.line),
@@ -420,6 +450,7 @@ impl Planner {
                         line: image.line,
                         kind: SourceKind::Compose,
                     },
+                    platform,
                 );
             }
         }
@@ -442,13 +473,16 @@ impl Planner {
                     line: image.line,
                     kind: image.kind,
                 },
+                image.platform,
             );
         }
     }
 
-    fn add(&mut self, reference: ImageReference, source: ImageSource) {
+    fn add(&mut self, reference: ImageReference, source: ImageSource, platform: Platform) {
         if !self.local.contains(&reference) {
-            self.images.entry(reference).or_default().insert(source);
+            let (sources, platforms) = self.images.entry(reference).or_default();
+            sources.insert(source);
+            platforms.insert(platform);
         }
     }
 
@@ -459,9 +493,10 @@ impl Planner {
                 .images
                 .into_iter()
                 .filter(|(r, _)| !local.contains(r))
-                .map(|(reference, sources)| PlannedImage {
+                .map(|(reference, (sources, platforms))| PlannedImage {
                     reference,
                     sources: sources.into_iter().collect(),
+                    platforms: platforms.into_iter().collect(),
                 })
                 .collect(),
             local: local.into_iter().collect(),

@@ -93,7 +93,8 @@ pub struct Service {
     pub depends_on: BTreeSet<String>,
     /// The images its Dockerfile uses, scanned with its args (set by the plan).
     pub uses: Vec<ImageReference>,
-    /// Whether its Dockerfile opens heredocs (set by the plan).
+    /// Whether its Dockerfile opens heredocs for the daemon's built-in frontend (no
+    /// `# syntax=` frontend named; set by the plan).
     pub has_heredocs: bool,
     /// The file and line that define it, when a file does (`drbuild.yaml:12`).
     pub defined_in: Option<(PathBuf, usize)>,

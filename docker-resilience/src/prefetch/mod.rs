@@ -18,14 +18,57 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, ImageStore};
 use crate::registry::{probe_client, probe_manifest, ProbeResult};
 use crate::resilience::breaker::Breaker;
 use crate::resilience::classify::{classify, ErrorClass};
 use crate::resilience::mirror::{Mirror, MirrorSet};
 use crate::resilience::retry::{Decision, RetryPolicy};
 use crate::support::{millis, EventSink};
-use crate::vocab::ImageReference;
+use crate::vocab::{ImageReference, Platform, Wanted};
+
+/// A reference wanted for several platforms on a store that keeps one per tag.
+struct Conflict {
+    /// The platform pulled: the host's when wanted, else the first.
+    kept: Platform,
+    /// All the platforms wanted.
+    platforms: Vec<Platform>,
+}
+
+/// On a store that keeps one platform per tag, the references wanted for several:
+/// which platform each keeps.
+fn one_platform_per_tag(
+    wanted: &[&Wanted],
+    store: ImageStore,
+) -> HashMap<ImageReference, Conflict> {
+    let mut by_reference: HashMap<&ImageReference, Vec<Platform>> = HashMap::new();
+    for w in wanted {
+        if let Some(p) = &w.platform {
+            by_reference
+                .entry(&w.reference)
+                .or_default()
+                .push(p.clone());
+        }
+    }
+    if store.holds_many_platforms() {
+        return HashMap::new();
+    }
+    let host = Platform::host();
+    by_reference
+        .into_iter()
+        .filter(|(_, platforms)| platforms.len() > 1)
+        .map(|(r, mut platforms)| {
+            platforms.sort();
+            platforms.dedup();
+            let kept = if platforms.contains(&host) {
+                host.clone()
+            } else {
+                platforms[0].clone()
+            };
+            (r.clone(), Conflict { kept, platforms })
+        })
+        .collect()
+}
 
 /// How to prefetch.
 #[derive(Debug, Clone)]
@@ -84,11 +127,13 @@ pub enum ImageStatus {
     Failed,
 }
 
-/// One image's outcome.
+/// One image's outcome (for one platform).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageResult {
     /// The image.
     pub reference: ImageReference,
+    /// The platform it was wanted for (`None`: the daemon's own).
+    pub platform: Option<Platform>,
     /// What became of it.
     pub status: ImageStatus,
     /// Pull attempts made (0 when present).
@@ -132,6 +177,21 @@ pub struct PrefetchReport {
     pub interrupted: bool,
 }
 
+impl ImageResult {
+    fn new(wanted: &Wanted, status: ImageStatus) -> Self {
+        ImageResult {
+            reference: wanted.reference.clone(),
+            platform: wanted.platform.clone(),
+            status,
+            attempts: 0,
+            source: None,
+            elapsed_ms: 0,
+            error: None,
+            error_class: None,
+        }
+    }
+}
+
 impl PrefetchReport {
     /// Whether every image is present now.
     pub fn is_success(&self) -> bool {
@@ -145,13 +205,13 @@ impl PrefetchReport {
 pub enum PrefetchEvent {
     /// The image is already present.
     Present {
-        /// The image.
-        image: ImageReference,
+        /// The image and its platform.
+        image: Wanted,
     },
     /// An attempt starts.
     Attempt {
-        /// The image.
-        image: ImageReference,
+        /// The image and its platform.
+        image: Wanted,
         /// 1-based attempt number.
         attempt: u32,
         /// Where from.
@@ -159,8 +219,8 @@ pub enum PrefetchEvent {
     },
     /// Bytes downloaded so far, over all layers.
     Progress {
-        /// The image.
-        image: ImageReference,
+        /// The image and its platform.
+        image: Wanted,
         /// Bytes done.
         current: u64,
         /// Bytes in all (as far as known).
@@ -168,8 +228,8 @@ pub enum PrefetchEvent {
     },
     /// An attempt failed.
     AttemptFailed {
-        /// The image.
-        image: ImageReference,
+        /// The image and its platform.
+        image: Wanted,
         /// 1-based attempt number.
         attempt: u32,
         /// The error.
@@ -191,11 +251,12 @@ pub enum PrefetchEvent {
 /// Pulls images resiliently through an [`Engine`].
 ///
 /// ```no_run
+/// use docker_resilience::vocab::Wanted;
 /// use docker_resilience::{DockerEngine, ImageReference, PrefetchOptions, Prefetcher};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let engine = DockerEngine::connect().await?;
-/// let images = vec![ImageReference::parse("ubuntu:22.04")?];
+/// let images = vec![Wanted::any_platform(ImageReference::parse("ubuntu:22.04")?)];
 /// let report = Prefetcher::new(engine, PrefetchOptions::default())
 ///     .on_event(|event| eprintln!("{event:?}"))
 ///     .run(&images)
@@ -272,29 +333,39 @@ impl<E: Engine> Prefetcher<E> {
         self.events.emit(&event);
     }
 
-    /// Pulls every image of `images` that is not present. Fails only when the engine
-    /// cannot list images (the daemon is unreachable); pull failures are in the report.
-    pub async fn run(&self, images: &[ImageReference]) -> Result<PrefetchReport, EngineError> {
+    /// Pulls every image of `wanted` that is not present for its platform. Fails only
+    /// when the engine cannot list images (the daemon is unreachable); pull failures are
+    /// in the report.
+    pub async fn run(&self, wanted: &[Wanted]) -> Result<PrefetchReport, EngineError> {
         let started = Instant::now();
         let mut seen = HashSet::new();
-        let images: Vec<&ImageReference> = images.iter().filter(|i| seen.insert(*i)).collect();
-        let present = self.engine.present_images().await?;
+        let wanted: Vec<&Wanted> = wanted.iter().filter(|w| seen.insert(*w)).collect();
+        let references: Vec<ImageReference> = wanted.iter().map(|w| w.reference.clone()).collect();
+        let present = self.engine.present_images(&references).await?;
+        let kept = one_platform_per_tag(&wanted, present.store());
 
-        let mut results: Vec<Option<ImageResult>> = vec![None; images.len()];
+        let mut results: Vec<Option<ImageResult>> = vec![None; wanted.len()];
         let mut to_pull = Vec::new();
-        for (i, image) in images.iter().enumerate() {
-            if present.contains(image) && !self.options.always_pull {
-                let result = ImageResult {
-                    reference: (*image).clone(),
-                    status: ImageStatus::Present,
-                    attempts: 0,
-                    source: None,
-                    elapsed_ms: 0,
-                    error: None,
-                    error_class: None,
-                };
+        for (i, w) in wanted.iter().enumerate() {
+            if let Some(Conflict { kept, platforms }) = kept
+                .get(&w.reference)
+                .filter(|c| Some(&c.kept) != w.platform.as_ref())
+            {
+                let mut result = ImageResult::new(w, ImageStatus::Failed);
+                result.error = Some(format!(
+                    "not pulled: `{}` is needed for {}, and the daemon's image store (a graph driver) keeps one platform per tag: it keeps {kept}; use the containerd image store (`\"features\": {{\"containerd-snapshotter\": true}}` in daemon.json) to keep them all",
+                    w.reference,
+                    platforms.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
+                ));
+                result.error_class = Some(ErrorClass::Permanent);
+                self.emit(PrefetchEvent::Finished(result.clone()));
+                results[i] = Some(result);
+            } else if present.contains_for(&w.reference, w.platform.as_ref())
+                && !self.options.always_pull
+            {
+                let result = ImageResult::new(w, ImageStatus::Present);
                 self.emit(PrefetchEvent::Present {
-                    image: (*image).clone(),
+                    image: (*w).clone(),
                 });
                 self.emit(PrefetchEvent::Finished(result.clone()));
                 results[i] = Some(result);
@@ -307,12 +378,12 @@ impl<E: Engine> Prefetcher<E> {
         let pulled: Vec<(usize, Option<ImageResult>)> = stream::iter(to_pull)
             .map(|i| {
                 let cancel = cancel.clone();
-                let image = images[i];
+                let w = wanted[i];
                 async move {
                     tokio::select! {
                         biased;
                         () = cancel.cancelled() => (i, None),
-                        r = self.pull_one(image) => (i, Some(r)),
+                        r = self.pull_one(w) => (i, Some(r)),
                     }
                 }
             })
@@ -326,16 +397,11 @@ impl<E: Engine> Prefetcher<E> {
         let interrupted = self.cancel.is_cancelled();
         let images: Vec<ImageResult> = results
             .into_iter()
-            .zip(images)
-            .map(|(r, image)| {
+            .zip(wanted)
+            .map(|(r, w)| {
                 r.unwrap_or_else(|| ImageResult {
-                    reference: image.clone(),
-                    status: ImageStatus::Failed,
-                    attempts: 0,
-                    source: None,
-                    elapsed_ms: 0,
                     error: Some("interrupted".to_owned()),
-                    error_class: None,
+                    ..ImageResult::new(w, ImageStatus::Failed)
                 })
             })
             .collect();
@@ -358,7 +424,9 @@ impl<E: Engine> Prefetcher<E> {
         })
     }
 
-    async fn pull_one(&self, image: &ImageReference) -> ImageResult {
+    async fn pull_one(&self, wanted: &Wanted) -> ImageResult {
+        let image = &wanted.reference;
+        let platform = wanted.platform.as_ref();
         let started = Instant::now();
         let mut schedule = self.options.retry.schedule();
         let sources: Vec<Source> = std::iter::once(Source::Own(image.registry().to_owned()))
@@ -377,15 +445,15 @@ impl<E: Engine> Prefetcher<E> {
             let key = source.key();
             let attempt = schedule.begin_attempt();
             self.emit(PrefetchEvent::Attempt {
-                image: image.clone(),
+                image: wanted.clone(),
                 attempt,
                 source: key.clone(),
             });
             let outcome = match &source {
-                Source::Own(_) => self.attempt(image, image).await,
+                Source::Own(_) => self.attempt(wanted, image).await,
                 Source::Mirror(m) => match m.image_for(image) {
                     Ok(on_mirror) => self
-                        .attempt(image, &on_mirror)
+                        .attempt(wanted, &on_mirror)
                         .await
                         .map(|()| Some(on_mirror)),
                     Err(e) => Err(EngineError::other(e.to_string())),
@@ -400,13 +468,10 @@ impl<E: Engine> Prefetcher<E> {
                 Ok(()) => {
                     self.breaker.success(&key);
                     return self.finish(ImageResult {
-                        reference: image.clone(),
-                        status: ImageStatus::Pulled,
                         attempts: attempt,
                         source: Some(key),
                         elapsed_ms: millis(started.elapsed()),
-                        error: None,
-                        error_class: None,
+                        ..ImageResult::new(wanted, ImageStatus::Pulled)
                     });
                 }
                 Err(e) => e,
@@ -448,7 +513,7 @@ impl<E: Engine> Prefetcher<E> {
                 Decision::GiveUp => None,
             };
             self.emit(PrefetchEvent::AttemptFailed {
-                image: image.clone(),
+                image: wanted.clone(),
                 attempt,
                 error: message.clone(),
                 class: classification.class,
@@ -462,14 +527,17 @@ impl<E: Engine> Prefetcher<E> {
                     } else {
                         format!("{attempt} attempts")
                     };
+                    let what = match platform {
+                        Some(p) => format!("`{image}` for {p}"),
+                        None => format!("`{image}`"),
+                    };
                     return self.finish(ImageResult {
-                        reference: image.clone(),
-                        status: ImageStatus::Failed,
                         attempts: attempt,
                         source: Some(key),
                         elapsed_ms: millis(started.elapsed()),
-                        error: Some(format!("failed to pull `{image}` after {tries}: {message}")),
+                        error: Some(format!("failed to pull {what} after {tries}: {message}")),
                         error_class: Some(classification.class),
+                        ..ImageResult::new(wanted, ImageStatus::Failed)
                     });
                 }
             }
@@ -496,14 +564,11 @@ impl<E: Engine> Prefetcher<E> {
         source
     }
 
-    /// One pull, with the stall watchdog and progress aggregation.
-    async fn attempt(
-        &self,
-        image: &ImageReference,
-        pull: &ImageReference,
-    ) -> Result<(), EngineError> {
+    /// One pull of `pull` (the image, or its name on a mirror) for the wanted
+    /// platform, with the stall watchdog and progress aggregation.
+    async fn attempt(&self, wanted: &Wanted, pull: &ImageReference) -> Result<(), EngineError> {
         let timeout = self.options.stall_timeout;
-        let mut events = self.engine.pull(pull).await;
+        let mut events = self.engine.pull(pull, wanted.platform.as_ref()).await;
         let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         loop {
             match tokio::time::timeout(timeout, events.next()).await {
@@ -524,7 +589,7 @@ impl<E: Engine> Prefetcher<E> {
                         .values()
                         .fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt));
                     self.emit(PrefetchEvent::Progress {
-                        image: image.clone(),
+                        image: wanted.clone(),
                         current,
                         total,
                     });
@@ -578,6 +643,9 @@ mod tests {
     #[derive(Default)]
     struct FakeEngine {
         present: Vec<String>,
+        /// Names present for one platform, and the store.
+        present_for: Vec<(String, &'static str)>,
+        store: ImageStore,
         script: Mutex<HashMap<String, Vec<Outcome>>>,
         pulls: Mutex<Vec<String>>,
         tags: Mutex<Vec<(String, String)>>,
@@ -601,16 +669,28 @@ mod tests {
     }
 
     impl Engine for FakeEngine {
-        async fn present_images(&self) -> Result<PresentImages, EngineError> {
-            Ok(PresentImages::from_names(&self.present))
+        async fn present_images(
+            &self,
+            _wanted: &[ImageReference],
+        ) -> Result<PresentImages, EngineError> {
+            let mut present = PresentImages::from_names(&self.present).in_store(self.store);
+            for (name, platform) in &self.present_for {
+                present = present.with_platforms([name], &[platform.parse().unwrap()]);
+            }
+            Ok(present)
         }
 
         async fn pull(
             &self,
             image: &ImageReference,
+            platform: Option<&Platform>,
         ) -> BoxStream<'static, Result<PullEvent, EngineError>> {
             let name = image.to_string();
-            self.pulls.lock().unwrap().push(name.clone());
+            let pulled = match platform {
+                Some(p) => format!("{name} {p}"),
+                None => name.clone(),
+            };
+            self.pulls.lock().unwrap().push(pulled);
             let next = {
                 let mut script = self.script.lock().unwrap();
                 let list = script.entry(name).or_default();
@@ -654,11 +734,98 @@ mod tests {
         }
     }
 
-    fn refs(names: &[&str]) -> Vec<ImageReference> {
+    fn refs(names: &[&str]) -> Vec<Wanted> {
         names
             .iter()
-            .map(|n| ImageReference::parse(n).unwrap())
+            .map(|n| Wanted::any_platform(ImageReference::parse(n).unwrap()))
             .collect()
+    }
+
+    fn for_platforms(name: &str, platforms: &[&str]) -> Vec<Wanted> {
+        platforms
+            .iter()
+            .map(|p| Wanted {
+                reference: ImageReference::parse(name).unwrap(),
+                platform: Some(p.parse().unwrap()),
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn presence_and_pulls_are_per_platform() {
+        // alpine is present for arm64 only; the tree needs amd64 (from a graph-driver
+        // store's point of view: one platform per tag, so amd64 is the one pulled).
+        let engine = Arc::new(FakeEngine {
+            present_for: vec![("alpine:3.18".into(), "linux/arm64")],
+            ..FakeEngine::default()
+        });
+        let report = Prefetcher::with_shared_engine(engine.clone(), quick())
+            .run(&for_platforms("alpine:3.18", &["linux/amd64"]))
+            .await
+            .unwrap();
+        assert_eq!(report.images[0].status, ImageStatus::Pulled);
+        assert_eq!(
+            report.images[0].platform.as_ref().unwrap().to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            engine.pulls.lock().unwrap().as_slice(),
+            ["docker.io/library/alpine:3.18 linux/amd64"]
+        );
+        let engine = FakeEngine {
+            present_for: vec![("alpine:3.18".into(), "linux/arm64")],
+            ..FakeEngine::default()
+        };
+        let report = Prefetcher::new(engine, quick())
+            .run(&for_platforms("alpine:3.18", &["linux/arm64"]))
+            .await
+            .unwrap();
+        assert_eq!(report.images[0].status, ImageStatus::Present);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_platforms_of_one_tag_need_the_containerd_store() {
+        let wanted = for_platforms("alpine:3.18", &["linux/arm64", "linux/amd64"]);
+        // A graph driver keeps one platform per tag: one is pulled, the other is named.
+        let graph = Arc::new(FakeEngine::default());
+        let report = Prefetcher::with_shared_engine(graph.clone(), quick())
+            .run(&wanted)
+            .await
+            .unwrap();
+        assert_eq!(graph.pulls.lock().unwrap().len(), 1);
+        let failed: Vec<_> = report
+            .images
+            .iter()
+            .filter(|r| r.status == ImageStatus::Failed)
+            .collect();
+        assert_eq!(failed.len(), 1, "{report:?}");
+        let error = failed[0].error.as_deref().unwrap();
+        assert!(
+            error.contains("is needed for linux/amd64 and linux/arm64")
+                && error.contains("keeps one platform per tag")
+                && error.contains("docker.io/library/alpine:3.18"),
+            "{error}"
+        );
+        assert_eq!(failed[0].error_class, Some(ErrorClass::Permanent));
+        // The containerd store keeps both: two pulls, both platforms.
+        let containerd = Arc::new(FakeEngine {
+            store: ImageStore::Containerd,
+            ..FakeEngine::default()
+        });
+        let report = Prefetcher::with_shared_engine(containerd.clone(), quick())
+            .run(&wanted)
+            .await
+            .unwrap();
+        assert_eq!(report.summary.pulled, 2, "{report:?}");
+        let mut pulls = containerd.pulls.lock().unwrap().clone();
+        pulls.sort();
+        assert_eq!(
+            pulls,
+            [
+                "docker.io/library/alpine:3.18 linux/amd64",
+                "docker.io/library/alpine:3.18 linux/arm64"
+            ]
+        );
     }
 
     fn quick() -> PrefetchOptions {
@@ -821,12 +988,16 @@ mod tests {
             now: Mutex<(usize, usize)>,
         }
         impl Engine for Counting {
-            async fn present_images(&self) -> Result<PresentImages, EngineError> {
-                self.inner.present_images().await
+            async fn present_images(
+                &self,
+                wanted: &[ImageReference],
+            ) -> Result<PresentImages, EngineError> {
+                self.inner.present_images(wanted).await
             }
             async fn pull(
                 &self,
                 image: &ImageReference,
+                platform: Option<&Platform>,
             ) -> BoxStream<'static, Result<PullEvent, EngineError>> {
                 {
                     let mut n = self.now.lock().unwrap();
@@ -835,7 +1006,7 @@ mod tests {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 self.now.lock().unwrap().0 -= 1;
-                self.inner.pull(image).await
+                self.inner.pull(image, platform).await
             }
             async fn tag(&self, s: &ImageReference, t: &ImageReference) -> Result<(), EngineError> {
                 self.inner.tag(s, t).await

@@ -19,7 +19,7 @@ use crate::config::{Overrides, Settings};
 use crate::engine::{DockerEngine, EngineError};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
 use crate::prefetch::{PrefetchEvent, PrefetchOptions, PrefetchReport, Prefetcher};
-use crate::vocab::ImageReference;
+use crate::vocab::Wanted;
 use tokio_util::sync::CancellationToken;
 
 /// A tree with its plan and resolved settings.
@@ -108,11 +108,12 @@ impl Project {
         })
     }
 
-    /// Pulls `images` that are not present (all of them with `always_pull`).
+    /// Pulls the `wanted` images that are not present for their platform (all of them
+    /// with `always_pull`).
     pub async fn prefetch(
         &self,
         engine: DockerEngine,
-        images: &[ImageReference],
+        wanted: &[Wanted],
         always_pull: bool,
         events: impl Fn(&PrefetchEvent) + Send + Sync + 'static,
         cancel: CancellationToken,
@@ -124,7 +125,7 @@ impl Project {
         Prefetcher::new(engine, options)
             .on_event(events)
             .cancel_on(cancel)
-            .run(images)
+            .run(wanted)
             .await
     }
 

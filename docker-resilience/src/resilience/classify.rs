@@ -93,9 +93,15 @@ pub fn classify(message: &str) -> Classification {
         "no such host",
         "tls handshake",
     ]);
-    let class = if any(RATE_LIMITED) {
+    // A registry's answer quoted by the daemon (`unexpected status from HEAD request
+    // to URL: 403 Forbidden`, `received unexpected HTTP status: 500 …`) says it all.
+    let class = if let Some(status) = quoted_status(&lower) {
+        ErrorClass::of_status(status)
+    } else if any(RATE_LIMITED) {
         ErrorClass::RateLimited
-    } else if any(PERMANENT) && !network_cause {
+    } else if (any(PERMANENT) || bare_denial(&lower) || resolved_not_found(&lower))
+        && !network_cause
+    {
         ErrorClass::Permanent
     } else {
         ErrorClass::Transient
@@ -108,6 +114,45 @@ pub fn classify(message: &str) -> Classification {
             && network_cause
             && any(&["registry-1.docker.io", "auth.docker.io", "index.docker.io"]),
     }
+}
+
+impl ErrorClass {
+    /// The class of a registry's HTTP status: 404, 401, 403 (and other 4xx but 408 and
+    /// 429) permanent, 429 rate-limited, the rest (5xx, 408) transient.
+    pub fn of_status(status: u16) -> ErrorClass {
+        match status {
+            429 => ErrorClass::RateLimited,
+            408 => ErrorClass::Transient,
+            400..=499 => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The HTTP status a daemon quotes from a registry: `unexpected status from HEAD request
+/// to URL: 500 Internal Server Error` (containerd) or `received unexpected HTTP status:
+/// 503 Service Unavailable` (dockerd's own puller).
+fn quoted_status(lower: &str) -> Option<u16> {
+    let at = lower
+        .rfind("unexpected status from")
+        .or_else(|| lower.rfind("unexpected http status"))?;
+    let rest = &lower[at..];
+    // The status follows the last `: ` of that clause (URLs carry `:` but not `: `).
+    let (_, tail) = rest.rsplit_once(": ")?;
+    let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+    (digits.len() == 3).then(|| digits.parse().ok()).flatten()
+}
+
+/// A registry's `DENIED` error quoted alone (`denied`, `denied: …`).
+fn bare_denial(lower: &str) -> bool {
+    let t = lower.trim();
+    t == "denied" || t.starts_with("denied:")
+}
+
+/// The containerd image store's word for a missing image: `failed to resolve reference
+/// "R": R: not found`.
+fn resolved_not_found(lower: &str) -> bool {
+    lower.contains("failed to resolve reference") && lower.trim_end().ends_with(": not found")
 }
 
 /// Output of a build step that says the network failed, not the step (seed 004:
@@ -133,8 +178,8 @@ const STEP_NETWORK: &[&str] = &[
 ];
 
 /// Classifies a failed build from the daemon's message and the failing step's last
-/// output lines (`has_heredocs`: the Dockerfile opens a heredoc); returns the class
-/// and, when we know one, a hint.
+/// output lines (`heredocs_rejected`: the Dockerfile opens heredocs that the daemon's
+/// built-in frontend does not accept); returns the class and, when we know one, a hint.
 ///
 /// A base-image pull error is classified like a pull; a step whose output shows a
 /// network fault is transient; `exec format error` and a heredoc that the daemon's
@@ -143,7 +188,7 @@ const STEP_NETWORK: &[&str] = &[
 pub fn classify_build(
     message: &str,
     last_lines: &[String],
-    has_heredocs: bool,
+    heredocs_rejected: bool,
 ) -> (ErrorClass, Option<String>) {
     // apt prints `500  Internal Server Error`: compare with single spaces.
     let squash = |t: &str| {
@@ -166,7 +211,7 @@ pub fn classify_build(
             Some("this Dockerfile needs BuildKit (`RUN --mount`, `FROM --platform=$BUILDPLATFORM`), and the classic builder ran it: unset DOCKER_BUILDKIT=0, or use a daemon with BuildKit (Docker 18.09+ on Linux)".into()),
         );
     }
-    if lower.contains("unknown instruction") && has_heredocs {
+    if lower.contains("unknown instruction") && heredocs_rejected {
         return (
             ErrorClass::Permanent,
             Some("the daemon's built-in Dockerfile frontend does not support heredocs: add `# syntax=docker/dockerfile:1.4` (or newer) as the Dockerfile's first line, or use a newer daemon (Docker 23+)".into()),
@@ -342,6 +387,54 @@ mod tests {
             class("received unexpected HTTP status: 429 Too Many Requests"),
             ErrorClass::RateLimited
         );
+    }
+
+    /// The texts each engine of the test matrix really returned (captured by
+    /// `scripts/fixtures/capture-pull-errors ENGINE`), with the class each must get.
+    #[test]
+    fn captured_errors_of_every_engine() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/pull-errors");
+        let mut engines = 0;
+        let mut cases = 0;
+        for engine in std::fs::read_dir(&root).unwrap().flatten() {
+            let dir = engine.path();
+            let expected = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+            engines += 1;
+            for line in expected
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            {
+                let (case, class) = line.split_once('\t').unwrap();
+                let text = std::fs::read_to_string(dir.join(format!("{case}.txt")))
+                    .unwrap_or_else(|e| panic!("{}/{case}.txt: {e}", dir.display()));
+                let got = classify(text.trim()).class;
+                assert_eq!(
+                    got.as_str(),
+                    class.trim(),
+                    "{}: {case}: {text}",
+                    dir.display()
+                );
+                cases += 1;
+            }
+        }
+        assert!(
+            engines >= 2 && cases >= 30,
+            "{engines} engines, {cases} cases"
+        );
+    }
+
+    #[test]
+    fn statuses_quoted_by_daemons() {
+        assert_eq!(quoted_status("unexpected status from head request to http://127.0.0.1:5001/v2/x/manifests/1?ns=docker.io: 403 forbidden"), Some(403));
+        assert_eq!(
+            quoted_status("received unexpected http status: 500 internal server error"),
+            Some(500)
+        );
+        assert_eq!(quoted_status("eof"), None);
+        assert_eq!(ErrorClass::of_status(404), ErrorClass::Permanent);
+        assert_eq!(ErrorClass::of_status(429), ErrorClass::RateLimited);
+        assert_eq!(ErrorClass::of_status(502), ErrorClass::Transient);
     }
 
     #[test]

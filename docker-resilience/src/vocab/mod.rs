@@ -6,7 +6,9 @@
 mod location;
 mod platform;
 mod reference;
+mod wanted;
 
 pub use location::{clean_path, InputError, Located, SourceKind};
 pub use platform::{Platform, PlatformError};
 pub use reference::{is_loopback_host, registry_url, ImageReference, ReferenceError, DOCKER_HUB};
+pub use wanted::Wanted;

@@ -3,8 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// An OCI platform: operating system, architecture and optional variant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An OCI platform: operating system, architecture and optional variant, normalized as
+/// containerd does (`linux/arm64/v8` is `linux/arm64`, `linux/arm` is `linux/arm/v7`,
+/// `x86_64` is `amd64`). Shown and serialized as `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Platform {
     /// Operating system, e.g. `linux`.
     pub os: String,
@@ -27,10 +31,30 @@ impl Platform {
             "riscv64" => "riscv64",
             other => other,
         };
+        Platform::new("linux", architecture, None)
+    }
+
+    /// A platform from its parts, normalized.
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
+        let os = os.to_ascii_lowercase();
+        let architecture = match architecture.to_ascii_lowercase().as_str() {
+            "x86_64" | "x86-64" => "amd64".to_owned(),
+            "aarch64" => "arm64".to_owned(),
+            "i386" | "i686" => "386".to_owned(),
+            other => other.to_owned(),
+        };
+        let variant = variant
+            .filter(|v| !v.is_empty())
+            .map(str::to_ascii_lowercase);
+        let variant = match (architecture.as_str(), variant) {
+            ("arm64", Some(v)) if v == "v8" => None,
+            ("arm", None) => Some("v7".to_owned()),
+            (_, v) => v,
+        };
         Platform {
-            os: "linux".to_owned(),
-            architecture: architecture.to_owned(),
-            variant: (architecture == "arm").then(|| "v7".to_owned()),
+            os,
+            architecture,
+            variant,
         }
     }
 
@@ -77,18 +101,25 @@ impl FromStr for Platform {
         let ok =
             |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                architecture: arch.to_ascii_lowercase(),
-                variant: None,
-            }),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                architecture: arch.to_ascii_lowercase(),
-                variant: Some(variant.to_ascii_lowercase()),
-            }),
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => {
+                Ok(Platform::new(os, arch, Some(variant)))
+            }
             _ => Err(PlatformError(s.to_owned())),
         }
+    }
+}
+
+impl Serialize for Platform {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -103,6 +134,16 @@ mod tests {
         let p: Platform = "linux/arm/v7".parse().unwrap();
         assert_eq!(p.variant.as_deref(), Some("v7"));
         assert!("linux".parse::<Platform>().is_err());
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.to_string(), "linux/arm64");
+        assert_eq!(
+            Platform::new("linux", "x86_64", None).to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            Platform::new("linux", "arm", None).to_string(),
+            "linux/arm/v7"
+        );
         assert!("linux//x".parse::<Platform>().is_err());
     }
 

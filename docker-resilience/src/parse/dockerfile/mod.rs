@@ -152,6 +152,10 @@ pub struct ImageUse {
     pub kind: SourceKind,
     /// The normalized reference.
     pub reference: ImageReference,
+    /// The platform it is needed for: `FROM --platform=…` (expanded), else the
+    /// stage's (for `COPY --from`, `RUN --mount from=`), else the target platform;
+    /// the build platform for `# syntax=`.
+    pub platform: Platform,
 }
 
 /// A build stage (`FROM … AS name`).
@@ -163,6 +167,8 @@ pub struct Stage {
     pub line: usize,
     /// Base image of the stage after expansion (`scratch`, an image or an earlier stage).
     pub base: Option<String>,
+    /// The platform the stage runs on (its `FROM --platform=…`, else the target's).
+    pub platform: Platform,
 }
 
 /// Something a scan could not determine, pointing at a line.
@@ -286,6 +292,47 @@ mod tests {
         assert_eq!(s.warnings[0].line, 2);
         assert!(
             s.warnings[0].message.contains("`BASE` has no value"),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn each_image_carries_its_platform() {
+        // build platform linux/amd64, target linux/arm64 (see `scan_with`)
+        let s = scan(
+            "# syntax=docker/dockerfile:1\nARG P=linux/arm/v7\n\
+             FROM --platform=$BUILDPLATFORM golang:1.21 AS build\n\
+             COPY --from=busybox:1.36 /bin/sh /sh\n\
+             FROM --platform=linux/arm64/v8 alpine:3.18 AS arm\n\
+             FROM --platform=${P} alpine:3.18 AS v7\n\
+             FROM build AS again\n\
+             COPY --from=nginx:stable /etc /etc\n\
+             FROM debian:bookworm-slim\n",
+        );
+        let got: Vec<(String, String)> = s
+            .images
+            .iter()
+            .map(|u| (u.reference.familiar(), u.platform.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("docker/dockerfile:1".to_owned(), "linux/amd64".to_owned()),
+                ("golang:1.21".to_owned(), "linux/amd64".to_owned()),
+                ("busybox:1.36".to_owned(), "linux/amd64".to_owned()),
+                ("alpine:3.18".to_owned(), "linux/arm64".to_owned()),
+                ("alpine:3.18".to_owned(), "linux/arm/v7".to_owned()),
+                ("nginx:stable".to_owned(), "linux/amd64".to_owned()),
+                ("debian:bookworm-slim".to_owned(), "linux/arm64".to_owned()),
+            ]
+        );
+        let s = scan("FROM --platform=$NOPE alpine\n");
+        assert_eq!(s.images[0].platform.to_string(), "linux/arm64");
+        assert!(
+            s.warnings[0]
+                .message
+                .contains("assuming the target platform"),
             "{:?}",
             s.warnings
         );

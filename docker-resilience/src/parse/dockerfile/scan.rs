@@ -6,7 +6,7 @@ use super::{
     Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, ScanOptions, ScanWarning, Stage,
 };
 use crate::parse::expand::{expand, split_words, ExpandError, Style};
-use crate::vocab::{ImageReference, SourceKind};
+use crate::vocab::{ImageReference, Platform, SourceKind};
 
 /// Variables in scope: `Some(v)` with a value, `None` declared without one.
 type Scope = BTreeMap<String, Option<String>>;
@@ -46,7 +46,9 @@ impl<'a> Scanner<'a> {
 
     pub(super) fn run(mut self) -> Result<ImageScan, DockerfileError> {
         if let Some(syntax) = &self.file.syntax {
-            self.external(syntax.line, SourceKind::Syntax, &syntax.image)?;
+            // The frontend runs on the builder: its image is the build platform's.
+            let platform = self.options.build_platform.clone();
+            self.external(syntax.line, SourceKind::Syntax, &syntax.image, platform)?;
         }
         for ins in &self.file.instructions {
             match ins.keyword.as_str() {
@@ -132,6 +134,47 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The platform of a `FROM`: its `--platform=` expanded with the global args, else
+    /// an earlier stage's (`FROM stage`), else the target's.
+    fn platform_of_from(&mut self, ins: &Instruction, base: Option<&str>) -> Platform {
+        if let Some(flag) = ins.flag_values("platform").last() {
+            match self.expand_in(&self.global, flag) {
+                Ok(text) => match text.parse::<Platform>() {
+                    Ok(p) => return p,
+                    Err(e) => self.out.warnings.push(ScanWarning {
+                        line: ins.line,
+                        message: format!("{e}; assuming the target platform"),
+                    }),
+                },
+                Err(e) => self.out.warnings.push(ScanWarning {
+                    line: ins.line,
+                    message: format!(
+                        "cannot resolve `--platform={flag}`: {e}; assuming the target platform"
+                    ),
+                }),
+            }
+        }
+        base.and_then(|b| self.stage(b))
+            .map(|s| s.platform.clone())
+            .unwrap_or_else(|| self.options.target_platform.clone())
+    }
+
+    fn stage(&self, name: &str) -> Option<&Stage> {
+        self.out.stages.iter().find(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The platform of the stage being scanned.
+    fn stage_platform(&self) -> Platform {
+        self.out.stages.last().map_or_else(
+            || self.options.target_platform.clone(),
+            |s| s.platform.clone(),
+        )
+    }
+
     fn from(&mut self, ins: &Instruction) -> Result<(), DockerfileError> {
         let words = split_words(&ins.arguments, self.file.escape);
         let (image, name) = match words.as_slice() {
@@ -145,37 +188,35 @@ impl<'a> Scanner<'a> {
                 })
             }
         };
-        let base = match self.expand_in(&self.global, image) {
+        let (base, platform) = match self.expand_in(&self.global, image) {
             Ok(base) if base.is_empty() => {
                 return Err(DockerfileError::MissingImage { line: ins.line })
             }
             Ok(base) => {
                 let lower = base.to_ascii_lowercase();
+                let platform = self.platform_of_from(ins, Some(&lower));
                 if lower != "scratch" && !self.is_stage(&lower) {
-                    self.reference(ins.line, SourceKind::From, &base)?;
+                    self.reference(ins.line, SourceKind::From, &base, platform.clone())?;
                 }
-                Some(base)
+                (Some(base), platform)
             }
             Err(e) => {
                 self.unresolved(ins.line, image, &e);
-                None
+                (None, self.platform_of_from(ins, None))
             }
         };
         self.out.stages.push(Stage {
             name: name.map(str::to_ascii_lowercase),
             line: ins.line,
             base,
+            platform,
         });
         self.stage_scope = Scope::new();
         Ok(())
     }
 
     fn is_stage(&self, name: &str) -> bool {
-        self.out.stages.iter().any(|s| {
-            s.name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
+        self.stage(name).is_some()
     }
 
     /// `--from=` names a stage (by name or index) or an image.
@@ -197,7 +238,8 @@ impl<'a> Scanner<'a> {
                 if is_index || self.is_stage(&v) {
                     Ok(())
                 } else {
-                    self.reference(line, kind, &v)
+                    let platform = self.stage_platform();
+                    self.reference(line, kind, &v, platform)
                 }
             }
             Err(e) => {
@@ -212,9 +254,10 @@ impl<'a> Scanner<'a> {
         line: usize,
         kind: SourceKind,
         written: &str,
+        platform: Platform,
     ) -> Result<(), DockerfileError> {
         match self.expand_in(&self.global, written) {
-            Ok(v) => self.reference(line, kind, &v),
+            Ok(v) => self.reference(line, kind, &v, platform),
             Err(e) => {
                 self.unresolved(line, written, &e);
                 Ok(())
@@ -227,6 +270,7 @@ impl<'a> Scanner<'a> {
         line: usize,
         kind: SourceKind,
         text: &str,
+        platform: Platform,
     ) -> Result<(), DockerfileError> {
         let reference = ImageReference::parse(text)
             .map_err(|source| DockerfileError::InvalidReference { line, source })?;
@@ -234,6 +278,7 @@ impl<'a> Scanner<'a> {
             line,
             kind,
             reference,
+            platform,
         });
         Ok(())
     }
