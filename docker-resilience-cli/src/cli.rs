@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use docker_resilience::config::{Fallback, Via};
 use docker_resilience::discover::DiscoverOptions;
 use docker_resilience::vocab::Platform;
 use docker_resilience::{Overrides, PlanOptions};
@@ -61,6 +62,30 @@ pub enum Command {
     Import(ImportArgs),
     /// Check why pulls and builds fail here: daemon, mirrors, upstreams, binaries, ports.
     Doctor(DoctorArgs),
+    /// Show the blob cache of registry-native pulls (`cache prune` empties it).
+    Cache(CacheArgs),
+}
+
+/// `drbuild cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// `prune`: remove partial downloads and the least recently used blobs.
+    #[command(subcommand)]
+    pub command: Option<CacheCommand>,
+    /// The cache [default: $XDG_CACHE_HOME/drbuild].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `drbuild cache …`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove partial downloads, then the least recently used blobs down to a size.
+    Prune {
+        /// What the cache may still hold (`10GiB`, `500MB`) [default: 0, all of it].
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<bytesize::ByteSize>,
+    },
 }
 
 /// `drbuild doctor`.
@@ -91,6 +116,10 @@ pub struct ExportArgs {
     /// `none` (default) keeps it loadable by `docker load -i`.
     #[arg(long, default_value = "none", value_name = "none|zstd")]
     pub compress: docker_resilience::bundle::Compression,
+    /// Where the images come from when the daemon does not hold them (or with
+    /// `--via registry`, or with no daemon at all): the registries, as for prefetch.
+    #[command(flatten)]
+    pub pull: PullArgs,
 }
 
 /// `drbuild import`.
@@ -233,12 +262,25 @@ pub struct PullArgs {
     /// Longest delay between attempts [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retry_max_delay: Option<Duration>,
-    /// Give up on an image after this long [default: 15m].
+    /// A hard bound on the whole prefetch, enforced mid-download (each image also
+    /// gives up after 15m of retries).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub deadline: Option<Duration>,
     /// Do not send credentials from docker's config.
     #[arg(long)]
     pub no_credentials: bool,
+    /// `registry`: drbuild fetches (resuming cut layers, verifying blobs) and loads
+    /// into the daemon; `daemon`: `docker pull`; `auto` (the default): `registry` where
+    /// drbuild reaches the image's registry or a mirror.
+    #[arg(long, value_name = "registry|daemon|auto")]
+    pub via: Option<Via>,
+    /// `ordered` (the default): a failing source falls back to the next (the daemon's
+    /// mirrors, `--mirror`s, the registry); `never`: only the first is used.
+    #[arg(long, value_name = "ordered|never")]
+    pub fallback: Option<Fallback>,
+    /// The blob cache of registry-native pulls [default: $XDG_CACHE_HOME/drbuild].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl PullArgs {
@@ -257,6 +299,10 @@ impl PullArgs {
             deadline: self.deadline,
             stall_timeout: self.stall_timeout,
             mirrors: self.mirrors.clone(),
+            via: self.via,
+            fallback: self.fallback,
+            cache_dir: self.cache_dir.clone(),
+            credentials: self.no_credentials.then_some(false),
         }
     }
 }

@@ -19,13 +19,19 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // `-v` is for finding where the time goes: each line carries the time since start.
+    let _ = if verbose > 0 {
+        builder
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }
 
 /// Prints one JSON document on stdout.
@@ -152,6 +158,20 @@ pub fn prefetch_table(report: &PrefetchReport) -> String {
             let class = r.error_class.map(|c| format!(" ({c})")).unwrap_or_default();
             let _ = writeln!(out, "    {error}{class}");
         }
+    }
+    for e in &report.endpoints {
+        let _ = writeln!(
+            out,
+            "  {}: {} request(s), {}, {} resume(s); faults: {} transient, {} rate-limited, {} permanent; {:.1}s",
+            e.endpoint,
+            e.requests,
+            bytesize::ByteSize(e.bytes).display().iec(),
+            e.resumes,
+            e.faults.transient,
+            e.faults.rate_limited,
+            e.faults.permanent,
+            e.elapsed_ms as f64 / 1000.0
+        );
     }
     let s = &report.summary;
     let _ = writeln!(

@@ -11,7 +11,9 @@
 //! | [`resilience`] | pure policy: error classes, retry schedules, the breaker, mirrors |
 //! | [`config`] | `drbuild.yaml` and the one resolution of settings (flags > file > defaults) |
 //! | [`plan`] | every external image a tree needs, and the services it builds, in order |
-//! | [`registry`] | talking to registries and mirrors directly |
+//! | [`registry`] | the distribution API: probes, and a client that reports each request's true answer |
+//! | [`cache`] | the content-addressed blob cache (resumable, verified) |
+//! | [`fetch`] | images from registries into the cache, resumed and verified; `docker load` archives |
 //! | [`engine`] | the Docker daemon (the only module that talks to it) |
 //! | [`prefetch`] | pulling a plan's images through flaky networks |
 //! | [`build`] | building services in dependency order, retrying what is transient |
@@ -91,10 +93,12 @@
 
 pub mod build;
 pub mod bundle;
+pub mod cache;
 pub mod config;
 pub mod discover;
 pub mod doctor;
 pub mod engine;
+pub mod fetch;
 pub mod parse;
 pub mod plan;
 pub mod prefetch;

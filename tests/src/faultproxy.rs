@@ -86,6 +86,14 @@ pub enum Fault {
     },
     /// Forward, but cut the response body half-way and close.
     Truncate,
+    /// Forward, but cut the response body after this many bytes and close (a ranged
+    /// response too: every request dies at the same distance from its start).
+    CutAfter {
+        /// Bytes of the body sent before the cut.
+        bytes: u64,
+    },
+    /// Forward the whole body with some bytes changed (right length, wrong content).
+    Corrupt,
 }
 
 impl Fault {
@@ -97,6 +105,8 @@ impl Fault {
             Fault::Stall { .. } => "stall".into(),
             Fault::Latency { .. } => "latency".into(),
             Fault::Truncate => "truncate".into(),
+            Fault::CutAfter { .. } => "cut".into(),
+            Fault::Corrupt => "corrupt".into(),
         }
     }
 }
@@ -154,6 +164,19 @@ impl Config {
     }
 }
 
+/// One request, as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When it arrived, in milliseconds since the proxy started.
+    pub at_ms: u64,
+    /// `GET`, `HEAD`…
+    pub method: String,
+    /// Its path.
+    pub path: String,
+    /// The fault injected, if any (`429`, `eof`, `cut`…).
+    pub fault: Option<String>,
+}
+
 /// What the proxy has seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -163,6 +186,9 @@ pub struct Stats {
     pub faults: BTreeMap<String, u64>,
     /// Requests forwarded to the registry.
     pub forwarded: u64,
+    /// Response body bytes sent to clients (forwarded responses).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl Stats {
@@ -177,7 +203,12 @@ struct State {
     rng: StdRng,
     fired: Vec<u64>,
     stats: Stats,
+    log: Vec<LogEntry>,
+    started: std::time::Instant,
 }
+
+/// Requests the log keeps (the oldest are dropped past it).
+const LOG_MAX: usize = 20_000;
 
 impl State {
     fn new(config: Config) -> Self {
@@ -186,6 +217,8 @@ impl State {
             fired: vec![0; config.rules.len()],
             config,
             stats: Stats::default(),
+            log: Vec::new(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -370,12 +403,22 @@ async fn handle(
         if let Some(f) = &fault {
             *s.stats.faults.entry(f.name()).or_default() += 1;
         }
+        if s.log.len() >= LOG_MAX {
+            s.log.remove(0);
+        }
+        let at_ms = u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        s.log.push(LogEntry {
+            at_ms,
+            method: request.method.clone(),
+            path: request.path.clone(),
+            fault: fault.as_ref().map(Fault::name),
+        });
         (fault, s.config.latency_ms)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let mut truncate = false;
+    let mut body_fault = BodyFault::None;
     match fault {
         Some(Fault::Eof) => return Ok(()), // dropping the connection is the EOF
         Some(Fault::Status { code }) => {
@@ -415,17 +458,31 @@ async fn handle(
         }
         Some(Fault::Stall { secs }) => tokio::time::sleep(Duration::from_secs(secs)).await,
         Some(Fault::Latency { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
-        Some(Fault::Truncate) => truncate = true,
+        Some(Fault::Truncate) => body_fault = BodyFault::Half,
+        Some(Fault::CutAfter { bytes }) => body_fault = BodyFault::CutAfter(bytes),
+        Some(Fault::Corrupt) => body_fault = BodyFault::Corrupt,
         None => {}
     }
-    forward(conn, upstream, request, truncate, &state).await
+    forward(conn, upstream, request, body_fault, &state).await
+}
+
+/// What happens to a forwarded response's body.
+#[derive(Debug, Clone, Copy)]
+enum BodyFault {
+    None,
+    /// Cut half-way.
+    Half,
+    /// Cut after this many bytes.
+    CutAfter(u64),
+    /// Every byte of the body's middle 64 bytes flipped.
+    Corrupt,
 }
 
 async fn forward(
     mut conn: TcpStream,
     upstream: SocketAddr,
     request: Request,
-    truncate: bool,
+    body_fault: BodyFault,
     state: &Arc<Mutex<State>>,
 ) -> std::io::Result<()> {
     let mut up = match TcpStream::connect(upstream).await {
@@ -477,16 +534,48 @@ async fn forward(
     }
     response_head.push_str("Connection: close\r\n\r\n");
     conn.write_all(response_head.as_bytes()).await?;
-    let is_head = request.method.eq_ignore_ascii_case("HEAD");
-    if truncate && !is_head {
-        let half = content_length.unwrap_or(0) / 2;
-        let mut limited = (&mut up).take(half);
-        tokio::io::copy(&mut limited, &mut conn).await?;
+    if request.method.eq_ignore_ascii_case("HEAD") {
+        return conn.shutdown().await;
+    }
+    let length = content_length.unwrap_or(u64::MAX);
+    let cut = match body_fault {
+        BodyFault::Half => Some(content_length.unwrap_or(0) / 2),
+        BodyFault::CutAfter(n) => Some(n).filter(|n| *n < length),
+        _ => None,
+    };
+    // The corrupted bytes: 64 in the middle of the body.
+    let corrupt = matches!(body_fault, BodyFault::Corrupt).then(|| {
+        let mid = content_length.unwrap_or(0) / 2;
+        mid.saturating_sub(32)..mid + 32
+    });
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let want = match cut {
+            Some(limit) if sent >= limit => break,
+            Some(limit) => buf.len().min((limit - sent) as usize),
+            None => buf.len(),
+        };
+        let n = up.read(&mut buf[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        if let Some(range) = &corrupt {
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                if range.contains(&(sent + i as u64)) {
+                    *b ^= 0xff;
+                }
+            }
+        }
+        conn.write_all(&buf[..n]).await?;
+        sent += n as u64;
+        lock(state).stats.bytes += n as u64;
+    }
+    if cut.is_some() {
         conn.flush().await?;
         // Drop without a clean shutdown: the client sees the body end early.
         return Ok(());
     }
-    tokio::io::copy(&mut up, &mut conn).await?;
     conn.shutdown().await
 }
 
@@ -505,6 +594,13 @@ async fn control_request(
                 serde_json::to_vec(&s.stats).unwrap_or_default()
             };
             respond(conn, "200 OK", &json, &stats).await
+        }
+        ("GET", "log") => {
+            let log = {
+                let s = lock(state);
+                serde_json::to_vec(&s.log).unwrap_or_default()
+            };
+            respond(conn, "200 OK", &json, &log).await
         }
         ("GET", "config") => {
             let config = {

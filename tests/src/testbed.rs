@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use crate::faultproxy::{Config, Stats};
+use crate::faultproxy::{Config, LogEntry, Stats};
 
 /// The running test bed.
 #[derive(Debug)]
@@ -175,9 +175,46 @@ impl Session<'_> {
     }
 
     /// Removes images by name (missing ones are fine).
+    ///
+    /// On the containerd store the daemon keeps what it pulled or loaded under a lease
+    /// for a day after the image is gone; those leases are dropped too, so that the
+    /// content really goes, as on a machine that never had the images.
     pub fn remove_images(&self, names: &[&str]) {
         for name in names {
             let _ = self.docker(&["rmi", "-f", name]);
+        }
+        if self.bed.containerd_store() {
+            self.drop_daemon_leases();
+        }
+    }
+
+    fn drop_daemon_leases(&self) {
+        let ctr = self.bed.docker_cli.with_file_name("ctr");
+        let socket = std::env::var("DRBUILD_TESTBED_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(format!("/tmp/drbuild-testbed-{}", self.bed.engine)))
+            .join("docker-exec/containerd/containerd.sock");
+        let ctr = |args: &[&str]| {
+            Command::new(&ctr)
+                .arg("--address")
+                .arg(&socket)
+                .args(["--namespace", "moby"])
+                .args(args)
+                .output()
+        };
+        let Ok(list) = ctr(&["leases", "ls"]) else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains("containerd.io/gc.expire") && !l.contains("buildkit/"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        for chunk in ids.chunks(50) {
+            let mut args = vec!["leases", "rm"];
+            args.extend(chunk.iter().map(String::as_str));
+            let _ = ctr(&args);
         }
     }
 
@@ -229,4 +266,20 @@ impl Session<'_> {
     pub fn stats(&self) -> Stats {
         serde_json::from_str(&self.control("GET", "stats", "")).expect("stats as JSON")
     }
+
+    /// Every request the proxy saw since its faults were last set.
+    pub fn log(&self) -> Vec<LogEntry> {
+        serde_json::from_str(&self.control("GET", "log", "")).expect("log as JSON")
+    }
+}
+
+/// Sends Ctrl-C (`SIGINT`) to a running `drbuild` and waits for it to end.
+pub fn interrupt(child: std::process::Child) -> Output {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    child.wait_with_output().expect("wait")
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docker_resilience_tests::testbed::{repo_root, Session, Testbed};
+use docker_resilience_tests::testbed::{interrupt, repo_root, Session, Testbed};
 
 const DEMO_IMAGES: [&str; 8] = [
     "alpine:latest",
@@ -173,13 +173,7 @@ fn interrupted_export_leaves_no_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(100));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let out = child.wait_with_output().expect("wait");
+    let out = interrupt(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert_eq!(entries(dir.path()), Vec::<String>::new(), "left behind");

@@ -117,11 +117,10 @@ fn every_daemon_command_exits_3_without_a_daemon() {
     let demo = demo.to_str().expect("utf-8");
     let bundle = std::env::temp_dir().join("drbuild-no-daemon.bundle");
     let bundle = bundle.to_str().expect("utf-8");
-    let commands: [&[&str]; 6] = [
+    let commands: [&[&str]; 5] = [
         &["prefetch", demo],
         &["build-all", demo],
         &["build", "-C", demo, "nginx"],
-        &["export", demo, "-o", bundle],
         &["import", bundle],
         &["doctor", demo],
     ];
@@ -136,4 +135,25 @@ fn every_daemon_command_exits_3_without_a_daemon() {
             "{args:?}: {stderr}"
         );
     }
+    // `export` needs no daemon: it fetches from the registries. Here none answers (Docker
+    // Hub is pinned to nowhere and there is no daemon to name its mirrors): it says so
+    // at once, and writes nothing.
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = bed.drbuild_env(
+        &["export", demo, "-o", bundle],
+        &[("DOCKER_HOST", "unix:///tmp/drbuild-no-such-daemon.sock")],
+    );
+    assert_eq!(
+        code, 1,
+        "{stdout}
+{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "none of the sources of `docker.io/library/alpine:latest` answers (registry docker.io)"
+        ),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!std::path::Path::new(bundle).exists());
 }

@@ -92,52 +92,68 @@ fn thirty_percent_manifest_faults_every_image_in_ten_seeded_runs() {
 )]
 fn blob_faults_and_a_stall_still_complete() {
     let bed = Testbed::get();
-    bed.remove_images(&THIRTEEN);
-    bed.set_faults(&Config {
-        seed: 11,
-        rules: vec![
-            // One manifest request stalls far longer than the stall timeout.
-            Rule {
-                kinds: vec![PathKind::Manifest],
-                path_contains: Some("/library/redis/".into()),
-                probability: 1.0,
-                faults: vec![Fault::Stall { secs: 60 }],
-                times: Some(1),
-            },
-            Rule {
-                kinds: vec![PathKind::Blob],
-                probability: 0.3,
-                faults: vec![Fault::Eof, Fault::Truncate, Fault::Status { code: 503 }],
-                ..Rule::default()
-            },
-        ],
-        ..Config::default()
-    });
-    let started = Instant::now();
-    let (code, doc, stderr) = prefetch_json(&bed, "thirteen", &["--stall-timeout", "3s"]);
-    let elapsed = started.elapsed();
-    let stats = bed.stats();
-    assert_eq!(code, 0, "{doc}\n{stderr}");
-    assert_eq!(doc["summary"]["pulled"], 13, "{:?}", statuses(&doc));
-    assert_eq!(stats.faults.get("stall"), Some(&1), "{stats:?}");
-    assert!(
-        stats
-            .faults
-            .keys()
-            .any(|k| k == "eof" || k == "truncate" || k == "503"),
-        "{stats:?}"
-    );
-    assert!(stderr.contains("stalled: no progress for 3s"), "{stderr}");
-    let redis = doc["images"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|i| i["reference"] == "docker.io/library/redis:7-alpine")
-        })
-        .expect("redis in the report");
-    assert!(redis["attempts"].as_u64() >= Some(2), "{redis}");
-    // Detected at the stall timeout, not after the 60 s stall.
-    assert!(elapsed < Duration::from_secs(45), "took {elapsed:?}");
+    // Through the daemon, and registry-native into an empty cache (a warm one would
+    // ask for no blob at all).
+    for via in ["daemon", "registry"] {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let cache = cache.path().to_str().expect("utf-8").to_owned();
+        bed.remove_images(&THIRTEEN);
+        bed.reset_faults();
+        bed.set_faults(&Config {
+            seed: 11,
+            rules: vec![
+                // One manifest request stalls far longer than the stall timeout.
+                Rule {
+                    kinds: vec![PathKind::Manifest],
+                    path_contains: Some("/library/redis/".into()),
+                    probability: 1.0,
+                    faults: vec![Fault::Stall { secs: 60 }],
+                    times: Some(1),
+                },
+                Rule {
+                    kinds: vec![PathKind::Blob],
+                    probability: 0.3,
+                    faults: vec![Fault::Eof, Fault::Truncate, Fault::Status { code: 503 }],
+                    ..Rule::default()
+                },
+            ],
+            ..Config::default()
+        });
+        let started = Instant::now();
+        let (code, doc, stderr) = prefetch_json(
+            &bed,
+            "thirteen",
+            &["--stall-timeout", "3s", "--via", via, "--cache-dir", &cache],
+        );
+        let elapsed = started.elapsed();
+        let stats = bed.stats();
+        assert_eq!(code, 0, "{via}: {doc}\n{stderr}");
+        assert_eq!(doc["summary"]["pulled"], 13, "{via}: {:?}", statuses(&doc));
+        assert_eq!(stats.faults.get("stall"), Some(&1), "{via}: {stats:?}");
+        assert!(
+            stats
+                .faults
+                .keys()
+                .any(|k| k == "eof" || k == "truncate" || k == "503"),
+            "{via}: {stats:?}"
+        );
+        let stalled = if via == "daemon" {
+            "stalled: no progress for 3s"
+        } else {
+            "no data for 3s on manifest library/redis:7-alpine"
+        };
+        assert!(stderr.contains(stalled), "{via}: {stderr}");
+        let redis = doc["images"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|i| i["reference"] == "docker.io/library/redis:7-alpine")
+            })
+            .expect("redis in the report");
+        assert!(redis["attempts"].as_u64() >= Some(2), "{via}: {redis}");
+        // Detected at the stall timeout, not after the 60 s stall.
+        assert!(elapsed < Duration::from_secs(45), "{via}: took {elapsed:?}");
+    }
     bed.reset_faults();
 }
 

@@ -4,18 +4,17 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use docker_resilience::bundle::{
-    export_bundle, import_bundle, BundleImage, BytesProgress, Compression,
-};
+use docker_resilience::bundle::{import_bundle, BundleImage, BytesProgress, Compression};
 use docker_resilience::vocab::Wanted;
-use docker_resilience::{DockerEngine, ImageReference, Plan};
+use docker_resilience::{DockerEngine, ImageReference, Project};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::{Cli, ExportArgs, ImportArgs, TreeArgs};
-use crate::commands::ctrl_c_token;
+use crate::commands::{ctrl_c_token, open};
 use crate::exit::CliError;
 use crate::output;
+use crate::progress::PullProgress;
 
 /// A byte bar on a terminal (not under `--json`/`-q`); nothing otherwise.
 fn byte_progress(cli: &Cli, what: &'static str) -> (BytesProgress, Option<ProgressBar>) {
@@ -55,14 +54,20 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         Some((first, rest)) if Path::new(first).is_dir() => (first.clone(), rest.to_vec()),
         _ => (".".to_owned(), args.args.clone()),
     };
+    let tree = TreeArgs {
+        root: root.into(),
+        build_args: Vec::new(),
+        platform: None,
+        no_ignore: false,
+    };
+    let overrides = args.pull.overrides(None, None);
+    let project = if named.is_empty() {
+        open(&tree, &overrides)?
+    } else {
+        Project::settings_only(&tree.root, &overrides)?
+    };
     let images: Vec<Wanted> = if named.is_empty() {
-        let tree = TreeArgs {
-            root: root.into(),
-            build_args: Vec::new(),
-            platform: None,
-            no_ignore: false,
-        };
-        Plan::for_tree(&tree.root, &tree.plan_options())?.wanted()
+        project.plan.wanted()
     } else {
         named
             .iter()
@@ -76,7 +81,6 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
     if images.is_empty() {
         return Err(CliError::Usage("no images to export".into()));
     }
-    let engine = DockerEngine::connect().await?;
     let token = ctrl_c_token();
     tracing::info!(
         "exporting {} image(s) to {}",
@@ -84,19 +88,22 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         args.output.display()
     );
     let (progress, bar) = byte_progress(cli, "export");
-    let result = export_bundle(
-        &engine,
-        &images,
-        &args.output,
-        args.compress,
-        &token,
-        progress,
-    )
-    .await;
+    let pulls = PullProgress::new(cli.quiet, false);
+    let sink = pulls.clone();
+    let result = project
+        .export(
+            &images,
+            &args.output,
+            args.compress,
+            move |e| sink.event(e),
+            progress,
+            token,
+        )
+        .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let manifest = result?;
+    let manifest = result?.manifest;
     if cli.json {
         output::json(&ExportOutput {
             output: &args.output,

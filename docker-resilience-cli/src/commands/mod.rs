@@ -3,6 +3,7 @@
 
 mod build;
 mod bundle;
+mod cache;
 mod doctor;
 mod plan;
 mod prefetch;
@@ -22,6 +23,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Export(args) => runtime()?.block_on(bundle::export(cli, args)),
         Command::Import(args) => runtime()?.block_on(bundle::import(cli, args)),
         Command::Doctor(args) => runtime()?.block_on(doctor::run(cli, args)),
+        Command::Cache(args) => cache::run(cli, args),
     }
 }
 

@@ -15,7 +15,11 @@ use super::format::{
     HashingWriter, BLOCK, FORMAT,
 };
 use super::{io_err, BundleError, BytesProgress};
+use crate::cache::BlobCache;
 use crate::engine::{DockerEngine, Engine, EngineError};
+use crate::fetch::archive::write_archive;
+use crate::fetch::FetchedImage;
+use crate::support::chunks::blocking_stream;
 use crate::vocab::{ImageReference, Wanted};
 
 const BATCH: usize = 1 << 20;
@@ -64,6 +68,42 @@ pub async fn export_bundle(
     }
     let names: Vec<&str> = entries.iter().map(|e| e.reference.as_str()).collect();
     let content = engine.save(&names).map(|c| c.map_err(BundleError::Engine));
+    write_bundle(content, entries, output, compression, cancel, progress).await
+}
+
+/// Writes a bundle of images fetched into `cache` (no daemon needed): the same
+/// `docker load` archive the registry-native prefetch loads.
+pub async fn export_fetched(
+    cache: &BlobCache,
+    images: &[FetchedImage],
+    output: &Path,
+    compression: Compression,
+    cancel: &CancellationToken,
+    progress: BytesProgress,
+) -> Result<BundleManifest, BundleError> {
+    let mut entries: Vec<BundleImage> = Vec::new();
+    for image in images {
+        let name = image.wanted.reference.familiar();
+        match entries.iter_mut().find(|e| e.reference == name) {
+            Some(entry) => entry.platforms.push(image.platform.clone()),
+            None => entries.push(BundleImage {
+                reference: name,
+                id: image.config.digest.clone(),
+                platforms: vec![image.platform.clone()],
+            }),
+        }
+    }
+    for entry in &mut entries {
+        entry.platforms.sort();
+    }
+    let cache = cache.clone();
+    let images = images.to_vec();
+    let content = blocking_stream(move |out| write_archive(&cache, &images, out)).map(|c| {
+        c.map_err(|e| BundleError::Io {
+            path: PathBuf::from("(archive)"),
+            source: e,
+        })
+    });
     write_bundle(content, entries, output, compression, cancel, progress).await
 }
 

@@ -58,6 +58,17 @@ pub async fn import_bundle(
         () = cancel.cancelled() => return Err(BundleError::Interrupted),
     };
     progress(total, Some(total));
+    let store = engine.features().await.image_store;
+    if !store.holds_many_platforms() {
+        for image in manifest.images.iter().filter(|i| i.platforms.len() > 1) {
+            let platforms: Vec<String> = image.platforms.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                "`{}` is bundled for {}; this daemon keeps one platform per tag: it loaded the one for this host",
+                image.reference,
+                platforms.join(" and ")
+            );
+        }
+    }
     Ok(ImportReport { manifest, loaded })
 }
 

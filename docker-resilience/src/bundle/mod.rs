@@ -14,7 +14,7 @@
 //! file appears at its path only when complete: it is written to a temporary file
 //! beside it and renamed.
 //!
-//! May import: `vocab`, `support`, `engine`.
+//! May import: `vocab`, `support`, `engine`, `cache`, `fetch`.
 
 mod export;
 mod format;
@@ -23,7 +23,7 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-pub use export::export_bundle;
+pub use export::{export_bundle, export_fetched};
 pub use format::{BundleImage, BundleManifest, Compression, BUNDLE_ENTRY};
 pub use import::{import_bundle, ImportReport};
 pub use verify::verify_bundle;
@@ -109,6 +109,12 @@ pub enum BundleError {
     /// The run was cancelled; nothing was left behind.
     #[error("interrupted")]
     Interrupted,
+    /// Images could not be fetched from their registries.
+    #[error("not written: {}", errors.join("; "))]
+    NotFetched {
+        /// What each failed image said.
+        errors: Vec<String>,
+    },
 }
 
 /// Progress: bytes done and, when known, the total.

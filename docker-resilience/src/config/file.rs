@@ -11,8 +11,11 @@
 //!   attempts: 5                # the first included
 //!   delay: 1s
 //!   max-delay: 30s
-//!   deadline: 15m              # per image
+//!   deadline: 20m              # a hard bound on a whole prefetch (none by default)
 //! stall-timeout: 30s           # a pull with no progress this long is retried
+//! via: auto                    # registry | daemon | auto: who fetches images
+//! fallback: ordered            # ordered | never: try the next source when one fails
+//! cache-dir: .drbuild-cache    # the blob cache (default $XDG_CACHE_HOME/drbuild)
 //! services:
 //!   backend:
 //!     context: src/backend     # relative to the file's directory
@@ -53,7 +56,7 @@ pub struct RetrySettings {
     /// Longest delay.
     #[serde(default, with = "humantime_serde_opt")]
     pub max_delay: Option<Duration>,
-    /// Give up on an image (or a build) after this long.
+    /// A hard bound on a whole prefetch.
     #[serde(default, with = "humantime_serde_opt")]
     pub deadline: Option<Duration>,
     #[serde(flatten)]
@@ -86,6 +89,55 @@ pub struct ServiceConfig {
     unknown: BTreeMap<String, IgnoredAny>,
 }
 
+/// How images are pulled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// Registry-native where drbuild reaches the image's registry or a mirror, else
+    /// through the daemon.
+    #[default]
+    Auto,
+    /// drbuild fetches from the registry (or a mirror) and loads into the daemon.
+    Registry,
+    /// The daemon pulls (`docker pull`).
+    Daemon,
+}
+
+impl std::str::FromStr for Via {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Via::Auto),
+            "registry" => Ok(Via::Registry),
+            "daemon" => Ok(Via::Daemon),
+            other => Err(format!("`{other}`: expected registry, daemon or auto")),
+        }
+    }
+}
+
+/// What happens when an image's first source fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fallback {
+    /// The next source is tried (the daemon's mirrors, drbuild's, then the registry),
+    /// as the daemon does.
+    #[default]
+    Ordered,
+    /// Only the first source is ever used.
+    Never,
+}
+
+impl std::str::FromStr for Fallback {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ordered" => Ok(Fallback::Ordered),
+            "never" => Ok(Fallback::Never),
+            other => Err(format!("`{other}`: expected ordered or never")),
+        }
+    }
+}
+
 /// The contents of `drbuild.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -105,6 +157,15 @@ pub struct Config {
     /// A pull with no progress for this long is cancelled and retried.
     #[serde(default, with = "humantime_serde_opt")]
     pub stall_timeout: Option<Duration>,
+    /// Which path pulls: `registry`, `daemon` or `auto`.
+    #[serde(default)]
+    pub via: Option<Via>,
+    /// `ordered` (fall back to the next source) or `never`.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+    /// The blob cache of registry-native pulls (relative to the file's directory).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     /// Services by name, in file order.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -145,7 +206,12 @@ impl ConfigFile {
 
     /// Parses the text of a config file read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, InputError> {
-        let config: Config = crate::parse::yaml(path, text, "drbuild.yaml")?;
+        let mut config: Config = crate::parse::yaml(path, text, "drbuild.yaml")?;
+        if let (Some(dir), Some(cache)) = (path.parent(), config.cache_dir.as_mut()) {
+            if cache.is_relative() {
+                *cache = dir.join(&*cache);
+            }
+        }
         let mut unknown: Vec<(String, String)> = Vec::new();
         let mut note = |keys: &BTreeMap<String, IgnoredAny>, within: &str| {
             for key in keys.keys() {

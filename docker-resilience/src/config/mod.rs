@@ -7,5 +7,5 @@
 pub mod file;
 pub mod settings;
 
-pub use file::{Config, ConfigFile, RetrySettings, ServiceConfig, CONFIG_FILE};
+pub use file::{Config, ConfigFile, Fallback, RetrySettings, ServiceConfig, Via, CONFIG_FILE};
 pub use settings::{Overrides, Settings, SettingsError};

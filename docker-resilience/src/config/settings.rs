@@ -2,9 +2,11 @@
 //! setters) over `drbuild.yaml` over defaults, field by field. `drbuild` and the
 //! runner both call [`Settings::resolve`], so one file behaves the same from either.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::file::Config;
+pub use super::file::{Fallback, Via};
 use crate::resilience::mirror::{MirrorError, MirrorSet};
 use crate::resilience::retry::RetryPolicy;
 
@@ -27,12 +29,20 @@ pub struct Overrides {
     pub retry_delay: Option<Duration>,
     /// Longest delay between attempts.
     pub retry_max_delay: Option<Duration>,
-    /// Give up on an image after this long.
+    /// A hard bound on a whole prefetch (`--deadline`).
     pub deadline: Option<Duration>,
     /// Cancel and retry a pull with no progress for this long.
     pub stall_timeout: Option<Duration>,
     /// Mirror specs, tried before the file's (`--mirror`).
     pub mirrors: Vec<String>,
+    /// Which path pulls (`--via`).
+    pub via: Option<Via>,
+    /// Whether a failing source falls back to the next (`--fallback`).
+    pub fallback: Option<Fallback>,
+    /// The blob cache (`--cache-dir`).
+    pub cache_dir: Option<PathBuf>,
+    /// Send credentials from docker's config (`--no-credentials` is `Some(false)`).
+    pub credentials: Option<bool>,
 }
 
 /// A flag's value that cannot be used.
@@ -65,6 +75,16 @@ pub struct Settings {
     pub stall_timeout: Duration,
     /// Mirrors to fall back to: the overrides' first, then the file's.
     pub mirrors: MirrorSet,
+    /// Which path pulls.
+    pub via: Via,
+    /// Whether a failing source falls back to the next.
+    pub fallback: Fallback,
+    /// The blob cache (`None`: the XDG cache directory).
+    pub cache_dir: Option<PathBuf>,
+    /// A hard bound on a whole prefetch (`None`: none beyond each image's budget).
+    pub deadline: Option<Duration>,
+    /// Send credentials from docker's config to registries.
+    pub credentials: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +103,11 @@ impl Default for Settings {
             },
             stall_timeout: Duration::from_secs(30),
             mirrors: MirrorSet::default(),
+            via: Via::Auto,
+            fallback: Fallback::Ordered,
+            cache_dir: None,
+            deadline: None,
+            credentials: true,
         }
     }
 }
@@ -112,7 +137,6 @@ impl Settings {
         let shared = Timing {
             delay: overrides.retry_delay.or(file.retry.delay),
             max_delay: overrides.retry_max_delay.or(file.retry.max_delay),
-            deadline: overrides.deadline.or(file.retry.deadline),
         };
         let pull_retry = apply(
             defaults.pull_retry,
@@ -151,6 +175,21 @@ impl Settings {
                 .or(file.stall_timeout)
                 .unwrap_or(defaults.stall_timeout),
             mirrors,
+            via: overrides.via.or(file.via).unwrap_or(defaults.via),
+            fallback: overrides
+                .fallback
+                .or(file.fallback)
+                .unwrap_or(defaults.fallback),
+            cache_dir: overrides
+                .cache_dir
+                .clone()
+                .or_else(|| file.cache_dir.clone())
+                .or(defaults.cache_dir),
+            deadline: overrides
+                .deadline
+                .or(file.retry.deadline)
+                .or(defaults.deadline),
+            credentials: overrides.credentials.unwrap_or(defaults.credentials),
         })
     }
 }
@@ -160,7 +199,6 @@ impl Settings {
 struct Timing {
     delay: Option<Duration>,
     max_delay: Option<Duration>,
-    deadline: Option<Duration>,
 }
 
 /// A policy with the given settings applied over it.
@@ -175,9 +213,6 @@ fn apply(mut policy: RetryPolicy, attempts: Option<u32>, s: &Timing) -> RetryPol
         policy.max_delay = delay;
     }
     policy.max_delay = policy.max_delay.max(policy.min_delay);
-    if let Some(deadline) = s.deadline {
-        policy.deadline = deadline;
-    }
     policy
 }
 

@@ -1,8 +1,7 @@
 //! The Docker daemon through `bollard`: connecting, what the daemon is, credentials,
 //! pulls, tags, and the image calls bundles and doctor need.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
@@ -15,10 +14,8 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
 use super::{Engine, EngineError, ImageStore, PresentImages, PullEvent};
-use crate::vocab::{ImageReference, Platform, DOCKER_HUB};
-
-/// Where Docker Hub credentials live in docker's config.
-const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+use crate::registry::credentials::{Credential, Credentials};
+use crate::vocab::{ImageReference, Platform};
 
 /// How long calls other than pulls may take.
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -109,7 +106,7 @@ fn image_store(driver_status: Option<&Vec<Vec<String>>>) -> ImageStore {
 pub struct DockerEngine {
     docker: Docker,
     host: String,
-    credentials: Arc<Mutex<HashMap<String, Option<DockerCredentials>>>>,
+    credentials: Credentials,
     use_credentials: bool,
     features: Arc<tokio::sync::OnceCell<Features>>,
     heredocs: Arc<tokio::sync::OnceCell<bool>>,
@@ -138,7 +135,7 @@ impl DockerEngine {
         Ok(DockerEngine {
             docker,
             host,
-            credentials: Arc::default(),
+            credentials: Credentials::from_docker_config(),
             features: Arc::default(),
             heredocs: Arc::default(),
             use_credentials: true,
@@ -320,39 +317,20 @@ impl DockerEngine {
         if !self.use_credentials {
             return None;
         }
-        if let Some(cached) = self.credentials.lock().ok()?.get(registry) {
-            return cached.clone();
-        }
-        let key = if registry == DOCKER_HUB {
-            DOCKER_HUB_AUTH_KEY.to_owned()
-        } else {
-            registry.to_owned()
-        };
-        let server = key.clone();
-        // docker_credential is synchronous (it may run a credential helper).
-        let found = tokio::task::spawn_blocking(move || docker_credential::get_credential(&server))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|c| match c {
-                docker_credential::DockerCredential::UsernamePassword(username, password) => {
-                    DockerCredentials {
-                        username: Some(username),
-                        password: Some(password),
-                        serveraddress: Some(key.clone()),
-                        ..DockerCredentials::default()
-                    }
-                }
-                docker_credential::DockerCredential::IdentityToken(token) => DockerCredentials {
-                    identitytoken: Some(token),
-                    serveraddress: Some(key.clone()),
-                    ..DockerCredentials::default()
-                },
-            });
-        if let Ok(mut cache) = self.credentials.lock() {
-            cache.insert(registry.to_owned(), found.clone());
-        }
-        found
+        let server = Some(Credentials::server_key(registry));
+        self.credentials.get(registry).await.map(|c| match c {
+            Credential::Basic { username, password } => DockerCredentials {
+                username: Some(username),
+                password: Some(password),
+                serveraddress: server,
+                ..DockerCredentials::default()
+            },
+            Credential::IdentityToken(token) => DockerCredentials {
+                identitytoken: Some(token),
+                serveraddress: server,
+                ..DockerCredentials::default()
+            },
+        })
     }
 }
 
@@ -472,6 +450,18 @@ impl Engine for DockerEngine {
             .tag_image(&source.to_string(), Some(options))
             .await
             .map_err(EngineError::from_bollard)
+    }
+
+    fn on_this_machine(&self) -> bool {
+        let host = self.host.as_str();
+        host.starts_with("unix://")
+            || ["tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:"]
+                .iter()
+                .any(|p| host.starts_with(p))
+    }
+
+    async fn load(&self, archive: super::ContextStream) -> Result<Vec<String>, EngineError> {
+        DockerEngine::load(self, archive).await
     }
 
     async fn untag(&self, image: &ImageReference) -> Result<(), EngineError> {

@@ -5,7 +5,7 @@
 //! The engine reports what the daemon said; what it means (retry or not) is decided
 //! by `resilience` and the stages above.
 //!
-//! May import: `vocab`, `support`.
+//! May import: `vocab`, `support`, `registry` (credentials).
 
 mod build;
 mod docker;
@@ -212,6 +212,19 @@ pub trait Engine: Send + Sync + 'static {
     /// Removes the name `image` (not the layers other names still use).
     fn untag(&self, image: &ImageReference)
         -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Loads a `docker load` archive; returns what the daemon says it loaded.
+    fn load(
+        &self,
+        archive: ContextStream,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+
+    /// Whether the daemon runs on this machine, so that it may reach a server of ours
+    /// on 127.0.0.1 (a daemon in another network namespace, rootless or in a VM, may
+    /// still not: a caller falls back when it cannot).
+    fn on_this_machine(&self) -> bool {
+        false
+    }
 }
 
 /// Receives a build's output, one line at a time.

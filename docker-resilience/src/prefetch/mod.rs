@@ -1,31 +1,797 @@
 //! Prefetch: pulling every image a plan needs, through flaky networks.
 //!
-//! One image-list call finds what is present; the rest is pulled with bounded
-//! concurrency. Each image has its own retry schedule; every error is classified
-//! (transient, rate limited, permanent); a pull that makes no progress for the stall
-//! timeout is cancelled and retried; when an image's own registry fails, its mirrors
-//! are tried in turn, and a source that keeps failing is skipped for the rest of the
-//! run (circuit breaker).
+//! One image-list call finds what is present (per platform); the rest is pulled with
+//! bounded concurrency (`jobs` attempts at once; an image waiting to retry holds no
+//! slot), by one of two paths:
 //!
-//! May import: `vocab`, `support`, `config`, `resilience`, `registry`, `engine`.
+//! - **registry-native** (`native.rs`), the default where drbuild reaches the image's
+//!   registry or a mirror: drbuild resolves and downloads the image itself into its
+//!   blob cache (resuming cut layers, verifying every blob) and hands it to the daemon:
+//!   a daemon on this machine pulls it from drbuild's loopback registry
+//!   ([`crate::fetch::handoff`]) while the layers still arrive; any other daemon gets
+//!   a streamed `docker load` archive ([`crate::fetch::archive`]). Every failure is
+//!   the endpoint's own answer.
+//! - **through the daemon** (`daemon.rs`): `docker pull`, watched for stalls, with the
+//!   daemon's words classified (and its mirror asked directly when the words hide it).
+//!
+//! Either way each image has an attempt budget, the wait before the next attempt comes
+//! from the source's health (a glitch is retried at once, a failing source backs off,
+//! a `429` holds every request to that source), a source that keeps failing is skipped
+//! for the rest of the run (circuit breaker), and the whole run can be bounded
+//! (`deadline`).
+//!
+//! May import: `vocab`, `support`, `config`, `resilience`, `registry`, `cache`, `fetch`,
+//! `engine`.
+
+mod daemon;
+mod native;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::BlobCache;
 use crate::config::Settings;
+pub use crate::config::{Fallback, Via};
 use crate::engine::{Engine, EngineError, ImageStore};
-use crate::registry::{probe_client, probe_manifest, ProbeResult};
+use crate::fetch::handoff::Handoff;
+use crate::fetch::{EndpointStats, FetchedImage, Fetcher, Stats};
+use crate::registry::client::RegistryClient;
+use crate::registry::credentials::Credentials;
+use crate::registry::probe_client;
 use crate::resilience::breaker::Breaker;
-use crate::resilience::classify::{classify, ErrorClass};
-use crate::resilience::mirror::{Mirror, MirrorSet};
-use crate::resilience::retry::{Decision, RetryPolicy};
+use crate::resilience::classify::{Classification, ErrorClass};
+use crate::resilience::health::Health;
+use crate::resilience::mirror::MirrorSet;
+use crate::resilience::retry::RetryPolicy;
 use crate::support::{millis, EventSink};
 use crate::vocab::{ImageReference, Platform, Wanted};
+
+/// How to prefetch.
+#[derive(Debug, Clone)]
+pub struct PrefetchOptions {
+    /// Pulls at once (default 4).
+    pub jobs: usize,
+    /// The retry budget of each image.
+    pub retry: RetryPolicy,
+    /// Cancel and retry a pull that reports no progress for this long (default 30 s).
+    pub stall_timeout: Duration,
+    /// Pull even the images that are present (to refresh them).
+    pub always_pull: bool,
+    /// Mirrors to fall back to, by registry.
+    pub mirrors: MirrorSet,
+    /// The daemon's own registry mirrors (`docker info`), as URLs. The registry-native
+    /// path uses them first for Docker Hub images, as the daemon does; behind them a
+    /// daemon pull's Docker Hub error is the daemon's fallback after a mirror fault.
+    pub daemon_mirrors: Vec<String>,
+    /// Consecutive failures after which a source is skipped for the rest of the run.
+    pub breaker_threshold: u32,
+    /// Time limit of a direct question to a mirror.
+    pub probe_timeout: Duration,
+    /// Which path pulls.
+    pub via: Via,
+    /// Whether to fall back to the next source.
+    pub fallback: Fallback,
+    /// The blob cache of the registry-native path (default: the XDG cache directory).
+    pub cache_dir: Option<PathBuf>,
+    /// A hard bound on the whole run, enforced mid-download.
+    pub deadline: Option<Duration>,
+    /// Send credentials from docker's config to registries.
+    pub credentials: bool,
+    /// Hand fetched images to a daemon on this machine through a registry of drbuild's
+    /// on 127.0.0.1, which the daemon pulls from (about twice as fast as loading them);
+    /// `false` always streams a `docker load` archive instead.
+    pub handoff: bool,
+}
+
+impl Default for PrefetchOptions {
+    fn default() -> Self {
+        PrefetchOptions::from(&Settings::default())
+    }
+}
+
+impl From<&Settings> for PrefetchOptions {
+    /// The pull part of resolved settings (the daemon's mirrors are the caller's to add).
+    fn from(settings: &Settings) -> Self {
+        PrefetchOptions {
+            jobs: settings.pull_jobs,
+            retry: settings.pull_retry.clone(),
+            stall_timeout: settings.stall_timeout,
+            always_pull: false,
+            mirrors: settings.mirrors.clone(),
+            daemon_mirrors: Vec::new(),
+            breaker_threshold: 5,
+            probe_timeout: Duration::from_secs(5),
+            via: settings.via,
+            fallback: settings.fallback,
+            cache_dir: settings.cache_dir.clone(),
+            deadline: settings.deadline,
+            credentials: settings.credentials,
+            handoff: true,
+        }
+    }
+}
+
+/// What became of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageStatus {
+    /// Pulled in this run.
+    Pulled,
+    /// Already there; nothing to do.
+    Present,
+    /// Not pulled.
+    Failed,
+}
+
+/// One image's outcome (for one platform).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageResult {
+    /// The image.
+    pub reference: ImageReference,
+    /// The platform it was wanted for (`None`: the daemon's own).
+    pub platform: Option<Platform>,
+    /// What became of it.
+    pub status: ImageStatus,
+    /// Pull attempts made (0 when present).
+    pub attempts: u32,
+    /// Where it came from: its own registry (`docker.io`) or a mirror's host.
+    pub source: Option<String>,
+    /// Time spent on it.
+    pub elapsed_ms: u64,
+    /// Bytes received for it (0 when it all came from the cache or was present).
+    pub bytes: u64,
+    /// Downloads of its blobs continued after a cut.
+    pub resumes: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The class of the last error.
+    pub error_class: Option<ErrorClass>,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PrefetchSummary {
+    /// Images asked for.
+    pub total: usize,
+    /// Pulled in this run.
+    pub pulled: usize,
+    /// Already present.
+    pub present: usize,
+    /// Not pulled.
+    pub failed: usize,
+    /// Attempts beyond each image's first.
+    pub retries: u64,
+    /// Wall time of the run.
+    pub elapsed_ms: u64,
+}
+
+/// The outcome of a run: every image, totals, and what each endpoint did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PrefetchReport {
+    /// One result per image, in the order asked.
+    pub images: Vec<ImageResult>,
+    /// Totals.
+    pub summary: PrefetchSummary,
+    /// Requests, bytes, resumes and faults of each registry endpoint the
+    /// registry-native path used.
+    pub endpoints: Vec<EndpointStats>,
+    /// The run was cancelled; unfinished images are `failed` with error `interrupted`.
+    #[serde(skip)]
+    pub interrupted: bool,
+    /// The images the registry-native path put in the cache, for a bundle.
+    #[serde(skip)]
+    pub fetched: Vec<FetchedImage>,
+}
+
+impl ImageResult {
+    fn new(wanted: &Wanted, status: ImageStatus) -> Self {
+        ImageResult {
+            reference: wanted.reference.clone(),
+            platform: wanted.platform.clone(),
+            status,
+            attempts: 0,
+            source: None,
+            elapsed_ms: 0,
+            bytes: 0,
+            resumes: 0,
+            error: None,
+            error_class: None,
+        }
+    }
+}
+
+impl PrefetchReport {
+    /// Whether every image is present now.
+    pub fn is_success(&self) -> bool {
+        self.summary.failed == 0 && !self.interrupted
+    }
+}
+
+/// Something that happened during a run, for progress displays.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PrefetchEvent {
+    /// The image is already present.
+    Present {
+        /// The image and its platform.
+        image: Wanted,
+    },
+    /// An attempt starts.
+    Attempt {
+        /// The image and its platform.
+        image: Wanted,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// Where from.
+        source: String,
+    },
+    /// Bytes downloaded so far, over all layers.
+    Progress {
+        /// The image and its platform.
+        image: Wanted,
+        /// Bytes done.
+        current: u64,
+        /// Bytes in all (as far as known; 0 when not known).
+        total: u64,
+    },
+    /// An attempt failed.
+    AttemptFailed {
+        /// The image and its platform.
+        image: Wanted,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// The error.
+        error: String,
+        /// Its class.
+        class: ErrorClass,
+        /// When the next attempt starts; `None` when this was the last.
+        retry_in: Option<Duration>,
+    },
+    /// A source failed so often that it is skipped for the rest of the run.
+    SourceSkipped {
+        /// The registry or mirror.
+        source: String,
+    },
+    /// The image is done.
+    Finished(ImageResult),
+}
+
+/// A successful attempt.
+#[derive(Debug)]
+struct Pulled {
+    source: String,
+    bytes: u64,
+    resumes: u64,
+    /// What the registry-native path fetched.
+    fetched: Option<FetchedImage>,
+}
+
+/// A failed attempt, whichever path.
+#[derive(Debug)]
+struct Failed {
+    /// What happened, with the endpoint or the daemon's words.
+    message: String,
+    classification: Classification,
+    /// The source whose health the failure counts against.
+    source: String,
+    /// A DNS failure for Docker Hub that the daemon's mirrors explain (full budget).
+    explained_by_mirror: bool,
+    bytes: u64,
+    resumes: u64,
+}
+
+/// Pulls images resiliently through an [`Engine`].
+///
+/// ```no_run
+/// use docker_resilience::vocab::Wanted;
+/// use docker_resilience::{DockerEngine, ImageReference, PrefetchOptions, Prefetcher};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = DockerEngine::connect().await?;
+/// let images = vec![Wanted::any_platform(ImageReference::parse("ubuntu:22.04")?)];
+/// let report = Prefetcher::new(engine, PrefetchOptions::default())
+///     .on_event(|event| eprintln!("{event:?}"))
+///     .run(&images)
+///     .await?;
+/// assert!(report.is_success());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Prefetcher<E> {
+    engine: Arc<E>,
+    options: PrefetchOptions,
+    events: EventSink<PrefetchEvent>,
+    cancel: CancellationToken,
+    http: reqwest::Client,
+    breaker: Breaker,
+    health: Arc<Health>,
+    stats: Arc<Stats>,
+    /// The registry-native path's fetcher, made on first use (it opens the cache).
+    fetcher: tokio::sync::OnceCell<Result<Fetcher, String>>,
+    /// Fetched images, kept for the report.
+    fetched: Mutex<Vec<FetchedImage>>,
+    /// Fetch into the cache only (no daemon to load into).
+    fetch_only: bool,
+    /// The loopback registry a local daemon takes fetched images from (started on
+    /// first use; `None` where the daemon is elsewhere or cannot reach it).
+    handoff: tokio::sync::OnceCell<Option<Handoff>>,
+    /// Set when the daemon could not reach the handoff: images are loaded instead.
+    handoff_unreachable: std::sync::atomic::AtomicBool,
+    /// Attempts in progress at once (`jobs`); an image waiting to retry holds none.
+    slots: tokio::sync::Semaphore,
+}
+
+impl<E> std::fmt::Debug for Prefetcher<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prefetcher")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prefetcher<NoDaemon> {
+    /// A prefetcher with no daemon: images are fetched into the blob cache (always
+    /// registry-native) and listed in the report's `fetched`, to be written to a bundle.
+    pub fn fetch_only(options: PrefetchOptions) -> Self {
+        let mut p = Self::new(
+            NoDaemon,
+            PrefetchOptions {
+                via: Via::Registry,
+                always_pull: true,
+                ..options
+            },
+        );
+        p.fetch_only = true;
+        p
+    }
+}
+
+/// The engine of [`Prefetcher::fetch_only`]: holds nothing, pulls nothing, loads
+/// nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDaemon;
+
+impl Engine for NoDaemon {
+    async fn present_images(
+        &self,
+        _wanted: &[ImageReference],
+    ) -> Result<crate::engine::PresentImages, EngineError> {
+        Ok(crate::engine::PresentImages::default().in_store(ImageStore::Containerd))
+    }
+
+    async fn pull(
+        &self,
+        _image: &ImageReference,
+        _platform: Option<&Platform>,
+    ) -> futures_util::stream::BoxStream<'static, Result<crate::engine::PullEvent, EngineError>>
+    {
+        stream::once(async { Err(EngineError::other("no daemon to pull with")) }).boxed()
+    }
+
+    async fn tag(&self, _: &ImageReference, _: &ImageReference) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn untag(&self, _: &ImageReference) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn load(&self, _: crate::engine::ContextStream) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
+}
+
+impl<E: Engine> Prefetcher<E> {
+    /// A prefetcher pulling through `engine`.
+    pub fn new(engine: E, options: PrefetchOptions) -> Self {
+        Self::with_shared_engine(Arc::new(engine), options)
+    }
+
+    /// A prefetcher sharing an engine with other work.
+    pub fn with_shared_engine(engine: Arc<E>, options: PrefetchOptions) -> Self {
+        let http = probe_client(options.probe_timeout);
+        let slots = tokio::sync::Semaphore::new(options.jobs.max(1));
+        Prefetcher {
+            engine,
+            breaker: Breaker::new(options.breaker_threshold),
+            health: Arc::new(Health::new(&options.retry)),
+            stats: Arc::default(),
+            options,
+            events: EventSink::none(),
+            cancel: CancellationToken::new(),
+            http,
+            fetcher: tokio::sync::OnceCell::new(),
+            fetched: Mutex::new(Vec::new()),
+            fetch_only: false,
+            handoff: tokio::sync::OnceCell::new(),
+            handoff_unreachable: std::sync::atomic::AtomicBool::new(false),
+            slots,
+        }
+    }
+
+    /// Calls `sink` with every [`PrefetchEvent`] (from the pulling tasks; keep it quick).
+    pub fn on_event(mut self, sink: impl Fn(&PrefetchEvent) + Send + Sync + 'static) -> Self {
+        self.events = EventSink::new(sink);
+        self
+    }
+
+    /// Stops the run when `token` is cancelled: in-flight pulls are dropped (which
+    /// cancels them in the daemon; a download keeps what it got for the next run) and
+    /// the report says what was done.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    fn emit(&self, event: PrefetchEvent) {
+        self.events.emit(&event);
+    }
+
+    fn client(&self) -> RegistryClient {
+        let credentials = if self.options.credentials {
+            Credentials::from_docker_config()
+        } else {
+            Credentials::none()
+        };
+        RegistryClient::new(credentials, self.options.stall_timeout)
+    }
+
+    /// The registry-native fetcher (its cache opened on first use).
+    async fn fetcher(&self) -> Result<&Fetcher, String> {
+        self.fetcher
+            .get_or_init(|| async {
+                let dir = self
+                    .options
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(BlobCache::default_dir);
+                let cache = BlobCache::open(&dir).map_err(|e| e.to_string())?;
+                Ok(Fetcher::new(
+                    self.client(),
+                    cache,
+                    Arc::clone(&self.health),
+                    Arc::clone(&self.stats),
+                    self.options.stall_timeout,
+                ))
+            })
+            .await
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Pulls every image of `wanted` that is not present for its platform. Fails only
+    /// when the engine cannot list images (the daemon is unreachable); pull failures are
+    /// in the report.
+    pub async fn run(&self, wanted: &[Wanted]) -> Result<PrefetchReport, EngineError> {
+        let started = Instant::now();
+        let deadline = self
+            .options
+            .deadline
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut seen = HashSet::new();
+        let wanted: Vec<&Wanted> = wanted.iter().filter(|w| seen.insert(*w)).collect();
+        let references: Vec<ImageReference> = wanted.iter().map(|w| w.reference.clone()).collect();
+        let present = self.engine.present_images(&references).await?;
+        let kept = one_platform_per_tag(&wanted, present.store());
+
+        let mut results: Vec<Option<ImageResult>> = vec![None; wanted.len()];
+        let mut to_pull = Vec::new();
+        for (i, w) in wanted.iter().enumerate() {
+            if let Some(Conflict { kept, platforms }) = kept
+                .get(&w.reference)
+                .filter(|c| Some(&c.kept) != w.platform.as_ref())
+            {
+                let mut result = ImageResult::new(w, ImageStatus::Failed);
+                result.error = Some(format!(
+                    "not pulled: `{}` is needed for {}, and the daemon's image store (a graph driver) keeps one platform per tag: it keeps {kept}; use the containerd image store (`\"features\": {{\"containerd-snapshotter\": true}}` in daemon.json) to keep them all",
+                    w.reference,
+                    platforms.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
+                ));
+                result.error_class = Some(ErrorClass::Permanent);
+                self.emit(PrefetchEvent::Finished(result.clone()));
+                results[i] = Some(result);
+            } else if present.contains_for(&w.reference, w.platform.as_ref())
+                && !self.options.always_pull
+            {
+                let result = ImageResult::new(w, ImageStatus::Present);
+                self.emit(PrefetchEvent::Present {
+                    image: (*w).clone(),
+                });
+                self.emit(PrefetchEvent::Finished(result.clone()));
+                results[i] = Some(result);
+            } else {
+                to_pull.push(i);
+            }
+        }
+
+        let native = self
+            .native_reach(to_pull.iter().map(|i| &wanted[*i].reference))
+            .await;
+        if self.fetch_only {
+            // No daemon to fall back to: an image none of whose sources answers fails
+            // now, naming them, rather than after its whole retry budget.
+            let reachable = self
+                .native_reach_probe(to_pull.iter().map(|i| &wanted[*i].reference))
+                .await;
+            to_pull.retain(|&i| {
+                let w = wanted[i];
+                if reachable.get(&w.reference).copied().unwrap_or(true) {
+                    return true;
+                }
+                let tried: Vec<String> = self
+                    .sources(&w.reference)
+                    .iter()
+                    .map(|e| e.label.clone())
+                    .collect();
+                let result = ImageResult {
+                    error: Some(format!(
+                        "none of the sources of `{}` answers ({})",
+                        w.reference,
+                        tried.join(", ")
+                    )),
+                    error_class: Some(ErrorClass::Transient),
+                    ..ImageResult::new(w, ImageStatus::Failed)
+                };
+                results[i] = Some(self.finish(result));
+                false
+            });
+        }
+        let cancel = self.cancel.clone();
+        let pulled: Vec<(usize, Option<ImageResult>)> = stream::iter(to_pull)
+            .map(|i| {
+                let cancel = cancel.clone();
+                let w = wanted[i];
+                let native = native.get(&w.reference).copied().unwrap_or(false);
+                async move {
+                    let past_deadline = async {
+                        match deadline {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => (i, None),
+                        () = past_deadline => (i, Some(self.deadline_passed(w))),
+                        r = self.pull_one(w, native) => (i, Some(r)),
+                    }
+                }
+            })
+            // Every image is under way at once; `slots` bounds the attempts.
+            .buffer_unordered(usize::MAX)
+            .collect()
+            .await;
+        for (i, result) in pulled {
+            results[i] = result;
+        }
+        if let Some(Some(handoff)) = self.handoff.get() {
+            // Names of the handoff's that an interrupted pull left in the daemon.
+            let names = handoff.unsettled();
+            for name in &names {
+                if let Ok(name) = name.parse() {
+                    let _ = self.engine.untag(&name).await;
+                }
+            }
+            handoff.settled(&names);
+        }
+
+        let interrupted = self.cancel.is_cancelled();
+        let images: Vec<ImageResult> = results
+            .into_iter()
+            .zip(wanted)
+            .map(|(r, w)| {
+                r.unwrap_or_else(|| ImageResult {
+                    error: Some("interrupted".to_owned()),
+                    ..ImageResult::new(w, ImageStatus::Failed)
+                })
+            })
+            .collect();
+        let count = |s: ImageStatus| images.iter().filter(|r| r.status == s).count();
+        let summary = PrefetchSummary {
+            total: images.len(),
+            pulled: count(ImageStatus::Pulled),
+            present: count(ImageStatus::Present),
+            failed: count(ImageStatus::Failed),
+            retries: images
+                .iter()
+                .map(|r| u64::from(r.attempts.saturating_sub(1)))
+                .sum(),
+            elapsed_ms: millis(started.elapsed()),
+        };
+        Ok(PrefetchReport {
+            images,
+            summary,
+            endpoints: self.stats.snapshot(),
+            interrupted,
+            fetched: std::mem::take(&mut *crate::support::lock(&self.fetched)),
+        })
+    }
+
+    fn deadline_passed(&self, wanted: &Wanted) -> ImageResult {
+        let limit = self.options.deadline.unwrap_or_default();
+        self.finish(ImageResult {
+            error: Some(format!(
+                "the run's deadline ({}) passed before `{}` was pulled",
+                humantime::format_duration(limit),
+                wanted.reference
+            )),
+            error_class: Some(ErrorClass::Transient),
+            ..ImageResult::new(wanted, ImageStatus::Failed)
+        })
+    }
+
+    /// For each image, whether the registry-native path pulls it: always with
+    /// [`Via::Registry`], never with [`Via::Daemon`], and with [`Via::Auto`] when one of
+    /// its sources answers.
+    async fn native_reach<'a>(
+        &self,
+        images: impl Iterator<Item = &'a ImageReference>,
+    ) -> HashMap<ImageReference, bool> {
+        let images: Vec<&ImageReference> = images.collect();
+        match self.options.via {
+            Via::Daemon => images.into_iter().map(|i| (i.clone(), false)).collect(),
+            Via::Registry => images.into_iter().map(|i| (i.clone(), true)).collect(),
+            Via::Auto => self.native_reach_probe(images.into_iter()).await,
+        }
+    }
+
+    /// For each image, whether one of its sources answers `GET /v2/` (each asked once,
+    /// all at once).
+    async fn native_reach_probe<'a>(
+        &self,
+        images: impl Iterator<Item = &'a ImageReference>,
+    ) -> HashMap<ImageReference, bool> {
+        let images: Vec<&ImageReference> = images.collect();
+        let sources: HashMap<ImageReference, Vec<crate::registry::client::Endpoint>> = images
+            .iter()
+            .map(|i| ((*i).clone(), self.sources(i)))
+            .collect();
+        let mut endpoints: Vec<crate::registry::client::Endpoint> =
+            sources.values().flatten().cloned().collect();
+        endpoints.sort_by(|a, b| a.base.cmp(&b.base));
+        endpoints.dedup_by(|a, b| a.base == b.base);
+        let client = self.client();
+        let answers: HashMap<String, bool> = stream::iter(endpoints)
+            .map(|e| {
+                let client = client.clone();
+                let timeout = self.options.probe_timeout;
+                async move {
+                    let up = client.reachable(&e, timeout).await;
+                    tracing::debug!(
+                        "{} {}",
+                        e.label,
+                        if up { "answers" } else { "does not answer" }
+                    );
+                    if up {
+                        // It is serving: a failure right after is a glitch, not an outage.
+                        self.health.success(&e.host);
+                    }
+                    (e.base, up)
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        sources
+            .into_iter()
+            .map(|(image, list)| {
+                let up = list
+                    .iter()
+                    .any(|e| answers.get(&e.base).copied().unwrap_or(false));
+                if !up && !self.fetch_only {
+                    tracing::info!(
+                        "no registry or mirror of {image} answers drbuild: the daemon pulls it"
+                    );
+                }
+                (image, up)
+            })
+            .collect()
+    }
+
+    /// The endpoints `image` comes from, in order (with `Fallback::Never`, the first).
+    fn sources(&self, image: &ImageReference) -> Vec<crate::registry::client::Endpoint> {
+        let mut all =
+            crate::fetch::sources(image, &self.options.daemon_mirrors, &self.options.mirrors);
+        if self.options.fallback == Fallback::Never {
+            all.truncate(1);
+        }
+        all
+    }
+
+    /// One image, attempt after attempt, until it is there, its budget is spent or an
+    /// error is permanent.
+    async fn pull_one(&self, wanted: &Wanted, native: bool) -> ImageResult {
+        let started = Instant::now();
+        let mut schedule = self.options.retry.schedule();
+        let mut turn = 0usize;
+        let (mut bytes, mut resumes) = (0u64, 0u64);
+        loop {
+            let outcome = {
+                let _slot = self.slots.acquire().await;
+                let attempt = schedule.begin_attempt();
+                let outcome = if native {
+                    self.native_attempt(wanted, attempt).await
+                } else {
+                    self.daemon_attempt(wanted, attempt, &mut turn).await
+                };
+                (attempt, outcome)
+            };
+            let (attempt, outcome) = outcome;
+            let failed = match outcome {
+                Ok(pulled) => {
+                    self.breaker.success(&pulled.source);
+                    if let Some(fetched) = pulled.fetched {
+                        crate::support::lock(&self.fetched).push(fetched);
+                    }
+                    return self.finish(ImageResult {
+                        attempts: attempt,
+                        source: Some(pulled.source),
+                        elapsed_ms: millis(started.elapsed()),
+                        bytes: bytes + pulled.bytes,
+                        resumes: resumes + pulled.resumes,
+                        ..ImageResult::new(wanted, ImageStatus::Pulled)
+                    });
+                }
+                Err(failed) => failed,
+            };
+            bytes += failed.bytes;
+            resumes += failed.resumes;
+            let class = failed.classification.class;
+            // The wait comes from the source's health; the budget from the image's.
+            let delay =
+                self.health
+                    .failure(&failed.source, class, failed.classification.retry_after);
+            let retry_in = schedule
+                .next_attempt(&failed.classification, failed.explained_by_mirror, delay)
+                .then_some(delay);
+            self.emit(PrefetchEvent::AttemptFailed {
+                image: wanted.clone(),
+                attempt,
+                error: failed.message.clone(),
+                class,
+                retry_in,
+            });
+            match retry_in {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => {
+                    let tries = if attempt == 1 {
+                        "1 attempt".to_owned()
+                    } else {
+                        format!("{attempt} attempts")
+                    };
+                    let what = match &wanted.platform {
+                        Some(p) => format!("`{}` for {p}", wanted.reference),
+                        None => format!("`{}`", wanted.reference),
+                    };
+                    return self.finish(ImageResult {
+                        attempts: attempt,
+                        source: Some(failed.source),
+                        elapsed_ms: millis(started.elapsed()),
+                        bytes,
+                        resumes,
+                        error: Some(format!(
+                            "failed to pull {what} after {tries}: {}",
+                            failed.message
+                        )),
+                        error_class: Some(class),
+                        ..ImageResult::new(wanted, ImageStatus::Failed)
+                    });
+                }
+            }
+        }
+    }
+
+    fn finish(&self, result: ImageResult) -> ImageResult {
+        self.emit(PrefetchEvent::Finished(result.clone()));
+        result
+    }
+}
 
 /// A reference wanted for several platforms on a store that keeps one per tag.
 struct Conflict {
@@ -70,567 +836,27 @@ fn one_platform_per_tag(
         .collect()
 }
 
-/// How to prefetch.
-#[derive(Debug, Clone)]
-pub struct PrefetchOptions {
-    /// Pulls at once (default 4).
-    pub jobs: usize,
-    /// The retry budget of each image.
-    pub retry: RetryPolicy,
-    /// Cancel and retry a pull that reports no progress for this long (default 30 s).
-    pub stall_timeout: Duration,
-    /// Pull even the images that are present (to refresh them).
-    pub always_pull: bool,
-    /// Mirrors to fall back to, by registry.
-    pub mirrors: MirrorSet,
-    /// The daemon's own registry mirrors (`docker info`), as URLs. With these, a
-    /// Docker Hub DNS failure is the daemon's fallback after a mirror fault: it gets
-    /// the full retry budget, and the mirrors are asked directly whether the image exists.
-    pub daemon_mirrors: Vec<String>,
-    /// Consecutive failures after which a source is skipped for the rest of the run.
-    pub breaker_threshold: u32,
-    /// Time limit of a direct question to a mirror.
-    pub probe_timeout: Duration,
+/// Progress of one image's attempt: the bytes so far, reported as events.
+struct ByteCounter<'a, E> {
+    prefetcher: &'a Prefetcher<E>,
+    wanted: &'a Wanted,
+    received: Mutex<u64>,
 }
 
-impl Default for PrefetchOptions {
-    fn default() -> Self {
-        PrefetchOptions::from(&Settings::default())
-    }
-}
-
-impl From<&Settings> for PrefetchOptions {
-    /// The pull part of resolved settings (the daemon's mirrors are the caller's to add).
-    fn from(settings: &Settings) -> Self {
-        PrefetchOptions {
-            jobs: settings.pull_jobs,
-            retry: settings.pull_retry.clone(),
-            stall_timeout: settings.stall_timeout,
-            always_pull: false,
-            mirrors: settings.mirrors.clone(),
-            daemon_mirrors: Vec::new(),
-            breaker_threshold: 5,
-            probe_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// What became of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImageStatus {
-    /// Pulled in this run.
-    Pulled,
-    /// Already there; nothing to do.
-    Present,
-    /// Not pulled.
-    Failed,
-}
-
-/// One image's outcome (for one platform).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageResult {
-    /// The image.
-    pub reference: ImageReference,
-    /// The platform it was wanted for (`None`: the daemon's own).
-    pub platform: Option<Platform>,
-    /// What became of it.
-    pub status: ImageStatus,
-    /// Pull attempts made (0 when present).
-    pub attempts: u32,
-    /// Where it came from: its own registry (`docker.io`) or a mirror's host.
-    pub source: Option<String>,
-    /// Time spent on it.
-    pub elapsed_ms: u64,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// The class of the last error.
-    pub error_class: Option<ErrorClass>,
-}
-
-/// Totals of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PrefetchSummary {
-    /// Images asked for.
-    pub total: usize,
-    /// Pulled in this run.
-    pub pulled: usize,
-    /// Already present.
-    pub present: usize,
-    /// Not pulled.
-    pub failed: usize,
-    /// Attempts beyond each image's first.
-    pub retries: u64,
-    /// Wall time of the run.
-    pub elapsed_ms: u64,
-}
-
-/// The outcome of a run: every image, and totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PrefetchReport {
-    /// One result per image, in the order asked.
-    pub images: Vec<ImageResult>,
-    /// Totals.
-    pub summary: PrefetchSummary,
-    /// The run was cancelled; unfinished images are `failed` with error `interrupted`.
-    #[serde(skip)]
-    pub interrupted: bool,
-}
-
-impl ImageResult {
-    fn new(wanted: &Wanted, status: ImageStatus) -> Self {
-        ImageResult {
-            reference: wanted.reference.clone(),
-            platform: wanted.platform.clone(),
-            status,
-            attempts: 0,
-            source: None,
-            elapsed_ms: 0,
-            error: None,
-            error_class: None,
-        }
-    }
-}
-
-impl PrefetchReport {
-    /// Whether every image is present now.
-    pub fn is_success(&self) -> bool {
-        self.summary.failed == 0 && !self.interrupted
-    }
-}
-
-/// Something that happened during a run, for progress displays.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum PrefetchEvent {
-    /// The image is already present.
-    Present {
-        /// The image and its platform.
-        image: Wanted,
-    },
-    /// An attempt starts.
-    Attempt {
-        /// The image and its platform.
-        image: Wanted,
-        /// 1-based attempt number.
-        attempt: u32,
-        /// Where from.
-        source: String,
-    },
-    /// Bytes downloaded so far, over all layers.
-    Progress {
-        /// The image and its platform.
-        image: Wanted,
-        /// Bytes done.
-        current: u64,
-        /// Bytes in all (as far as known).
-        total: u64,
-    },
-    /// An attempt failed.
-    AttemptFailed {
-        /// The image and its platform.
-        image: Wanted,
-        /// 1-based attempt number.
-        attempt: u32,
-        /// The error.
-        error: String,
-        /// Its class.
-        class: ErrorClass,
-        /// When the next attempt starts; `None` when this was the last.
-        retry_in: Option<Duration>,
-    },
-    /// A source failed so often that it is skipped for the rest of the run.
-    SourceSkipped {
-        /// The registry or mirror.
-        source: String,
-    },
-    /// The image is done.
-    Finished(ImageResult),
-}
-
-/// Pulls images resiliently through an [`Engine`].
-///
-/// ```no_run
-/// use docker_resilience::vocab::Wanted;
-/// use docker_resilience::{DockerEngine, ImageReference, PrefetchOptions, Prefetcher};
-///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let engine = DockerEngine::connect().await?;
-/// let images = vec![Wanted::any_platform(ImageReference::parse("ubuntu:22.04")?)];
-/// let report = Prefetcher::new(engine, PrefetchOptions::default())
-///     .on_event(|event| eprintln!("{event:?}"))
-///     .run(&images)
-///     .await?;
-/// assert!(report.is_success());
-/// # Ok(())
-/// # }
-/// ```
-pub struct Prefetcher<E> {
-    engine: Arc<E>,
-    options: PrefetchOptions,
-    events: EventSink<PrefetchEvent>,
-    cancel: CancellationToken,
-    http: reqwest::Client,
-    breaker: Breaker,
-}
-
-impl<E> std::fmt::Debug for Prefetcher<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prefetcher")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Own(String),
-    Mirror(Mirror),
-}
-
-impl Source {
-    fn key(&self) -> String {
-        match self {
-            Source::Own(registry) => registry.clone(),
-            Source::Mirror(m) => m.to_string(),
-        }
-    }
-}
-
-impl<E: Engine> Prefetcher<E> {
-    /// A prefetcher pulling through `engine`.
-    pub fn new(engine: E, options: PrefetchOptions) -> Self {
-        Self::with_shared_engine(Arc::new(engine), options)
-    }
-
-    /// A prefetcher sharing an engine with other work.
-    pub fn with_shared_engine(engine: Arc<E>, options: PrefetchOptions) -> Self {
-        let http = probe_client(options.probe_timeout);
-        Prefetcher {
-            engine,
-            breaker: Breaker::new(options.breaker_threshold),
-            options,
-            events: EventSink::none(),
-            cancel: CancellationToken::new(),
-            http,
-        }
-    }
-
-    /// Calls `sink` with every [`PrefetchEvent`] (from the pulling tasks; keep it quick).
-    pub fn on_event(mut self, sink: impl Fn(&PrefetchEvent) + Send + Sync + 'static) -> Self {
-        self.events = EventSink::new(sink);
-        self
-    }
-
-    /// Stops the run when `token` is cancelled: in-flight pulls are dropped (which
-    /// cancels them in the daemon) and the report says what was done.
-    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
-        self.cancel = token;
-        self
-    }
-
-    fn emit(&self, event: PrefetchEvent) {
-        self.events.emit(&event);
-    }
-
-    /// Pulls every image of `wanted` that is not present for its platform. Fails only
-    /// when the engine cannot list images (the daemon is unreachable); pull failures are
-    /// in the report.
-    pub async fn run(&self, wanted: &[Wanted]) -> Result<PrefetchReport, EngineError> {
-        let started = Instant::now();
-        let mut seen = HashSet::new();
-        let wanted: Vec<&Wanted> = wanted.iter().filter(|w| seen.insert(*w)).collect();
-        let references: Vec<ImageReference> = wanted.iter().map(|w| w.reference.clone()).collect();
-        let present = self.engine.present_images(&references).await?;
-        let kept = one_platform_per_tag(&wanted, present.store());
-
-        let mut results: Vec<Option<ImageResult>> = vec![None; wanted.len()];
-        let mut to_pull = Vec::new();
-        for (i, w) in wanted.iter().enumerate() {
-            if let Some(Conflict { kept, platforms }) = kept
-                .get(&w.reference)
-                .filter(|c| Some(&c.kept) != w.platform.as_ref())
-            {
-                let mut result = ImageResult::new(w, ImageStatus::Failed);
-                result.error = Some(format!(
-                    "not pulled: `{}` is needed for {}, and the daemon's image store (a graph driver) keeps one platform per tag: it keeps {kept}; use the containerd image store (`\"features\": {{\"containerd-snapshotter\": true}}` in daemon.json) to keep them all",
-                    w.reference,
-                    platforms.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
-                ));
-                result.error_class = Some(ErrorClass::Permanent);
-                self.emit(PrefetchEvent::Finished(result.clone()));
-                results[i] = Some(result);
-            } else if present.contains_for(&w.reference, w.platform.as_ref())
-                && !self.options.always_pull
-            {
-                let result = ImageResult::new(w, ImageStatus::Present);
-                self.emit(PrefetchEvent::Present {
-                    image: (*w).clone(),
-                });
-                self.emit(PrefetchEvent::Finished(result.clone()));
-                results[i] = Some(result);
-            } else {
-                to_pull.push(i);
-            }
-        }
-
-        let cancel = self.cancel.clone();
-        let pulled: Vec<(usize, Option<ImageResult>)> = stream::iter(to_pull)
-            .map(|i| {
-                let cancel = cancel.clone();
-                let w = wanted[i];
-                async move {
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => (i, None),
-                        r = self.pull_one(w) => (i, Some(r)),
-                    }
-                }
-            })
-            .buffer_unordered(self.options.jobs.max(1))
-            .collect()
-            .await;
-        for (i, result) in pulled {
-            results[i] = result;
-        }
-
-        let interrupted = self.cancel.is_cancelled();
-        let images: Vec<ImageResult> = results
-            .into_iter()
-            .zip(wanted)
-            .map(|(r, w)| {
-                r.unwrap_or_else(|| ImageResult {
-                    error: Some("interrupted".to_owned()),
-                    ..ImageResult::new(w, ImageStatus::Failed)
-                })
-            })
-            .collect();
-        let count = |s: ImageStatus| images.iter().filter(|r| r.status == s).count();
-        let summary = PrefetchSummary {
-            total: images.len(),
-            pulled: count(ImageStatus::Pulled),
-            present: count(ImageStatus::Present),
-            failed: count(ImageStatus::Failed),
-            retries: images
-                .iter()
-                .map(|r| u64::from(r.attempts.saturating_sub(1)))
-                .sum(),
-            elapsed_ms: millis(started.elapsed()),
+impl<E: Engine> ByteCounter<'_, E> {
+    fn add(&self, n: u64) {
+        let current = {
+            let mut r = crate::support::lock(&self.received);
+            *r += n;
+            *r
         };
-        Ok(PrefetchReport {
-            images,
-            summary,
-            interrupted,
-        })
-    }
-
-    async fn pull_one(&self, wanted: &Wanted) -> ImageResult {
-        let image = &wanted.reference;
-        let platform = wanted.platform.as_ref();
-        let started = Instant::now();
-        let mut schedule = self.options.retry.schedule();
-        let sources: Vec<Source> = std::iter::once(Source::Own(image.registry().to_owned()))
-            .chain(
-                self.options
-                    .mirrors
-                    .for_image(image)
-                    .iter()
-                    .cloned()
-                    .map(Source::Mirror),
-            )
-            .collect();
-        let mut turn = 0usize;
-        loop {
-            let source = self.pick(&sources, &mut turn);
-            let key = source.key();
-            let attempt = schedule.begin_attempt();
-            self.emit(PrefetchEvent::Attempt {
-                image: wanted.clone(),
-                attempt,
-                source: key.clone(),
-            });
-            let outcome = match &source {
-                Source::Own(_) => self.attempt(wanted, image).await,
-                Source::Mirror(m) => match m.image_for(image) {
-                    Ok(on_mirror) => self
-                        .attempt(wanted, &on_mirror)
-                        .await
-                        .map(|()| Some(on_mirror)),
-                    Err(e) => Err(EngineError::other(e.to_string())),
-                }
-                .map(|_| ()),
-            };
-            let outcome = match (outcome, &source) {
-                (Ok(()), Source::Mirror(m)) => self.adopt_from_mirror(image, m).await,
-                (other, _) => other,
-            };
-            let error = match outcome {
-                Ok(()) => {
-                    self.breaker.success(&key);
-                    return self.finish(ImageResult {
-                        attempts: attempt,
-                        source: Some(key),
-                        elapsed_ms: millis(started.elapsed()),
-                        ..ImageResult::new(wanted, ImageStatus::Pulled)
-                    });
-                }
-                Err(e) => e,
-            };
-            let mut message = error.to_string();
-            let mut classification = classify(&message);
-            let behind_daemon_mirror = (classification.dns_failure
-                || classification.docker_hub_unreachable)
-                && matches!(source, Source::Own(_))
-                && image.is_docker_hub()
-                && !self.options.daemon_mirrors.is_empty();
-            if behind_daemon_mirror {
-                // dockerd reports only its fallback's error whatever the mirror did:
-                // ask the mirror itself.
-                match self.probe_daemon_mirrors(image).await {
-                    Some((mirror, ProbeResult::Missing)) => {
-                        classification.class = ErrorClass::Permanent;
-                        message = format!("manifest unknown: the daemon's mirror {mirror} has no `{image}` (HTTP 404)");
-                    }
-                    Some((mirror, ProbeResult::RateLimited { retry_after })) => {
-                        classification.class = ErrorClass::RateLimited;
-                        classification.retry_after = retry_after;
-                        message = format!("toomanyrequests: the daemon's mirror {mirror} is rate limiting (HTTP 429)");
-                    }
-                    Some((mirror, ProbeResult::Unavailable { message: why })) => {
-                        message = format!("the daemon's mirror {mirror} failed ({why}); dockerd then fell back to Docker Hub: {message}");
-                    }
-                    _ => {}
-                }
-            }
-            if classification.class != ErrorClass::Permanent && self.breaker.failure(&key) {
-                self.emit(PrefetchEvent::SourceSkipped {
-                    source: key.clone(),
-                });
-            }
-            let decision = schedule.after_failure(&classification, behind_daemon_mirror);
-            let retry_in = match decision {
-                Decision::RetryAfter(d) => Some(d),
-                Decision::GiveUp => None,
-            };
-            self.emit(PrefetchEvent::AttemptFailed {
-                image: wanted.clone(),
-                attempt,
-                error: message.clone(),
-                class: classification.class,
-                retry_in,
-            });
-            match retry_in {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => {
-                    let tries = if attempt == 1 {
-                        "1 attempt".to_owned()
-                    } else {
-                        format!("{attempt} attempts")
-                    };
-                    let what = match platform {
-                        Some(p) => format!("`{image}` for {p}"),
-                        None => format!("`{image}`"),
-                    };
-                    return self.finish(ImageResult {
-                        attempts: attempt,
-                        source: Some(key),
-                        elapsed_ms: millis(started.elapsed()),
-                        error: Some(format!("failed to pull {what} after {tries}: {message}")),
-                        error_class: Some(classification.class),
-                        ..ImageResult::new(wanted, ImageStatus::Failed)
-                    });
-                }
-            }
-        }
-    }
-
-    fn finish(&self, result: ImageResult) -> ImageResult {
-        self.emit(PrefetchEvent::Finished(result.clone()));
-        result
-    }
-
-    /// The next source in turn that is not skipped; when all are, the next in turn.
-    fn pick(&self, sources: &[Source], turn: &mut usize) -> Source {
-        let n = sources.len();
-        for k in 0..n {
-            let candidate = &sources[(*turn + k) % n];
-            if !self.breaker.is_open(&candidate.key()) {
-                *turn += k + 1;
-                return candidate.clone();
-            }
-        }
-        let source = sources[*turn % n].clone();
-        *turn += 1;
-        source
-    }
-
-    /// One pull of `pull` (the image, or its name on a mirror) for the wanted
-    /// platform, with the stall watchdog and progress aggregation.
-    async fn attempt(&self, wanted: &Wanted, pull: &ImageReference) -> Result<(), EngineError> {
-        let timeout = self.options.stall_timeout;
-        let mut events = self.engine.pull(pull, wanted.platform.as_ref()).await;
-        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
-        loop {
-            match tokio::time::timeout(timeout, events.next()).await {
-                Err(_) => return Err(EngineError::Stalled { timeout }),
-                Ok(None) => return Ok(()),
-                Ok(Some(Err(e))) => return Err(e),
-                Ok(Some(Ok(event))) => {
-                    let Some(layer) = event.layer else { continue };
-                    let entry = layers.entry(layer).or_default();
-                    match (event.status.as_str(), event.current, event.total) {
-                        ("Downloading", Some(c), Some(t)) => *entry = (c, t),
-                        ("Download complete" | "Pull complete" | "Already exists", _, _) => {
-                            entry.0 = entry.1
-                        }
-                        _ => continue,
-                    }
-                    let (current, total) = layers
-                        .values()
-                        .fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt));
-                    self.emit(PrefetchEvent::Progress {
-                        image: wanted.clone(),
-                        current,
-                        total,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Names an image pulled from a mirror with its own name, and drops the mirror's.
-    async fn adopt_from_mirror(
-        &self,
-        image: &ImageReference,
-        mirror: &Mirror,
-    ) -> Result<(), EngineError> {
-        let on_mirror = mirror
-            .image_for(image)
-            .map_err(|e| EngineError::other(e.to_string()))?;
-        if image.tag().is_some() {
-            self.engine.tag(&on_mirror, image).await?;
-        }
-        if let Err(e) = self.engine.untag(&on_mirror).await {
-            tracing::debug!("could not remove the mirror's name `{on_mirror}`: {e}");
-        }
-        Ok(())
-    }
-
-    /// Asks the daemon's mirrors directly; the first definite answer wins.
-    async fn probe_daemon_mirrors(&self, image: &ImageReference) -> Option<(String, ProbeResult)> {
-        let mut last = None;
-        for mirror in &self.options.daemon_mirrors {
-            let result = probe_manifest(&self.http, mirror, image).await;
-            let name = mirror.trim_end_matches('/').to_owned();
-            match result {
-                ProbeResult::Unavailable { .. } => last = Some((name, result)),
-                definite => return Some((name, definite)),
-            }
-        }
-        last
+        self.prefetcher.emit(PrefetchEvent::Progress {
+            image: self.wanted.clone(),
+            current,
+            total: 0,
+        });
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -732,6 +958,13 @@ mod tests {
         async fn untag(&self, _image: &ImageReference) -> Result<(), EngineError> {
             Ok(())
         }
+
+        async fn load(
+            &self,
+            _archive: crate::engine::ContextStream,
+        ) -> Result<Vec<String>, EngineError> {
+            Ok(Vec::new())
+        }
     }
 
     fn refs(names: &[&str]) -> Vec<Wanted> {
@@ -828,8 +1061,10 @@ mod tests {
         );
     }
 
+    /// Quick delays, through the (fake) daemon: unit tests send nothing to registries.
     fn quick() -> PrefetchOptions {
         PrefetchOptions {
+            via: Via::Daemon,
             retry: RetryPolicy {
                 jitter: false,
                 ..RetryPolicy::quick()
@@ -1013,6 +1248,12 @@ mod tests {
             }
             async fn untag(&self, i: &ImageReference) -> Result<(), EngineError> {
                 self.inner.untag(i).await
+            }
+            async fn load(
+                &self,
+                a: crate::engine::ContextStream,
+            ) -> Result<Vec<String>, EngineError> {
+                self.inner.load(a).await
             }
         }
         let engine = Arc::new(Counting {

@@ -15,6 +15,11 @@ pub use error::{Error, ErrorKind};
 pub use runner::{DockerBuild, DockerBuildReport};
 
 use crate::build::{BuildEvent, BuildOptions, BuildReport, Builder};
+use crate::bundle::{
+    export_bundle, export_fetched, BundleError, BundleManifest, BytesProgress, Compression,
+};
+use crate::cache::BlobCache;
+use crate::config::Via;
 use crate::config::{Overrides, Settings};
 use crate::engine::{DockerEngine, EngineError};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
@@ -61,6 +66,15 @@ pub struct BuildOutcome {
     pub build: Option<BuildReport>,
 }
 
+/// What a [`Project::export`] did.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    /// The bundle's manifest.
+    pub manifest: BundleManifest,
+    /// The fetch from registries, when the images did not come from the daemon.
+    pub fetched: Option<PrefetchReport>,
+}
+
 impl Project {
     /// Plans `root` and resolves the settings (`overrides` over its `drbuild.yaml`
     /// over the defaults). Unknown keys of the file are logged as warnings.
@@ -83,6 +97,25 @@ impl Project {
         Ok(Project {
             root: root.to_path_buf(),
             plan,
+            settings,
+        })
+    }
+
+    /// A project whose tree is not planned (the images are named, not read from it):
+    /// its `drbuild.yaml` and settings only.
+    pub fn settings_only(root: &Path, overrides: &Overrides) -> Result<Project, Error> {
+        let config = crate::config::ConfigFile::find(root).map_err(crate::plan::PlanError::from)?;
+        let settings = Settings::resolve(
+            overrides,
+            config.as_ref().map(|c| &c.config),
+            Settings::default(),
+        )?;
+        Ok(Project {
+            root: root.to_path_buf(),
+            plan: Plan {
+                config,
+                ..Plan::default()
+            },
             settings,
         })
     }
@@ -127,6 +160,92 @@ impl Project {
             .cancel_on(cancel)
             .run(wanted)
             .await
+    }
+
+    /// Writes the `wanted` images to a bundle at `output`: from the daemon (`docker
+    /// save`) when it is reachable and holds them all (unless `--via registry`), else
+    /// straight from the registries through the registry-native path and its cache —
+    /// no daemon needed, and nothing already in the cache is downloaded again.
+    pub async fn export(
+        &self,
+        wanted: &[Wanted],
+        output: &Path,
+        compression: Compression,
+        events: impl Fn(&PrefetchEvent) + Send + Sync + 'static,
+        progress: BytesProgress,
+        cancel: CancellationToken,
+    ) -> Result<ExportOutcome, Error> {
+        // The daemon, when there is one, names its registry mirrors (the registry path
+        // uses them first, as the daemon would) and may hold the images already.
+        let engine = match DockerEngine::connect().await {
+            Ok(engine) => Some(engine),
+            Err(e) if self.settings.via == Via::Daemon => return Err(e.into()),
+            Err(e) => {
+                tracing::info!("{e}: fetching from the registries instead");
+                None
+            }
+        };
+        let mut daemon_mirrors = Vec::new();
+        if let Some(engine) = &engine {
+            if self.settings.via != Via::Registry {
+                let references: Vec<_> = wanted.iter().map(|w| w.reference.clone()).collect();
+                let present = crate::engine::Engine::present_images(engine, &references).await?;
+                let all = wanted
+                    .iter()
+                    .all(|w| present.contains_for(&w.reference, w.platform.as_ref()));
+                if all || self.settings.via == Via::Daemon {
+                    let manifest =
+                        export_bundle(engine, wanted, output, compression, &cancel, progress)
+                            .await?;
+                    return Ok(ExportOutcome {
+                        manifest,
+                        fetched: None,
+                    });
+                }
+            }
+            daemon_mirrors = engine.info().await.map(|i| i.mirrors).unwrap_or_default();
+        }
+        let options = PrefetchOptions {
+            daemon_mirrors,
+            ..PrefetchOptions::from(&self.settings)
+        };
+        let cache_dir = options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(BlobCache::default_dir);
+        let report = Prefetcher::fetch_only(options)
+            .on_event(events)
+            .cancel_on(cancel.clone())
+            .run(wanted)
+            .await?;
+        if report.interrupted {
+            return Err(BundleError::Interrupted.into());
+        }
+        let failed: Vec<String> = report
+            .images
+            .iter()
+            .filter_map(|r| r.error.clone())
+            .collect();
+        if !failed.is_empty() {
+            return Err(BundleError::NotFetched { errors: failed }.into());
+        }
+        let cache = BlobCache::open(&cache_dir).map_err(|e| BundleError::Io {
+            path: cache_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let manifest = export_fetched(
+            &cache,
+            &report.fetched,
+            output,
+            compression,
+            &cancel,
+            progress,
+        )
+        .await?;
+        Ok(ExportOutcome {
+            manifest,
+            fetched: Some(report),
+        })
     }
 
     /// Prefetches the base images of the selected services, then builds them in

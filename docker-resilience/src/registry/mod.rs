@@ -1,8 +1,13 @@
 //! Registry: talking to registries and mirrors over the distribution API, directly
-//! (not through the daemon). Asking a mirror whether it holds an image, and whether a
-//! registry answers at all.
+//! (not through the daemon): a [`client`] whose every failure says which endpoint
+//! answered what, the [`manifest`] types, [`credentials`] from docker's config, and
+//! probes (does a mirror hold an image, does a registry answer).
 //!
-//! May import: `vocab`, `resilience`, `support`.
+//! May import: `vocab`, `resilience`, `support`, `cache` (digests).
+
+pub mod client;
+pub mod credentials;
+pub mod manifest;
 
 use std::time::Duration;
 

@@ -1,10 +1,12 @@
 //! Resilience: pure policy, no I/O. What an error means ([`classify`]), how long to wait
 //! before the next attempt ([`retry`]), when to stop asking a source that keeps failing
-//! ([`breaker`]), and where else an image can come from ([`mirror`]).
+//! ([`breaker`]), how a source is doing ([`health`]), and where else an image can come
+//! from ([`mirror`]).
 //!
 //! May import: `vocab`.
 
 pub mod breaker;
 pub mod classify;
+pub mod health;
 pub mod mirror;
 pub mod retry;

@@ -116,6 +116,20 @@ impl RetrySchedule {
         .max(1)
     }
 
+    /// Whether another attempt may follow one that failed so, after `delay` (the wait
+    /// the source's health asks for): not for a permanent error, nor past the budget
+    /// or the deadline.
+    pub fn next_attempt(
+        &mut self,
+        classification: &Classification,
+        explained_by_mirror: bool,
+        delay: Duration,
+    ) -> bool {
+        classification.class != ErrorClass::Permanent
+            && self.attempts < self.budget(classification, explained_by_mirror)
+            && self.started.elapsed() + delay <= self.policy.deadline
+    }
+
     /// Decides after a failed attempt. `explained_by_mirror`: the daemon has registry
     /// mirrors, so a DNS failure for Docker Hub is the mirror's fault (full budget).
     pub fn after_failure(

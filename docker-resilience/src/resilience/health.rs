@@ -1,0 +1,225 @@
+//! The health of each source (a registry, a mirror): how long to wait before the next
+//! attempt depends on how the source is doing, not only on one image's attempt count.
+//!
+//! - A source that served another request a moment ago is *glitching*: a failure is
+//!   retried at once (after a few milliseconds of jitter).
+//! - A source failing as a whole (no success lately) backs off exponentially with
+//!   jitter, counted over all its requests: forty images waiting on a dead mirror do
+//!   not make forty schedules of their own.
+//! - A `429` closes the source to every request until its `Retry-After` (or the
+//!   policy's rate-limit delay) has passed: one budget per source, so retries never
+//!   multiply against a rate limit. The exception is a lone `429` from a source that
+//!   served a request since its last one (a mirror relaying its upstream's limit for
+//!   one image while serving the rest): only that image waits its `Retry-After`; a
+//!   second `429` with no success between closes the source.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::classify::ErrorClass;
+use super::retry::RetryPolicy;
+
+/// How recent a success must be for a failure to count as a glitch.
+const GLITCH_WINDOW: Duration = Duration::from_secs(3);
+/// The longest jittered wait before retrying a glitch.
+const GLITCH_DELAY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct SourceState {
+    consecutive_failures: u32,
+    last_success: Option<Instant>,
+    last_rate_limited: Option<Instant>,
+    closed_until: Option<Instant>,
+}
+
+/// The health of every source of a run.
+#[derive(Debug)]
+pub struct Health {
+    min_delay: Duration,
+    max_delay: Duration,
+    rate_limit_delay: Duration,
+    jitter: bool,
+    sources: Mutex<HashMap<String, SourceState>>,
+}
+
+impl Health {
+    /// Health tracking with the delays of `policy`.
+    pub fn new(policy: &RetryPolicy) -> Self {
+        Health {
+            min_delay: policy.min_delay,
+            max_delay: policy.max_delay.max(policy.min_delay),
+            rate_limit_delay: policy.rate_limit_delay,
+            jitter: policy.jitter,
+            sources: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, SourceState>> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a request to `source` must wait before it may be sent (a rate limit
+    /// still running); `None` when it may go now.
+    pub fn wait(&self, source: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.states()
+            .get(source)
+            .and_then(|s| s.closed_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    /// Waits until a request to `source` may be sent.
+    pub async fn ready(&self, source: &str) {
+        while let Some(wait) = self.wait(source) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Records a request `source` answered.
+    pub fn success(&self, source: &str) {
+        let mut states = self.states();
+        let s = states.entry(source.to_owned()).or_default();
+        s.consecutive_failures = 0;
+        s.last_success = Some(Instant::now());
+    }
+
+    /// Records a failed request; returns how long the image it was for should wait
+    /// before its next attempt.
+    pub fn failure(
+        &self,
+        source: &str,
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let now = Instant::now();
+        let mut states = self.states();
+        let s = states.entry(source.to_owned()).or_default();
+        s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+        match class {
+            ErrorClass::Permanent => Duration::ZERO,
+            ErrorClass::RateLimited => {
+                let wait = retry_after.unwrap_or(self.rate_limit_delay);
+                let served_since = s.last_success.is_some_and(|t| {
+                    now.saturating_duration_since(t) < GLITCH_WINDOW
+                        && s.last_rate_limited.is_none_or(|r| t > r)
+                });
+                s.last_rate_limited = Some(now);
+                if served_since {
+                    return wait;
+                }
+                let until = now + wait;
+                let until = s.closed_until.map_or(until, |u| u.max(until));
+                s.closed_until = Some(until);
+                until - now
+            }
+            ErrorClass::Transient => {
+                let glitch = s
+                    .last_success
+                    .is_some_and(|t| now.saturating_duration_since(t) < GLITCH_WINDOW);
+                if glitch {
+                    return self.jittered(GLITCH_DELAY, true);
+                }
+                let exponent = s.consecutive_failures.saturating_sub(1).min(20);
+                let delay = self
+                    .min_delay
+                    .saturating_mul(1u32 << exponent)
+                    .min(self.max_delay);
+                self.jittered(delay, false)
+            }
+        }
+    }
+
+    /// `delay` with jitter: anywhere up to it for a glitch, between half and all of
+    /// it for a backoff (when the policy has jitter).
+    fn jittered(&self, delay: Duration, full: bool) -> Duration {
+        if !self.jitter || delay.is_zero() {
+            return delay;
+        }
+        let low = if full { 0.0 } else { 0.5 };
+        delay.mul_f64(rand::rng().random_range(low..=1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health() -> Health {
+        Health::new(&RetryPolicy {
+            jitter: false,
+            ..RetryPolicy::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_glitch_on_a_serving_source_is_retried_at_once() {
+        let h = health();
+        h.success("mirror");
+        let wait = h.failure("mirror", ErrorClass::Transient, None);
+        assert!(wait <= GLITCH_DELAY, "{wait:?}");
+        // Still serving others: the next failure is a glitch too.
+        let wait = h.failure("mirror", ErrorClass::Transient, None);
+        assert!(wait <= GLITCH_DELAY, "{wait:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_source_backs_off_over_all_its_requests() {
+        let h = health();
+        let waits: Vec<u64> = (0..7)
+            .map(|_| h.failure("dead", ErrorClass::Transient, None).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        // A success long ago does not make a failure a glitch.
+        h.success("dead");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(h.failure("dead", ErrorClass::Transient, None).as_secs(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_closes_the_source_to_every_request() {
+        let h = health();
+        let wait = h.failure("hub", ErrorClass::RateLimited, Some(Duration::from_secs(2)));
+        assert_eq!(wait, Duration::from_secs(2));
+        assert_eq!(h.wait("hub"), Some(Duration::from_secs(2)));
+        assert_eq!(h.wait("mirror"), None, "other sources stay open");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(h.wait("hub"), Some(Duration::from_millis(500)));
+        let started = Instant::now();
+        h.ready("hub").await;
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        assert_eq!(h.wait("hub"), None);
+        // Without Retry-After, the policy's rate-limit delay.
+        let wait = h.failure("hub", ErrorClass::RateLimited, None);
+        assert_eq!(wait, Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_429_amid_successes_holds_only_its_image() {
+        let h = health();
+        h.success("mirror");
+        let wait = h.failure(
+            "mirror",
+            ErrorClass::RateLimited,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(
+            wait,
+            Duration::from_secs(1),
+            "the image waits its Retry-After"
+        );
+        assert_eq!(h.wait("mirror"), None, "the others go on");
+        // A second 429 with no success between: the source is rate-limited as a whole.
+        let wait = h.failure(
+            "mirror",
+            ErrorClass::RateLimited,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(wait, Duration::from_secs(1));
+        assert_eq!(h.wait("mirror"), Some(Duration::from_secs(1)));
+    }
+}
