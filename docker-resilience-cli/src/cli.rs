@@ -64,6 +64,36 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Show the blob cache of registry-native pulls (`cache prune` empties it).
     Cache(CacheArgs),
+    /// Copy the plan's images into a registry (a fleet's mirror), digests unchanged.
+    Sync(SyncArgs),
+}
+
+/// `drbuild sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The tree whose plan's images to copy.
+    #[arg(default_value = ".")]
+    pub root: PathBuf,
+    /// The registry to fill, `HOST[:PORT]`: Docker Hub images land under their Hub
+    /// names (`library/nginx:stable`), others under their registry's host
+    /// (`ghcr.io/org/app:tag`).
+    #[arg(long, value_name = "REGISTRY")]
+    pub to: String,
+    /// Platforms to copy (repeatable) [default: those the plan needs each image for].
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<Platform>,
+    /// Plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    pub insecure: bool,
+    /// A build arg for every Dockerfile (`KEY=VALUE`), over the services' own.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub build_args: Vec<(String, String)>,
+    /// Images copied at once [default: `pull-jobs` in drbuild.yaml, else 4].
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub jobs: Option<usize>,
+    /// How images are fetched.
+    #[command(flatten)]
+    pub pull: PullArgs,
 }
 
 /// `drbuild cache`.
@@ -100,6 +130,10 @@ pub struct DoctorArgs {
     /// Timeout of each network probe [default: 3s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// A daemon to check (`unix:///…`, `tcp://HOST:PORT`); repeatable [default:
+    /// `hosts` in drbuild.yaml, else DOCKER_HOST].
+    #[arg(long = "docker-host", value_name = "URL")]
+    pub docker_hosts: Vec<String>,
 }
 
 /// `drbuild export`.
@@ -116,6 +150,11 @@ pub struct ExportArgs {
     /// `none` (default) keeps it loadable by `docker load -i`.
     #[arg(long, default_value = "none", value_name = "none|zstd")]
     pub compress: docker_resilience::bundle::Compression,
+    /// Every platform of each multi-platform image (fetched from the registries), not
+    /// only those the plan needs: a bundle that `import --to` pushes into a registry
+    /// with the images' digests unchanged.
+    #[arg(long)]
+    pub all_platforms: bool,
     /// Where the images come from when the daemon does not hold them (or with
     /// `--via registry`, or with no daemon at all): the registries, as for prefetch.
     #[command(flatten)]
@@ -127,6 +166,18 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The bundle to load.
     pub file: PathBuf,
+    /// Push the bundle's images into this registry (`HOST[:PORT]`) instead of loading
+    /// them into a daemon: an air-gapped site's registry, which every machine then
+    /// pulls from. Digests stay as the bundle holds them.
+    #[arg(long, value_name = "REGISTRY")]
+    pub to: Option<String>,
+    /// Plain HTTP to a `--to` registry that is not on loopback.
+    #[arg(long, requires = "to")]
+    pub insecure: bool,
+    /// A daemon to load into (`unix:///…`, `tcp://HOST:PORT`); repeatable: the bundle
+    /// is verified once and loaded into every daemon in parallel [default: DOCKER_HOST].
+    #[arg(long = "docker-host", value_name = "URL", conflicts_with = "to")]
+    pub docker_hosts: Vec<String>,
 }
 
 /// Options of the commands that build.
@@ -233,6 +284,11 @@ pub struct PrefetchArgs {
     /// Pulls at once [default: `pull-jobs` in drbuild.yaml, else 4].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
+    /// A daemon to prefetch into (`unix:///…`, `tcp://HOST:PORT`); repeatable: each
+    /// blob is fetched once and loaded into every daemon [default: `hosts` in
+    /// drbuild.yaml, else DOCKER_HOST].
+    #[arg(long = "docker-host", value_name = "URL")]
+    pub docker_hosts: Vec<String>,
     /// How to pull.
     #[command(flatten)]
     pub pull: PullArgs,
@@ -303,6 +359,7 @@ impl PullArgs {
             fallback: self.fallback,
             cache_dir: self.cache_dir.clone(),
             credentials: self.no_credentials.then_some(false),
+            hosts: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use docker_resilience::build::{BuildReport, ServiceStatus};
 use docker_resilience::doctor::{Check, CheckStatus};
 use docker_resilience::prefetch::{ImageStatus, PrefetchReport};
+use docker_resilience::sync::{SyncReport, SyncStatus};
 use docker_resilience::vocab::Platform;
 use docker_resilience::{ImageReference, Plan};
 use serde::Serialize;
@@ -159,20 +160,7 @@ pub fn prefetch_table(report: &PrefetchReport) -> String {
             let _ = writeln!(out, "    {error}{class}");
         }
     }
-    for e in &report.endpoints {
-        let _ = writeln!(
-            out,
-            "  {}: {} request(s), {}, {} resume(s); faults: {} transient, {} rate-limited, {} permanent; {:.1}s",
-            e.endpoint,
-            e.requests,
-            bytesize::ByteSize(e.bytes).display().iec(),
-            e.resumes,
-            e.faults.transient,
-            e.faults.rate_limited,
-            e.faults.permanent,
-            e.elapsed_ms as f64 / 1000.0
-        );
-    }
+    endpoint_lines(&mut out, &report.endpoints);
     let s = &report.summary;
     let _ = writeln!(
         out,
@@ -188,6 +176,114 @@ pub fn prefetch_table(report: &PrefetchReport) -> String {
     if report.interrupted {
         let _ = writeln!(out, "interrupted: unfinished pulls were cancelled");
     }
+    out
+}
+
+/// A prefetch into several daemons: each daemon's table, what the endpoints did (for
+/// all of them), and the totals.
+pub fn hosts_table(report: &docker_resilience::project::HostsReport) -> String {
+    let mut out = String::new();
+    for host in &report.hosts {
+        let _ = writeln!(out, "== {}", host.host);
+        if let Some(error) = &host.error {
+            let _ = writeln!(out, "   unreachable: {error}");
+        }
+        let mut one = host.report.clone();
+        one.endpoints.clear();
+        out.push_str(&prefetch_table(&one));
+    }
+    endpoint_lines(&mut out, &report.endpoints);
+    let s = &report.summary;
+    let failed_hosts = report
+        .hosts
+        .iter()
+        .filter(|h| h.report.summary.failed > 0)
+        .count();
+    let _ = writeln!(
+        out,
+        "{} daemon(s), {} with failures: pulled {}, present {}, failed {} of {}; {:.1}s",
+        report.hosts.len(),
+        failed_hosts,
+        s.pulled,
+        s.present,
+        s.failed,
+        s.total,
+        s.elapsed_ms as f64 / 1000.0
+    );
+    out
+}
+
+/// What each registry endpoint did, a line each.
+fn endpoint_lines(out: &mut String, endpoints: &[docker_resilience::fetch::EndpointStats]) {
+    for e in endpoints {
+        let _ = writeln!(
+            out,
+            "  {}: {} request(s), {}, {} resume(s); faults: {} transient, {} rate-limited, {} permanent; {:.1}s",
+            e.endpoint,
+            e.requests,
+            bytesize::ByteSize(e.bytes).display().iec(),
+            e.resumes,
+            e.faults.transient,
+            e.faults.rate_limited,
+            e.faults.permanent,
+            e.elapsed_ms as f64 / 1000.0
+        );
+    }
+}
+
+/// The summary of a sync: an image per line with where it went, what the sources did,
+/// and the totals.
+pub fn sync_table(report: &SyncReport) -> String {
+    let mut out = String::new();
+    let width = name_width(report.images.iter().map(|i| i.reference.to_string()));
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<7}  {:>10}  TARGET",
+        "IMAGE", "STATUS", "SENT"
+    );
+    for item in &report.images {
+        let status = match item.status {
+            SyncStatus::Copied => "copied",
+            SyncStatus::Present => "present",
+            SyncStatus::Failed => "failed",
+        };
+        let mut name = item.reference.to_string();
+        if name.len() > width {
+            let _ = writeln!(out, "{name}");
+            name.clear();
+        }
+        let _ = writeln!(
+            out,
+            "{name:<width$}  {status:<7}  {:>10}  {}",
+            bytesize::ByteSize(item.bytes).display().iec().to_string(),
+            item.target
+        );
+        if let Some(error) = &item.error {
+            let class = item
+                .error_class
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "    {error}{class}");
+        }
+    }
+    endpoint_lines(&mut out, &report.endpoints);
+    let s = &report.summary;
+    let _ = writeln!(
+        out,
+        "copied {}, present {}, failed {} of {} to {}{}; {} sent; {:.1}s",
+        s.copied,
+        s.present,
+        s.failed,
+        s.total,
+        report.target,
+        if report.plain_http {
+            " (plain HTTP)"
+        } else {
+            ""
+        },
+        bytesize::ByteSize(s.bytes).display().iec(),
+        s.elapsed_ms as f64 / 1000.0
+    );
     out
 }
 

@@ -106,6 +106,7 @@ pub mod project;
 pub mod registry;
 pub mod resilience;
 mod support;
+pub mod sync;
 pub mod vocab;
 
 pub use build::{BuildOptions, Builder};

@@ -24,6 +24,10 @@ pub struct Testbed {
     pub engine: String,
     /// The docker client that matches the engine.
     pub docker_cli: PathBuf,
+    /// The LAN registry (a fleet's mirror, empty at first), `127.0.0.1:PORT`.
+    pub lan: String,
+    /// `DOCKER_HOST` of the site daemon, whose only mirror is the LAN registry.
+    pub site_host: String,
     drbuild: PathBuf,
     lock: Mutex<()>,
 }
@@ -42,6 +46,23 @@ impl std::ops::Deref for Session<'_> {
         self.bed
     }
 }
+
+/// The 13 images of `tests/data/thirteen` (our users' `build-all` tree).
+pub const THIRTEEN: [&str; 13] = [
+    "ubuntu:22.04",
+    "nginx:stable",
+    "nginx:stable-alpine",
+    "node:18-alpine",
+    "golang:1.21-alpine",
+    "golang:1.20-alpine",
+    "postgres:15-alpine",
+    "redis:7-alpine",
+    "python:3.11-slim",
+    "alpine:latest",
+    "alpine:3.18",
+    "busybox:1.36",
+    "debian:bookworm-slim",
+];
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -119,6 +140,8 @@ impl Testbed {
             proxy: var("DRBUILD_TESTBED_PROXY"),
             engine: var("DRBUILD_TESTBED_ENGINE"),
             docker_cli: PathBuf::from(var("DRBUILD_TESTBED_DOCKER")),
+            lan: var("DRBUILD_TESTBED_LAN"),
+            site_host: var("DRBUILD_TESTBED_SITE_HOST"),
             drbuild: target.join("debug/drbuild"),
             lock: Mutex::new(()),
         }
@@ -172,6 +195,43 @@ impl Session<'_> {
             .env("DOCKER_HOST", &self.bed.docker_host)
             .output()
             .expect("run docker")
+    }
+
+    /// `docker` against the site daemon.
+    pub fn site_docker(&self, args: &[&str]) -> Output {
+        Command::new(&self.bed.docker_cli)
+            .args(args)
+            .env("DOCKER_HOST", &self.bed.site_host)
+            .output()
+            .expect("run docker")
+    }
+
+    /// Empties the LAN registry.
+    pub fn lan_reset(&self) {
+        run_checked(
+            Command::new(repo_root().join("scripts/testbed"))
+                .arg("lan-reset")
+                .env("DRBUILD_TESTBED_ENGINE", &self.bed.engine),
+            "scripts/testbed lan-reset",
+        );
+    }
+
+    /// The digest the registry (upstream, or the LAN one) serves for `repository:tag`.
+    pub fn manifest_digest(&self, registry: &str, repository: &str, tag: &str) -> Option<String> {
+        let out = Command::new("curl")
+            .args([
+                "-sfI",
+                "-H",
+                "Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+                &format!("http://{registry}/v2/{repository}/manifests/{tag}"),
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_owned())
+        })
     }
 
     /// Removes images by name (missing ones are fine).

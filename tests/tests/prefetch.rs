@@ -3,24 +3,8 @@
 use std::time::{Duration, Instant};
 
 use docker_resilience_tests::faultproxy::{Config, Fault, PathKind, Rule};
-use docker_resilience_tests::testbed::{data, Session, Testbed};
+use docker_resilience_tests::testbed::{data, Session, Testbed, THIRTEEN};
 use serde_json::Value;
-
-const THIRTEEN: [&str; 13] = [
-    "ubuntu:22.04",
-    "nginx:stable",
-    "nginx:stable-alpine",
-    "node:18-alpine",
-    "golang:1.21-alpine",
-    "golang:1.20-alpine",
-    "postgres:15-alpine",
-    "redis:7-alpine",
-    "python:3.11-slim",
-    "alpine:latest",
-    "alpine:3.18",
-    "busybox:1.36",
-    "debian:bookworm-slim",
-];
 
 /// Quick delays: the registry is local, the faults are ours.
 const QUICK: [&str; 4] = ["--retry-delay", "100ms", "--retry-max-delay", "1s"];

@@ -4,7 +4,16 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use docker_resilience::bundle::{import_bundle, BundleImage, BytesProgress, Compression};
+use std::time::Duration;
+
+use docker_resilience::bundle::{
+    import_bundle, import_bundle_hosts, push_bundle, BundleImage, BytesProgress, Compression,
+    HostImport,
+};
+use docker_resilience::project::{registry_target, ExportOptions};
+use docker_resilience::registry::client::RegistryClient;
+use docker_resilience::registry::credentials::Credentials;
+use docker_resilience::sync::SyncReport;
 use docker_resilience::vocab::Wanted;
 use docker_resilience::{DockerEngine, ImageReference, Project};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -94,7 +103,10 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         .export(
             &images,
             &args.output,
-            args.compress,
+            ExportOptions {
+                compression: args.compress,
+                all_platforms: args.all_platforms,
+            },
             move |e| sink.event(e),
             progress,
             token,
@@ -138,6 +150,12 @@ struct ImportOutput<'a> {
 }
 
 pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError> {
+    if let Some(target) = &args.to {
+        return push(cli, args, target).await;
+    }
+    if !args.docker_hosts.is_empty() {
+        return import_hosts(cli, args).await;
+    }
     let engine = DockerEngine::connect().await?;
     let token = ctrl_c_token();
     let (progress, bar) = byte_progress(cli, "import");
@@ -167,4 +185,73 @@ pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError>
         println!("imported {} image(s)", report.manifest.images.len());
     }
     Ok(())
+}
+
+/// `import --to`: the bundle's images into a registry.
+async fn push(cli: &Cli, args: &ImportArgs, target: &str) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
+    let (endpoint, _, _) = registry_target(target, args.insecure).await;
+    let client = RegistryClient::new(Credentials::from_docker_config(), Duration::from_secs(60));
+    let (progress, bar) = byte_progress(cli, "verify");
+    let result = push_bundle(&args.file, &client, &endpoint, progress).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = SyncReport::of_items(target, endpoint.is_plain_http(), result?, started);
+    if cli.json {
+        output::json(&report);
+    } else {
+        print!("{}", output::sync_table(&report));
+    }
+    CliError::outcome(false, report.summary.failed, "image(s) not pushed")
+}
+
+#[derive(Serialize)]
+struct HostsImportOutput<'a> {
+    file: &'a Path,
+    images: &'a [BundleImage],
+    content_bytes: u64,
+    content_sha256: &'a str,
+    hosts: &'a [HostImport],
+}
+
+/// `import --docker-host A --docker-host B`: verified once, loaded into each.
+async fn import_hosts(cli: &Cli, args: &ImportArgs) -> Result<(), CliError> {
+    let token = ctrl_c_token();
+    let (progress, bar) = byte_progress(cli, "verify");
+    let result = import_bundle_hosts(&args.docker_hosts, &args.file, &token, progress).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let (manifest, hosts) = result?;
+    let failed = hosts.iter().filter(|h| h.error.is_some()).count();
+    if cli.json {
+        output::json(&HostsImportOutput {
+            file: &args.file,
+            images: &manifest.images,
+            content_bytes: manifest.content_bytes,
+            content_sha256: &manifest.content_sha256,
+            hosts: &hosts,
+        });
+    } else {
+        println!(
+            "verified {} ({} bytes, sha256 {})",
+            args.file.display(),
+            manifest.content_bytes,
+            manifest.content_sha256
+        );
+        for host in &hosts {
+            match &host.error {
+                None => println!("{}: loaded {} image(s)", host.host, host.loaded.len()),
+                Some(e) => println!("{}: failed: {e}", host.host),
+            }
+        }
+        println!(
+            "imported {} image(s) into {} of {} daemon(s)",
+            manifest.images.len(),
+            hosts.len() - failed,
+            hosts.len()
+        );
+    }
+    CliError::outcome(false, failed, "daemon(s) not loaded")
 }

@@ -7,6 +7,7 @@ mod cache;
 mod doctor;
 mod plan;
 mod prefetch;
+mod sync;
 
 use docker_resilience::{CancellationToken, Overrides, Project};
 
@@ -24,6 +25,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Import(args) => runtime()?.block_on(bundle::import(cli, args)),
         Command::Doctor(args) => runtime()?.block_on(doctor::run(cli, args)),
         Command::Cache(args) => cache::run(cli, args),
+        Command::Sync(args) => runtime()?.block_on(sync::run(cli, args)),
     }
 }
 

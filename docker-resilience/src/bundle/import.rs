@@ -30,18 +30,7 @@ pub async fn import_bundle(
     cancel: &CancellationToken,
     progress: BytesProgress,
 ) -> Result<ImportReport, BundleError> {
-    let verify_path = path.to_path_buf();
-    let verify_progress = std::sync::Arc::clone(&progress);
-    let manifest =
-        tokio::task::spawn_blocking(move || verify_bundle(&verify_path, &verify_progress))
-            .await
-            .map_err(|e| BundleError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            })??;
-    if cancel.is_cancelled() {
-        return Err(BundleError::Interrupted);
-    }
+    let manifest = verified(path, std::sync::Arc::clone(&progress), cancel).await?;
     let total = std::fs::metadata(path).map_err(io_err(path))?.len();
     let stream = file_stream(
         path.to_path_buf(),
@@ -70,6 +59,74 @@ pub async fn import_bundle(
         }
     }
     Ok(ImportReport { manifest, loaded })
+}
+
+/// What one daemon of a many-daemon import loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostImport {
+    /// The daemon.
+    pub host: String,
+    /// What it said it loaded.
+    pub loaded: Vec<String>,
+    /// Why it loaded nothing (unreachable, refused).
+    pub error: Option<String>,
+}
+
+/// Verifies a bundle once, then loads it into every daemon of `hosts` in parallel
+/// (each reads the file itself). A daemon that cannot be reached or refuses fails
+/// alone; a bad bundle loads nowhere.
+pub async fn import_bundle_hosts(
+    hosts: &[String],
+    path: &Path,
+    cancel: &CancellationToken,
+    progress: BytesProgress,
+) -> Result<(BundleManifest, Vec<HostImport>), BundleError> {
+    let manifest = verified(path, progress, cancel).await?;
+    let zstd = manifest
+        .compressed_bytes
+        .filter(|_| manifest.compression == Compression::Zstd);
+    let loads = hosts.iter().map(|host| async move {
+        let host = host.clone();
+        let engine = DockerEngine::connect_to(&host).await.map_err(|e| e.to_string());
+        let (loaded, error) = match engine {
+            Err(e) => (Vec::new(), Some(e)),
+            Ok(engine) => {
+                let stream = file_stream(path.to_path_buf(), zstd);
+                tokio::select! {
+                    loaded = engine.load(stream) => match loaded {
+                        Ok(loaded) => (loaded, None),
+                        Err(e) => (Vec::new(), Some(format!("the daemon could not load {}: {e}", path.display()))),
+                    },
+                    () = cancel.cancelled() => (Vec::new(), Some("interrupted".to_owned())),
+                }
+            }
+        };
+        HostImport { host, loaded, error }
+    });
+    let hosts = futures_util::future::join_all(loads).await;
+    if cancel.is_cancelled() {
+        return Err(BundleError::Interrupted);
+    }
+    Ok((manifest, hosts))
+}
+
+/// The bundle's manifest once the whole file is proven (on a blocking thread).
+async fn verified(
+    path: &Path,
+    progress: BytesProgress,
+    cancel: &CancellationToken,
+) -> Result<BundleManifest, BundleError> {
+    let verify_path = path.to_path_buf();
+    let manifest = tokio::task::spawn_blocking(move || verify_bundle(&verify_path, &progress))
+        .await
+        .map_err(|e| BundleError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })??;
+    if cancel.is_cancelled() {
+        return Err(BundleError::Interrupted);
+    }
+    Ok(manifest)
 }
 
 /// The file as a stream of chunks, read on a blocking thread with a small buffer.

@@ -14,18 +14,23 @@
 //! file appears at its path only when complete: it is written to a temporary file
 //! beside it and renamed.
 //!
-//! May import: `vocab`, `support`, `engine`, `cache`, `fetch`.
+//! `import --to` pushes a bundle's images into a registry instead ([`push_bundle`]):
+//! the blobs and manifests as fetched, so their digests stay the registry's.
+//!
+//! May import: `vocab`, `support`, `engine`, `cache`, `fetch`, `registry`, `sync`.
 
 mod export;
 mod format;
 mod import;
+mod push;
 mod verify;
 
 use std::path::{Path, PathBuf};
 
 pub use export::{export_bundle, export_fetched};
 pub use format::{BundleImage, BundleManifest, Compression, BUNDLE_ENTRY};
-pub use import::{import_bundle, ImportReport};
+pub use import::{import_bundle, import_bundle_hosts, HostImport, ImportReport};
+pub use push::push_bundle;
 pub use verify::verify_bundle;
 
 use crate::engine::EngineError;
@@ -114,6 +119,14 @@ pub enum BundleError {
     NotFetched {
         /// What each failed image said.
         errors: Vec<String>,
+    },
+    /// The bundle carries no registry manifests to push.
+    #[error("{}: {reason}", path.display())]
+    NotPushable {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
     },
 }
 

@@ -16,6 +16,9 @@
 //! via: auto                    # registry | daemon | auto: who fetches images
 //! fallback: ordered            # ordered | never: try the next source when one fails
 //! cache-dir: .drbuild-cache    # the blob cache (default $XDG_CACHE_HOME/drbuild)
+//! hosts:                       # daemons to prefetch into, import into, check (default DOCKER_HOST)
+//!   - unix:///var/run/docker.sock
+//!   - tcp://runner-2:2376      # TLS from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set
 //! services:
 //!   backend:
 //!     context: src/backend     # relative to the file's directory
@@ -166,6 +169,9 @@ pub struct Config {
     /// The blob cache of registry-native pulls (relative to the file's directory).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The daemons `prefetch`, `import` and `doctor` work on (`unix:///…`, `tcp://…`).
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
     /// Services by name, in file order.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,

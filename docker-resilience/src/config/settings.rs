@@ -43,6 +43,8 @@ pub struct Overrides {
     pub cache_dir: Option<PathBuf>,
     /// Send credentials from docker's config (`--no-credentials` is `Some(false)`).
     pub credentials: Option<bool>,
+    /// The daemons to work on (`--docker-host`, repeatable).
+    pub hosts: Option<Vec<String>>,
 }
 
 /// A flag's value that cannot be used.
@@ -85,6 +87,8 @@ pub struct Settings {
     pub deadline: Option<Duration>,
     /// Send credentials from docker's config to registries.
     pub credentials: bool,
+    /// The daemons `prefetch`, `import` and `doctor` work on (empty: `DOCKER_HOST`'s).
+    pub hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -108,6 +112,7 @@ impl Default for Settings {
             cache_dir: None,
             deadline: None,
             credentials: true,
+            hosts: Vec::new(),
         }
     }
 }
@@ -190,6 +195,11 @@ impl Settings {
                 .or(file.retry.deadline)
                 .or(defaults.deadline),
             credentials: overrides.credentials.unwrap_or(defaults.credentials),
+            hosts: overrides
+                .hosts
+                .clone()
+                .or_else(|| file.hosts.clone())
+                .unwrap_or(defaults.hosts),
         })
     }
 }

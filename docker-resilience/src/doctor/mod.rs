@@ -7,6 +7,7 @@
 //! `build` (a build context's files).
 
 mod binaries;
+mod coverage;
 mod daemon;
 mod mirrors;
 mod ports;
@@ -105,6 +106,40 @@ impl Default for DoctorOptions {
     }
 }
 
+/// The checks of one daemon of several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostChecks {
+    /// The daemon (`unix:///var/run/docker.sock`, `tcp://…`).
+    pub host: String,
+    /// Its checks; an unreachable daemon has one, `daemon`, failed.
+    pub checks: Vec<Check>,
+}
+
+/// Runs every check on each daemon of `hosts`, in parallel; one that cannot be reached
+/// gets a failed `daemon` check, the others their whole list.
+pub async fn doctor_hosts(
+    hosts: &[String],
+    plan: &Plan,
+    options: &DoctorOptions,
+) -> Vec<HostChecks> {
+    futures_util::future::join_all(hosts.iter().map(|host| async move {
+        let checks = match DockerEngine::connect_to(host).await {
+            Ok(engine) => doctor(&engine, plan, options).await,
+            Err(e) => vec![Check::new(
+                "daemon",
+                CheckStatus::Fail,
+                e.to_string(),
+                Some("start it, or drop it from --docker-host / `hosts` in drbuild.yaml".into()),
+            )],
+        };
+        HostChecks {
+            host: host.clone(),
+            checks,
+        }
+    }))
+    .await
+}
+
 /// Runs every check on a tree; the daemon must be reachable (connecting is the
 /// first check, and its failure is the caller's: exit 3). The mirrors of the plan's
 /// `drbuild.yaml` are probed with the daemon's.
@@ -131,10 +166,19 @@ pub async fn doctor(engine: &DockerEngine, plan: &Plan, options: &DoctorOptions)
     let mut working_mirror = false;
     let mut daemon_mirrors: BTreeSet<String> = info.mirrors.iter().cloned().collect();
     daemon_mirrors.extend(json_mirrors);
+    let hub_images: Vec<crate::vocab::ImageReference> = plan
+        .references()
+        .filter(|r| r.registry() == crate::vocab::DOCKER_HUB)
+        .cloned()
+        .collect();
     for mirror in &daemon_mirrors {
         let check = mirrors::probe(&http, mirror, "the daemon's", &options.daemon_json).await;
-        working_mirror |= check.status == CheckStatus::Ok;
+        let up = check.status == CheckStatus::Ok;
+        working_mirror |= up;
         checks.push(check);
+        if up {
+            checks.push(coverage::coverage(mirror, &hub_images, options.timeout).await);
+        }
     }
     let config_path = plan.config.as_ref().map_or_else(
         || Path::new("drbuild.yaml").to_path_buf(),

@@ -58,6 +58,8 @@ pub struct DaemonInfo {
     pub proxies: Vec<(String, String)>,
     /// Where it keeps images.
     pub image_store: ImageStore,
+    /// Registries it talks to over plain HTTP (`insecure-registries`, by name).
+    pub insecure_registries: Vec<String>,
 }
 
 /// What a daemon can do, probed once per [`DockerEngine`]: asked, not assumed from its
@@ -118,11 +120,18 @@ impl DockerEngine {
     pub async fn connect() -> Result<Self, EngineError> {
         let host =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        Self::connect_to(&host).await
+    }
+
+    /// Connects to the daemon at `host` (`unix:///…`, `tcp://HOST:PORT`, TLS from
+    /// `DOCKER_CERT_PATH` when `DOCKER_TLS_VERIFY` is set, as the `docker` CLI does).
+    pub async fn connect_to(host: &str) -> Result<Self, EngineError> {
+        let host = host.to_owned();
         let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
             host: host.clone(),
             message: e.to_string(),
         };
-        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = Docker::connect_with_host(&host).map_err(unreachable)?;
         let docker = docker.with_timeout(API_TIMEOUT);
         let docker = tokio::time::timeout(Duration::from_secs(15), docker.negotiate_version())
             .await
@@ -185,6 +194,18 @@ impl DockerEngine {
             image_store,
             version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
+            insecure_registries: info
+                .registry_config
+                .as_ref()
+                .and_then(|r| r.index_configs.as_ref())
+                .map(|configs| {
+                    configs
+                        .iter()
+                        .filter(|(_, c)| c.secure == Some(false))
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
             mirrors: info
                 .registry_config
                 .and_then(|r| r.mirrors)

@@ -211,6 +211,27 @@ impl PrefetchReport {
     pub fn is_success(&self) -> bool {
         self.summary.failed == 0 && !self.interrupted
     }
+
+    /// Every image of `wanted` failed for one reason (its daemon cannot be reached).
+    pub fn failed(wanted: &[Wanted], error: &str) -> Self {
+        let images: Vec<ImageResult> = wanted
+            .iter()
+            .map(|w| ImageResult {
+                error: Some(error.to_owned()),
+                error_class: Some(ErrorClass::Transient),
+                ..ImageResult::new(w, ImageStatus::Failed)
+            })
+            .collect();
+        PrefetchReport {
+            summary: PrefetchSummary {
+                total: images.len(),
+                failed: images.len(),
+                ..PrefetchSummary::default()
+            },
+            images,
+            ..PrefetchReport::default()
+        }
+    }
 }
 
 /// Something that happened during a run, for progress displays.
@@ -313,7 +334,7 @@ pub struct Prefetcher<E> {
     health: Arc<Health>,
     stats: Arc<Stats>,
     /// The registry-native path's fetcher, made on first use (it opens the cache).
-    fetcher: tokio::sync::OnceCell<Result<Fetcher, String>>,
+    fetcher: tokio::sync::OnceCell<Result<Arc<Fetcher>, String>>,
     /// Fetched images, kept for the report.
     fetched: Mutex<Vec<FetchedImage>>,
     /// Fetch into the cache only (no daemon to load into).
@@ -452,17 +473,33 @@ impl<E: Engine> Prefetcher<E> {
                     .clone()
                     .unwrap_or_else(BlobCache::default_dir);
                 let cache = BlobCache::open(&dir).map_err(|e| e.to_string())?;
-                Ok(Fetcher::new(
+                Ok(Arc::new(Fetcher::new(
                     self.client(),
                     cache,
                     Arc::clone(&self.health),
                     Arc::clone(&self.stats),
                     self.options.stall_timeout,
-                ))
+                )))
             })
             .await
             .as_ref()
+            .map(|f| f.as_ref())
             .map_err(Clone::clone)
+    }
+
+    /// Shares `other`'s fetcher, source health and statistics: prefetching into
+    /// several daemons at once fetches each blob once, and a source's rate limit or
+    /// outage counts for all of them.
+    pub async fn sharing_fetch_with<F: Engine>(mut self, other: &Prefetcher<F>) -> Self {
+        let shared = other.fetcher().await.is_ok();
+        self.health = Arc::clone(&other.health);
+        self.stats = Arc::clone(&other.stats);
+        if shared {
+            if let Some(Ok(fetcher)) = other.fetcher.get() {
+                self.fetcher = tokio::sync::OnceCell::new_with(Some(Ok(Arc::clone(fetcher))));
+            }
+        }
+        self
     }
 
     /// Pulls every image of `wanted` that is not present for its platform. Fails only

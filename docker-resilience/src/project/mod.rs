@@ -24,6 +24,7 @@ use crate::config::{Overrides, Settings};
 use crate::engine::{DockerEngine, EngineError};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
 use crate::prefetch::{PrefetchEvent, PrefetchOptions, PrefetchReport, Prefetcher};
+use crate::registry::client::Endpoint;
 use crate::vocab::Wanted;
 use tokio_util::sync::CancellationToken;
 
@@ -162,6 +163,124 @@ impl Project {
             .await
     }
 
+    /// Pulls the `wanted` images into every daemon of `hosts` at once: each blob is
+    /// fetched once (one cache, one source health) and handed to every daemon in
+    /// parallel; the sources are every daemon's registry mirrors, then the settings'.
+    /// A daemon that cannot be reached fails its own items, not the run.
+    pub async fn prefetch_hosts(
+        &self,
+        hosts: &[String],
+        wanted: &[Wanted],
+        always_pull: bool,
+        events: impl Fn(&PrefetchEvent) + Send + Sync + 'static,
+        cancel: CancellationToken,
+    ) -> HostsReport {
+        let started = std::time::Instant::now();
+        let connected = futures_util::future::join_all(hosts.iter().map(|h| async move {
+            let engine = DockerEngine::connect_to(h)
+                .await
+                .map(|e| e.with_credentials(self.settings.credentials));
+            let mirrors = match &engine {
+                Ok(e) => e.info().await.map(|i| i.mirrors).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            (h.clone(), engine, mirrors)
+        }))
+        .await;
+        let mut daemon_mirrors: Vec<String> = Vec::new();
+        for (_, _, mirrors) in &connected {
+            for m in mirrors {
+                if !daemon_mirrors.contains(m) {
+                    daemon_mirrors.push(m.clone());
+                }
+            }
+        }
+        let options = PrefetchOptions {
+            always_pull,
+            daemon_mirrors,
+            ..PrefetchOptions::from(&self.settings)
+        };
+        let events = std::sync::Arc::new(events);
+        let mut first: Option<Prefetcher<DockerEngine>> = None;
+        let mut runs = Vec::new();
+        for (host, engine, _) in connected {
+            match engine {
+                Ok(engine) => {
+                    let sink = std::sync::Arc::clone(&events);
+                    let mut prefetcher = Prefetcher::new(engine, options.clone())
+                        .on_event(move |e| sink(e))
+                        .cancel_on(cancel.clone());
+                    if let Some(first) = &first {
+                        prefetcher = prefetcher.sharing_fetch_with(first).await;
+                    }
+                    if first.is_none() {
+                        first = Some(prefetcher);
+                        runs.push((host, Ok(None)));
+                    } else {
+                        runs.push((host, Ok(Some(prefetcher))));
+                    }
+                }
+                Err(e) => runs.push((host, Err(e.to_string()))),
+            }
+        }
+        let reports = futures_util::future::join_all(runs.iter().map(|(host, run)| {
+            let first = first.as_ref();
+            async move {
+                let prefetcher = match run {
+                    Ok(Some(p)) => Some(p),
+                    Ok(None) => first,
+                    Err(_) => None,
+                };
+                let result = match (prefetcher, run) {
+                    (Some(p), _) => p.run(wanted).await.map_err(|e| e.to_string()),
+                    (None, Err(e)) => Err(e.clone()),
+                    (None, Ok(_)) => Err("no daemon".into()),
+                };
+                match result {
+                    Ok(report) => HostReport {
+                        host: host.clone(),
+                        error: None,
+                        report,
+                    },
+                    Err(error) => HostReport {
+                        host: host.clone(),
+                        report: PrefetchReport::failed(wanted, &error),
+                        error: Some(error),
+                    },
+                }
+            }
+        }))
+        .await;
+        let endpoints = reports
+            .iter()
+            .find(|r| r.error.is_none())
+            .map(|r| r.report.endpoints.clone())
+            .unwrap_or_default();
+        HostsReport::new(reports, endpoints, started.elapsed())
+    }
+
+    /// Copies the `wanted` images into the registry `target` (`host[:port]`), digests
+    /// unchanged, through the registry-native fetch path and its cache. A daemon, when
+    /// one answers, lends its registry mirrors (used first, as it uses them) and its
+    /// insecure registries (plain HTTP to them); `insecure` allows plain HTTP anyway.
+    pub async fn sync(
+        &self,
+        wanted: &[Wanted],
+        target: &str,
+        insecure: bool,
+    ) -> crate::sync::SyncReport {
+        let (_, insecure, daemon_mirrors) = registry_target(target, insecure).await;
+        let options = crate::sync::SyncOptions {
+            target: target.to_owned(),
+            insecure,
+            fetch: PrefetchOptions {
+                daemon_mirrors,
+                ..PrefetchOptions::from(&self.settings)
+            },
+        };
+        crate::sync::sync(wanted, options).await
+    }
+
     /// Writes the `wanted` images to a bundle at `output`: from the daemon (`docker
     /// save`) when it is reachable and holds them all (unless `--via registry`), else
     /// straight from the registries through the registry-native path and its cache —
@@ -170,7 +289,7 @@ impl Project {
         &self,
         wanted: &[Wanted],
         output: &Path,
-        compression: Compression,
+        how: ExportOptions,
         events: impl Fn(&PrefetchEvent) + Send + Sync + 'static,
         progress: BytesProgress,
         cancel: CancellationToken,
@@ -193,9 +312,9 @@ impl Project {
                 let all = wanted
                     .iter()
                     .all(|w| present.contains_for(&w.reference, w.platform.as_ref()));
-                if all || self.settings.via == Via::Daemon {
+                if (all && !how.all_platforms) || self.settings.via == Via::Daemon {
                     let manifest =
-                        export_bundle(engine, wanted, output, compression, &cancel, progress)
+                        export_bundle(engine, wanted, output, how.compression, &cancel, progress)
                             .await?;
                     return Ok(ExportOutcome {
                         manifest,
@@ -213,11 +332,33 @@ impl Project {
             .cache_dir
             .clone()
             .unwrap_or_else(BlobCache::default_dir);
-        let report = Prefetcher::fetch_only(options)
-            .on_event(events)
+        let events = std::sync::Arc::new(events);
+        let sink = std::sync::Arc::clone(&events);
+        let mut report = Prefetcher::fetch_only(options.clone())
+            .on_event(move |e| sink(e))
             .cancel_on(cancel.clone())
             .run(wanted)
             .await?;
+        let cache = BlobCache::open(&cache_dir).map_err(|e| BundleError::Io {
+            path: cache_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        if how.all_platforms && !report.interrupted {
+            // Every platform of each index, so that the bundle pushes into a registry
+            // with the index's digest (`import --to`).
+            let more = other_platforms(&cache, &report.fetched);
+            if !more.is_empty() {
+                let sink = std::sync::Arc::clone(&events);
+                let extra = Prefetcher::fetch_only(options)
+                    .on_event(move |e| sink(e))
+                    .cancel_on(cancel.clone())
+                    .run(&more)
+                    .await?;
+                report.interrupted |= extra.interrupted;
+                report.images.extend(extra.images);
+                report.fetched.extend(extra.fetched);
+            }
+        }
         if report.interrupted {
             return Err(BundleError::Interrupted.into());
         }
@@ -229,15 +370,11 @@ impl Project {
         if !failed.is_empty() {
             return Err(BundleError::NotFetched { errors: failed }.into());
         }
-        let cache = BlobCache::open(&cache_dir).map_err(|e| BundleError::Io {
-            path: cache_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
         let manifest = export_fetched(
             &cache,
             &report.fetched,
             output,
-            compression,
+            how.compression,
             &cancel,
             progress,
         )
@@ -307,4 +444,125 @@ impl Project {
             build: Some(build),
         })
     }
+}
+
+/// One daemon's part of [`Project::prefetch_hosts`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostReport {
+    /// The daemon (`unix:///var/run/docker.sock`).
+    pub host: String,
+    /// Why it could not be used at all (its items then all failed with it).
+    pub error: Option<String>,
+    /// Its images and totals.
+    #[serde(flatten)]
+    pub report: PrefetchReport,
+}
+
+/// A prefetch into several daemons.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostsReport {
+    /// Each daemon's images and totals.
+    pub hosts: Vec<HostReport>,
+    /// Totals over every daemon.
+    pub summary: crate::prefetch::PrefetchSummary,
+    /// What each registry endpoint did (blobs fetched once for all daemons).
+    pub endpoints: Vec<crate::fetch::EndpointStats>,
+}
+
+impl HostsReport {
+    fn new(
+        hosts: Vec<HostReport>,
+        endpoints: Vec<crate::fetch::EndpointStats>,
+        elapsed: std::time::Duration,
+    ) -> Self {
+        let mut summary = crate::prefetch::PrefetchSummary::default();
+        for h in &hosts {
+            let s = &h.report.summary;
+            summary.total += s.total;
+            summary.pulled += s.pulled;
+            summary.present += s.present;
+            summary.failed += s.failed;
+            summary.retries += s.retries;
+        }
+        summary.elapsed_ms = crate::support::millis(elapsed);
+        HostsReport {
+            hosts,
+            summary,
+            endpoints,
+        }
+    }
+
+    /// Whether some daemon's run was interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.hosts.iter().any(|h| h.report.interrupted)
+    }
+}
+
+/// How [`Project::export`] writes a bundle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Compression of the file.
+    pub compression: Compression,
+    /// Every platform of each multi-platform image, not only those the plan needs
+    /// (fetched from the registries): a bundle that `import --to` pushes into a
+    /// registry with its indexes' digests.
+    pub all_platforms: bool,
+}
+
+/// The platforms of the indexes of `fetched` that were not fetched.
+fn other_platforms(cache: &BlobCache, fetched: &[crate::fetch::FetchedImage]) -> Vec<Wanted> {
+    use crate::registry::manifest::Manifest;
+    let mut out: Vec<Wanted> = Vec::new();
+    for image in fetched {
+        let Ok(Some(bytes)) = cache.read(&image.top.digest) else {
+            continue;
+        };
+        let Ok((_, Manifest::Index(children))) = Manifest::parse(&image.top.media_type, &bytes)
+        else {
+            continue;
+        };
+        for child in children {
+            let Some(platform) = child.platform.as_ref().map(|p| p.platform()) else {
+                continue;
+            };
+            let wanted = Wanted {
+                reference: image.wanted.reference.clone(),
+                platform: Some(platform),
+            };
+            let done = fetched.iter().any(|f| {
+                f.wanted.reference == wanted.reference
+                    && Some(&f.platform) == wanted.platform.as_ref()
+            });
+            if !done && !out.contains(&wanted) {
+                out.push(wanted);
+            }
+        }
+    }
+    out
+}
+
+/// The registry `target` to push to: plain HTTP when it is on loopback, when
+/// `insecure` says so, or when the daemon (if one answers) lists it among its insecure
+/// registries (said in the log). Returns the endpoint, whether plain HTTP was allowed
+/// beyond loopback, and the daemon's registry mirrors.
+pub async fn registry_target(target: &str, insecure: bool) -> (Endpoint, bool, Vec<String>) {
+    let (daemon_mirrors, daemon_insecure) = match DockerEngine::connect().await {
+        Ok(engine) => match engine.info().await {
+            Ok(info) => (info.mirrors, info.insecure_registries),
+            Err(_) => (Vec::new(), Vec::new()),
+        },
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    let listed = daemon_insecure.iter().any(|r| r == target);
+    if crate::vocab::is_loopback_host(target) {
+        tracing::info!("pushing to {target} over plain HTTP (a loopback address)");
+    } else if insecure {
+        tracing::warn!("pushing to {target} over plain HTTP (--insecure)");
+    } else if listed {
+        tracing::warn!(
+            "pushing to {target} over plain HTTP (the daemon lists it among its insecure registries)"
+        );
+    }
+    let insecure = insecure || listed;
+    (Endpoint::target(target, insecure), insecure, daemon_mirrors)
 }

@@ -360,7 +360,7 @@ impl RegistryClient {
 
     /// Sends a request, answering an auth challenge once; an error status is a
     /// [`RequestError`] with what the endpoint said.
-    async fn send(
+    pub(super) async fn send(
         &self,
         endpoint: &Endpoint,
         target: &str,

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod credentials;
 pub mod manifest;
+pub mod push;
 
 use std::time::Duration;
 
