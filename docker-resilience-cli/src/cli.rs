@@ -265,6 +265,15 @@ pub struct TreeArgs {
     /// Also read files that .gitignore / .drbuildignore exclude.
     #[arg(long)]
     pub no_ignore: bool,
+    /// A compose profile to activate; repeatable [default: COMPOSE_PROFILES, else every
+    /// profile, so that nothing a profile needs is missed].
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
+    /// The root project's compose file, relative to the tree; repeatable, merged in
+    /// order as `docker compose -f` does [default: COMPOSE_FILE, else compose.yaml and
+    /// its override].
+    #[arg(long = "compose-file", value_name = "FILE")]
+    pub compose_files: Vec<PathBuf>,
 }
 
 /// `drbuild plan`.
@@ -375,6 +384,8 @@ impl TreeArgs {
             build_args: self.build_args.iter().cloned().collect(),
             platform: self.platform.clone(),
             env: None,
+            profiles: (!self.profiles.is_empty()).then(|| self.profiles.clone()),
+            compose_files: (!self.compose_files.is_empty()).then(|| self.compose_files.clone()),
         }
     }
 }

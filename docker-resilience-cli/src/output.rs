@@ -68,14 +68,19 @@ fn name_width(names: impl Iterator<Item = String>) -> usize {
 /// The plan as a table: each image with every place that needs it.
 pub fn plan_table(plan: &Plan) -> String {
     let mut out = String::new();
-    let width = name_width(
-        plan.images
-            .iter()
-            .map(|i| with_platforms(&i.reference, &i.platforms)),
-    );
+    // An optional image (only stages a build's target skips use it) is listed, marked.
+    let label = |i: &docker_resilience::plan::PlannedImage| {
+        let name = with_platforms(&i.reference, &i.platforms);
+        if i.optional {
+            format!("{name} (optional)")
+        } else {
+            name
+        }
+    };
+    let width = name_width(plan.images.iter().map(label));
     let _ = writeln!(out, "{:<width$}  SOURCE", "IMAGE");
     for image in &plan.images {
-        let mut name = with_platforms(&image.reference, &image.platforms);
+        let mut name = label(image);
         if name.len() > width {
             let _ = writeln!(out, "{name}");
             name.clear();
@@ -103,11 +108,17 @@ pub fn plan_table(plan: &Plan) -> String {
             w.message
         );
     }
+    let optional = plan.images.iter().filter(|i| i.optional).count();
     let _ = writeln!(
         out,
-        "{} external image{}, {} local, {} warning{}",
+        "{} external image{}{}, {} local, {} warning{}",
         plan.images.len(),
         plural(plan.images.len()),
+        if optional > 0 {
+            format!(" ({optional} optional, not fetched)")
+        } else {
+            String::new()
+        },
         plan.local.len(),
         plan.warnings.len(),
         plural(plan.warnings.len())

@@ -120,3 +120,105 @@ fn help_documents_exit_codes() {
         );
     }
 }
+
+#[test]
+fn compose_aliases_load_and_billion_laughs_is_refused_quickly() {
+    let (code, stdout, stderr) = drbuild(&["plan", "compose/aliases", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("docker.io/library/redis:7-alpine"),
+        "{stdout}"
+    );
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = drbuild(&["plan", "compose-hostile/laughs"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(code, 2, "{stderr}");
+    insta::assert_snapshot!(stderr.trim());
+}
+
+#[test]
+fn compose_target_lists_optional_images() {
+    let (code, stdout, stderr) = drbuild(&["plan", "compose/target"]);
+    assert_eq!(code, 0, "{stderr}");
+    insta::assert_snapshot!(stdout);
+    let (_, json, _) = drbuild(&["plan", "compose/target", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let optional: Vec<&str> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["optional"] == true)
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        optional,
+        [
+            "docker.io/cypress/included:13.6.0",
+            "docker.io/library/busybox:1.36"
+        ]
+    );
+}
+
+#[test]
+fn compose_profiles_and_files_from_flags_and_environment() {
+    let refs = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_drbuild"))
+            .args(args)
+            .current_dir(data("compose"))
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["reference"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = refs(&["plan", "profiles", "--json"], &[]);
+    assert_eq!(all.len(), 3, "every profile by default: {all:?}");
+    let ops = refs(&["plan", "profiles", "--json", "--profile", "ops"], &[]);
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    let from_env = refs(
+        &["plan", "profiles", "--json"],
+        &[("COMPOSE_PROFILES", "ops")],
+    );
+    assert_eq!(from_env, ops);
+    // Only the base file, not its override.
+    let base = refs(
+        &[
+            "plan",
+            "overrides",
+            "--json",
+            "--compose-file",
+            "compose.yaml",
+        ],
+        &[],
+    );
+    assert!(
+        base.contains(&"docker.io/library/postgres:15".to_owned()),
+        "{base:?}"
+    );
+    assert!(!base.iter().any(|r| r.contains("mailhog")), "{base:?}");
+    let env = refs(
+        &["plan", "overrides", "--json"],
+        &[("COMPOSE_FILE", "compose.yaml")],
+    );
+    assert_eq!(env, base);
+    let merged = refs(&["plan", "overrides", "--json"], &[]);
+    assert!(
+        merged.contains(&"docker.io/library/postgres:16".to_owned()),
+        "{merged:?}"
+    );
+    assert!(
+        merged.contains(&"docker.io/mailhog/mailhog:v1.0.1".to_owned()),
+        "{merged:?}"
+    );
+}

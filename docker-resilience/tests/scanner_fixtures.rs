@@ -16,6 +16,7 @@ fn render(text: &str) -> String {
         build_args: Default::default(),
         build_platform: "linux/amd64".parse().expect("platform"),
         target_platform: "linux/amd64".parse().expect("platform"),
+        ..ScanOptions::default()
     };
     let scan = Dockerfile::parse(text).and_then(|file| file.scan(&options));
     let mut out = String::new();

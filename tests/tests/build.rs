@@ -359,3 +359,84 @@ fn the_classic_builder_builds_and_explains_what_needs_buildkit() {
         "classic output: {stderr}"
     );
 }
+
+/// Compose as Compose reads it, built: a service tagged with its own base (`alpine:3.18`
+/// built FROM `alpine:3.18`) still pulls that base, then is the base of the other
+/// service; a `dockerfile_inline` is what is built (not the Dockerfile beside it); the
+/// target's unused stage's image is optional: neither prefetched nor pulled by BuildKit.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn compose_inline_own_base_and_target_build() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("base")).unwrap();
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::write(
+        root.join("base/Dockerfile"),
+        "FROM alpine:3.18\nRUN echo own-base > /marker\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("app/hello.txt"), "hello\n").unwrap();
+    std::fs::write(root.join("app/Dockerfile"), "FROM this-is-not-built:1\n").unwrap();
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  base:\n    image: alpine:3.18\n    build: ./base\n  app:\n    image: drbuild-e2e-inline:1\n    \
+         build:\n      context: ./app\n      target: final\n      dockerfile_inline: |\n        \
+         FROM busybox:1.36 AS unused\n        RUN true\n        FROM alpine:3.18 AS final\n        COPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    let root = root.to_str().unwrap();
+    bed.remove_images(&["alpine:3.18", "busybox:1.36", "drbuild-e2e-inline:1"]);
+
+    let (code, stdout, stderr) = bed.drbuild(&["plan", root, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
+    let images: Vec<(String, bool)> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["reference"].as_str().unwrap().to_owned(),
+                i["optional"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("docker.io/library/alpine:3.18".to_owned(), false),
+            ("docker.io/library/busybox:1.36".to_owned(), true),
+        ],
+        "{stdout}"
+    );
+
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["built"], 2, "{doc}");
+    assert!(
+        finished_at(&stderr, "base") < started_at(&stderr, "app"),
+        "{stderr}"
+    );
+    assert!(
+        !bed.has_image("busybox:1.36"),
+        "the unused stage's image was pulled"
+    );
+    let history = bed.docker(&["history", "--no-trunc", "drbuild-e2e-inline:1"]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    // The graph-driver store's BuildKit prefers the local `alpine:3.18` (the base
+    // service's build); the containerd store's resolves the tag at the registry first
+    // and uses the registry's (moby/moby#49542), as `docker build` does there.
+    let local_base = history.contains("own-base");
+    assert_eq!(
+        local_base,
+        !bed.containerd_store(),
+        "which base the app was built on: {history}\n{stderr}"
+    );
+    assert!(history.contains("hello.txt"), "{history}");
+    bed.remove_images(&["alpine:3.18", "drbuild-e2e-inline:1"]);
+}

@@ -27,6 +27,8 @@ pub(crate) async fn run_named(cli: &Cli, args: &BuildArgs) -> Result<(), CliErro
         build_args: args.build_args.clone(),
         platform: None,
         no_ignore: false,
+        profiles: Vec::new(),
+        compose_files: Vec::new(),
     };
     run(cli, &tree, &args.names, &[], &args.build, &args.pull).await
 }

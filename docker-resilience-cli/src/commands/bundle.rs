@@ -68,6 +68,8 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         build_args: Vec::new(),
         platform: None,
         no_ignore: false,
+        profiles: Vec::new(),
+        compose_files: Vec::new(),
     };
     let overrides = args.pull.overrides(None, None);
     let project = if named.is_empty() {

@@ -13,6 +13,8 @@ pub(crate) async fn run(cli: &Cli, args: &SyncArgs) -> Result<(), CliError> {
         build_args: args.build_args.clone(),
         platform: None,
         no_ignore: false,
+        profiles: Vec::new(),
+        compose_files: Vec::new(),
     };
     let project = open(&tree, &args.pull.overrides(args.jobs, None))?;
     let mut wanted = project.plan.wanted();

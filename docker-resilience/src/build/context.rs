@@ -39,6 +39,9 @@ pub enum ContextError {
     },
 }
 
+/// The name a Dockerfile from outside the context (or from no file) has in the tar.
+const INLINE_NAME: &str = ".drbuild.Dockerfile";
+
 /// A directory and a Dockerfile, ready to be sent as a tar stream.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
@@ -47,10 +50,39 @@ pub struct BuildContext {
     dockerfile_name: String,
     /// The Dockerfile lives outside the context: it is added under `dockerfile_name`.
     outside: bool,
+    /// The Dockerfile's text when it is written in the compose file
+    /// (`dockerfile_inline`): added under `dockerfile_name`, from no file.
+    inline: Option<Arc<str>>,
     ignore: Arc<Dockerignore>,
 }
 
 impl BuildContext {
+    /// A context directory and a Dockerfile given as text (compose's
+    /// `dockerfile_inline`), sent as `.drbuild.Dockerfile`.
+    pub fn inline(dir: &Path, text: &str) -> Result<Self, ContextError> {
+        let ignore = Self::ignore(dir)?;
+        Ok(BuildContext {
+            dir: dir.to_path_buf(),
+            dockerfile: dir.join(INLINE_NAME),
+            dockerfile_name: INLINE_NAME.to_owned(),
+            outside: true,
+            inline: Some(Arc::from(text)),
+            ignore: Arc::new(ignore),
+        })
+    }
+
+    fn ignore(dir: &Path) -> Result<Dockerignore, ContextError> {
+        if !dir.is_dir() {
+            return Err(ContextError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        Dockerignore::for_context(dir).map_err(|source| ContextError::Dockerignore {
+            path: dir.join(".dockerignore"),
+            source,
+        })
+    }
+
     /// A context directory and the Dockerfile to build (inside it or not, as compose allows).
     pub fn new(dir: &Path, dockerfile: &Path) -> Result<Self, ContextError> {
         if !dir.is_dir() {
@@ -63,24 +95,21 @@ impl BuildContext {
                 path: dockerfile.to_path_buf(),
             });
         }
-        let ignore =
-            Dockerignore::for_context(dir).map_err(|source| ContextError::Dockerignore {
-                path: dir.join(".dockerignore"),
-                source,
-            })?;
+        let ignore = Self::ignore(dir)?;
         let canonical_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let canonical_file = dockerfile
             .canonicalize()
             .unwrap_or_else(|_| dockerfile.to_path_buf());
         let (dockerfile_name, outside) = match canonical_file.strip_prefix(&canonical_dir) {
             Ok(rel) => (slash_path(rel), false),
-            Err(_) => (".drbuild.Dockerfile".to_owned(), true),
+            Err(_) => (INLINE_NAME.to_owned(), true),
         };
         Ok(BuildContext {
             dir: dir.to_path_buf(),
             dockerfile: dockerfile.to_path_buf(),
             dockerfile_name,
             outside,
+            inline: None,
             ignore: Arc::new(ignore),
         })
     }
@@ -115,8 +144,16 @@ impl BuildContext {
             }
             tar.append_path_with_name(entry.path(), name)
         })?;
-        if self.outside {
-            tar.append_path_with_name(&self.dockerfile, &self.dockerfile_name)?;
+        match (&self.inline, self.outside) {
+            (Some(text), _) => {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(text.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                tar.append_data(&mut header, &self.dockerfile_name, text.as_bytes())?;
+            }
+            (None, true) => tar.append_path_with_name(&self.dockerfile, &self.dockerfile_name)?,
+            (None, false) => {}
         }
         tar.into_inner()?.flush()?;
         Ok(content)
@@ -131,7 +168,7 @@ impl BuildContext {
             }
             Ok(())
         })?;
-        if self.outside {
+        if self.outside && self.inline.is_none() {
             files.push(self.dockerfile.clone());
         }
         Ok(files)
@@ -260,5 +297,34 @@ mod tests {
         let chunks: Vec<Bytes> = ctx.into_stream().map(Result::unwrap).collect().await;
         assert!(chunks.iter().all(|c| c.len() <= CHUNK));
         assert_eq!(chunks.concat(), direct);
+    }
+
+    #[test]
+    fn an_inline_dockerfile_is_sent_from_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.txt"), "x").unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM not-this\n").unwrap();
+        let ctx = BuildContext::inline(dir.path(), "FROM alpine:3.20\nCOPY app.txt /\n").unwrap();
+        let mut bytes = Vec::new();
+        ctx.write_tar(&mut bytes).unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut found = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            found.insert(entry.path().unwrap().to_string_lossy().into_owned(), text);
+        }
+        assert_eq!(ctx.dockerfile_name(), ".drbuild.Dockerfile");
+        assert_eq!(
+            found[".drbuild.Dockerfile"],
+            "FROM alpine:3.20\nCOPY app.txt /\n"
+        );
+        assert!(found.contains_key("app.txt"));
+        assert!(!ctx
+            .files()
+            .unwrap()
+            .iter()
+            .any(|f| f.ends_with(".drbuild.Dockerfile")));
     }
 }

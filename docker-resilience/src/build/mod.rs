@@ -401,10 +401,23 @@ async fn attempt<E: BuildEngine>(
     options: &BuildOptions,
     log: LogSink,
 ) -> Result<(), BuildFailure> {
-    let context = BuildContext::new(
-        &root.join(&service.context),
-        &root.join(&service.dockerfile),
-    )
+    if !service.named_contexts.is_empty() {
+        let names: Vec<&str> = service.named_contexts.keys().map(String::as_str).collect();
+        return Err(BuildFailure::permanent(format!(
+            "service `{}`: additional_contexts ({}) need BuildKit's named contexts, which drbuild \
+             does not send yet; build this service with `docker compose build` (plan and \
+             prefetch cover its images)",
+            service.name,
+            names.join(", ")
+        )));
+    }
+    let context = match &service.dockerfile_inline {
+        Some(text) => BuildContext::inline(&root.join(&service.context), text),
+        None => BuildContext::new(
+            &root.join(&service.context),
+            &root.join(&service.dockerfile),
+        ),
+    }
     .map_err(|e| BuildFailure::permanent(e.to_string()))?;
     let spec = spec(service, &context, options);
     let error = match engine

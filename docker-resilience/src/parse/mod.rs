@@ -23,16 +23,48 @@ where
     if text.trim().is_empty() {
         return Ok(T::default());
     }
-    serde_saphyr::from_str(text).map_err(|e| InputError::Invalid {
-        path: path.to_path_buf(),
-        line: e.location().map_or(0, |l| l.line() as usize),
-        message: format!("invalid {what}: {}", yaml_message(&e)),
+    yaml_within(path, text, what, MAX_REPLAYED_EVENTS)
+}
+
+fn yaml_within<T>(path: &Path, text: &str, what: &str, replayed: usize) -> Result<T, InputError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    serde_saphyr::from_str_with_options(text, yaml_options(replayed)).map_err(|e| {
+        InputError::Invalid {
+            path: path.to_path_buf(),
+            line: e.location().map_or(0, |l| l.line() as usize),
+            message: format!("invalid {what}: {}", yaml_message(&e)),
+        }
     })
+}
+
+/// Events aliases may replay in one file. Real compose files reuse `x-` anchors
+/// heavily (`tests/data/compose/aliases`: 10 anchors used 160 times, the shape of the
+/// large projects' files) and must load: that file replays between 4,096 and 8,192
+/// events, so the bound leaves 25 times as much. A billion-laughs file, which asks for
+/// 10^9 replayed events, stops at it in well under a second (both tested below).
+pub(crate) const MAX_REPLAYED_EVENTS: usize = 200_000;
+
+/// The YAML budget: no alias/anchor ratio rule (real files break it: many uses of few
+/// `x-` anchors), absolute bounds on replayed events, nodes and depth instead.
+fn yaml_options(replayed: usize) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    if let Some(budget) = options.budget.as_mut() {
+        budget.enforce_alias_anchor_ratio = false;
+    }
+    options.alias_limits.max_total_replayed_events = replayed;
+    options
 }
 
 /// The parser's message without its snippet and position (reported as `path:line`).
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
+    if text.contains("alias replay limit") {
+        return format!(
+            "its aliases expand to more than {MAX_REPLAYED_EVENTS} YAML nodes (a billion-laughs file?)"
+        );
+    }
     let mut first = text.lines().next().unwrap_or("invalid YAML").trim();
     first = first.strip_prefix("error:").unwrap_or(first).trim_start();
     if first.starts_with("line ") {
@@ -46,4 +78,57 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         .trim_end_matches(':')
         .trim()
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Default, Debug)]
+    struct Any {
+        #[serde(flatten)]
+        _rest: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+    }
+
+    #[test]
+    fn many_aliases_of_few_anchors_load() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/compose/aliases/compose.yaml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.matches('*').count() >= 150,
+            "the fixture has 150+ aliases"
+        );
+        yaml::<Any>(path, &text, "compose file").unwrap();
+        // The bound is sized from what this file needs: at least 20 times as much.
+        let needed = (6..24)
+            .map(|bits| 1usize << bits)
+            .find(|&limit| yaml_within::<Any>(path, &text, "compose file", limit).is_ok())
+            .unwrap();
+        assert!(
+            MAX_REPLAYED_EVENTS >= 20 * needed,
+            "the file needs up to {needed}"
+        );
+        assert!(
+            needed > 1000,
+            "the fixture replays {needed} events, not a toy"
+        );
+    }
+
+    #[test]
+    fn billion_laughs_is_refused_quickly() {
+        let mut text = String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(",");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let err = yaml::<Any>(Path::new("laughs.yaml"), &text, "compose file").unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let message = err.to_string();
+        assert!(message.starts_with("laughs.yaml:"), "{message}");
+        assert!(message.contains("invalid compose file"), "{message}");
+    }
 }

@@ -7,6 +7,7 @@
 //!
 //! May import: `vocab`, `discover`, `parse`, `config`.
 
+mod build;
 pub mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,9 +21,11 @@ pub use services::{Service, ServiceError, ServiceOrigin, ServiceSet};
 
 use crate::config::ConfigFile;
 use crate::discover::{walk, DiscoverOptions, FileKind};
-use crate::parse::compose::{group_by_directory, ComposeProject};
-use crate::parse::dockerfile::{Dockerfile, DockerfileError, ImageScan, ScanOptions};
+use crate::parse::compose::{projects_of, ComposeOptions, ComposeProject};
+use crate::parse::dockerfile::{Dockerfile, DockerfileError, ImageScan, ImageUse, ScanOptions};
 use crate::vocab::{ImageReference, InputError, Platform, ReferenceError, SourceKind};
+
+use build::{Build, Source};
 
 /// A place in the tree that names an image.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -45,6 +48,9 @@ pub struct PlannedImage {
     /// The platforms it is needed for (`FROM --platform=…`, compose `platform:`,
     /// `--platform`; the target's when nothing says), sorted.
     pub platforms: Vec<Platform>,
+    /// Only stages that the builds' `target`s do not run use it (BuildKit skips them):
+    /// listed, not fetched.
+    pub optional: bool,
 }
 
 /// Something the plan could not determine.
@@ -127,6 +133,12 @@ pub struct PlanOptions {
     pub platform: Option<Platform>,
     /// Variables for compose interpolation; the process environment when `None`.
     pub env: Option<BTreeMap<String, String>>,
+    /// Compose profiles to activate (`--profile`); `None`: `COMPOSE_PROFILES`, else
+    /// every profile, so that a prefetch is never short.
+    pub profiles: Option<Vec<String>>,
+    /// The compose files of the root's project, relative to the root (`-f`); `None`:
+    /// `COMPOSE_FILE`, else the files Compose reads by default.
+    pub compose_files: Option<Vec<PathBuf>>,
 }
 
 /// Every external image a tree needs, and what it builds.
@@ -171,10 +183,19 @@ impl Plan {
             .env
             .clone()
             .unwrap_or_else(|| std::env::vars().collect());
-        let projects = group_by_directory(&compose_files)
-            .iter()
-            .map(|group| ComposeProject::load(root, group, &env).map_err(|e| e.under(root)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let compose_options = ComposeOptions {
+            profiles: options.profiles.clone(),
+        };
+        let explicit = compose_file_list(options, &env);
+        let projects = projects_of(&compose_files, explicit.as_deref())
+            .into_iter()
+            .map(|(files, variant)| {
+                let mut project = ComposeProject::load_with(root, &files, &env, &compose_options)
+                    .map_err(|e| e.under(root))?;
+                project.variant = variant;
+                Ok(project)
+            })
+            .collect::<Result<Vec<_>, PlanError>>()?;
         let found: Vec<PathBuf> = dockerfiles.keys().cloned().collect();
         let mut services = ServiceSet::define(root, config.as_ref(), &projects, &found)?;
         for service in services.services.values_mut() {
@@ -186,96 +207,111 @@ impl Plan {
             build_args: options.build_args.clone(),
             build_platform: Platform::host(),
             target_platform: options.platform.clone().unwrap_or_default(),
+            named_contexts: BTreeMap::new(),
         };
-        // Who builds each Dockerfile, with which args: compose's builds and the services.
-        let mut builds: BTreeMap<PathBuf, Vec<ScanOptions>> = BTreeMap::new();
-        for project in &projects {
-            for service in project.services.values() {
-                if let Some(build) = &service.build {
-                    builds
-                        .entry(build.dockerfile.clone())
-                        .or_default()
-                        .push(base.for_build(&build.args, service.platform.as_deref()));
+        let builds = Build::all(&projects, &services, &base);
+        let mut inline = BTreeMap::new();
+        for build in &builds {
+            match &build.dockerfile {
+                Source::File(path) => {
+                    // A build may name a Dockerfile the walk does not find (`docker/build.df`).
+                    if !dockerfiles.contains_key(path) && root.join(path).is_file() {
+                        dockerfiles.insert(path.clone(), read_dockerfile(root, path)?);
+                    }
+                }
+                Source::Inline { text, path, line } => {
+                    let file = Dockerfile::parse(text)
+                        .map_err(|e| inline_error(root, build, path, *line, &e))?;
+                    inline.insert((path.clone(), *line), file);
                 }
             }
         }
-        for service in services.services.values() {
-            let scan = base.for_build(&service.args, service.platform.as_deref());
-            let list = builds.entry(service.dockerfile.clone()).or_default();
-            if !list.contains(&scan) {
-                list.push(scan);
-            }
-        }
 
-        // A build may name a Dockerfile the walk does not find (`docker/build.df`).
-        for path in builds.keys() {
-            if !dockerfiles.contains_key(path) && root.join(path).is_file() {
-                dockerfiles.insert(path.clone(), read_dockerfile(root, path)?);
-            }
-        }
-
+        // What the tree builds, and which build makes it: a use of that image is local
+        // in the other builds, and external in its own build and in Dockerfiles that
+        // no service builds.
         let mut planner = Planner::default();
         for project in &projects {
-            planner.compose(root, project, &base.target_platform)?;
+            planner.compose_warnings(project);
         }
-        for service in services.services.values() {
-            if matches!(services.origin, ServiceOrigin::Config(_)) {
-                if let Ok(image) = ImageReference::parse(&service.image) {
-                    planner.local.insert(image);
-                }
-            }
-        }
-        for (path, file) in &dockerfiles {
-            let scans = builds.get(path).map_or(&[][..], Vec::as_slice);
-            if scans.is_empty() {
-                planner.add_scan(path, scan(root, path, file, &base)?);
-            }
-            for options in scans {
-                planner.add_scan(path, scan(root, path, file, options)?);
-            }
-        }
-        for service in services.services.values_mut() {
-            let Some(file) = dockerfiles.get(&service.dockerfile) else {
-                // Compose's own builds are reported below, once per definition.
-                if let (ServiceOrigin::Config(_), Some((path, line))) =
-                    (&services.origin, &service.defined_in)
-                {
-                    planner.warnings.insert(PlanWarning {
-                        path: path.clone(),
-                        line: *line,
-                        message: format!(
-                            "service `{}`: Dockerfile `{}` not found",
-                            service.name,
-                            service.dockerfile.display()
-                        ),
-                    });
-                }
-                continue;
-            };
-            // A `# syntax=` frontend parses heredocs itself; the built-in one may not.
-            service.has_heredocs = file.has_heredocs() && file.syntax().is_none();
-            let options = base.for_build(&service.args, service.platform.as_deref());
-            if let Ok(found) = file.scan(&options) {
-                service.uses = found.images.into_iter().map(|u| u.reference).collect();
+        for build in &builds {
+            if let Some(image) = &build.produces {
+                planner
+                    .local
+                    .entry(image.clone())
+                    .or_default()
+                    .insert(build.id);
             }
         }
         for project in &projects {
-            for service in project.services.values() {
-                let Some(build) = &service.build else {
-                    continue;
-                };
-                if !dockerfiles.contains_key(&build.dockerfile) {
-                    planner.warnings.insert(PlanWarning {
-                        path: build.path.clone(),
-                        line: build.line,
-                        message: format!(
-                            "service `{}`: Dockerfile `{}` not found",
-                            service.name,
-                            build.dockerfile.display()
-                        ),
-                    });
+            planner.compose_images(root, project, &base.target_platform)?;
+        }
+        let built_files: BTreeSet<&Path> = builds
+            .iter()
+            .filter_map(|b| match &b.dockerfile {
+                Source::File(path) => Some(path.as_path()),
+                Source::Inline { .. } => None,
+            })
+            .collect();
+        // Where an inline Dockerfile's build would look for one: a file there is not
+        // what that build uses.
+        let superseded: BTreeSet<PathBuf> = projects
+            .iter()
+            .flat_map(|p| p.services.values())
+            .filter_map(|s| s.build.as_ref())
+            .filter(|b| b.dockerfile_inline.is_some())
+            .map(|b| b.dockerfile.clone())
+            .collect();
+        for (path, file) in &dockerfiles {
+            if !built_files.contains(path.as_path()) && !superseded.contains(path) {
+                planner.add_scan(path, None, scan(root, path, file, &base)?, None, None);
+            }
+        }
+        for build in &builds {
+            let (file, path, inline_at) = match &build.dockerfile {
+                Source::File(path) => match dockerfiles.get(path) {
+                    Some(file) => (file, path, None),
+                    None => {
+                        planner.warn(build, format!("Dockerfile `{}` not found", path.display()));
+                        continue;
+                    }
+                },
+                Source::Inline { path, line, .. } => {
+                    (&inline[&(path.clone(), *line)], path, Some(*line))
+                }
+            };
+            let found = match inline_at {
+                None => scan(root, path, file, &build.options)?,
+                Some(line) => file
+                    .scan(&build.options)
+                    .map_err(|e| inline_error(root, build, path, line, &e))?,
+            };
+            let needed = match &build.target {
+                Some(target) => match found.needed_stages(Some(target)) {
+                    Some(stages) => Some(stages),
+                    None => {
+                        planner.warn(
+                            build,
+                            format!("target stage `{target}` is not in `{}`", path.display()),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let Some(name) = &build.service_key {
+                if let Some(service) = services.services.get_mut(name) {
+                    // A `# syntax=` frontend parses heredocs itself; the built-in one may not.
+                    service.has_heredocs = file.has_heredocs() && file.syntax().is_none();
+                    service.uses = found
+                        .images
+                        .iter()
+                        .filter(|u| Planner::is_needed(u, needed.as_ref()))
+                        .map(|u| u.reference.clone())
+                        .collect();
                 }
             }
+            planner.add_scan(path, Some(build.id), found, needed.as_ref(), inline_at);
         }
         services.derive_dependencies();
         let mut plan = planner.finish();
@@ -291,9 +327,14 @@ impl Plan {
         self.images.iter().map(|i| &i.reference)
     }
 
-    /// Every image of the plan once per platform it is needed for.
+    /// Every image of the plan once per platform it is needed for (not the optional
+    /// ones: those only stages the builds' targets skip use).
     pub fn wanted(&self) -> Vec<Wanted> {
-        self.images.iter().flat_map(PlannedImage::wanted).collect()
+        self.images
+            .iter()
+            .filter(|i| !i.optional)
+            .flat_map(PlannedImage::wanted)
+            .collect()
     }
 
     /// The external images the Dockerfiles of `services` use, once per platform (all
@@ -302,14 +343,25 @@ impl Plan {
         let dockerfiles: BTreeSet<&Path> = services
             .services
             .values()
+            .filter(|s| s.dockerfile_inline.is_none())
             .map(|s| s.dockerfile.as_path())
+            .collect();
+        // An inline Dockerfile's images point at its `build:` in the compose file.
+        let inline: BTreeSet<(&Path, usize)> = services
+            .services
+            .values()
+            .filter(|s| s.dockerfile_inline.is_some())
+            .filter_map(|s| s.defined_in.as_ref().map(|(p, l)| (p.as_path(), *l)))
             .collect();
         self.images
             .iter()
+            .filter(|i| !i.optional)
             .filter(|i| {
-                i.sources
-                    .iter()
-                    .any(|s| dockerfiles.contains(s.path.as_path()))
+                i.sources.iter().any(|s| {
+                    dockerfiles.contains(s.path.as_path())
+                        || (s.kind != SourceKind::Compose
+                            && inline.contains(&(s.path.as_path(), s.line)))
+                })
             })
             .flat_map(PlannedImage::wanted)
             .collect()
@@ -398,20 +450,66 @@ fn scan(
     })
 }
 
+/// `COMPOSE_FILE` (split on `COMPOSE_PATH_SEPARATOR`, else `:`), unless the options
+/// name the files.
+fn compose_file_list(
+    options: &PlanOptions,
+    env: &BTreeMap<String, String>,
+) -> Option<Vec<PathBuf>> {
+    if let Some(files) = &options.compose_files {
+        return Some(files.iter().map(|f| crate::vocab::clean_path(f)).collect());
+    }
+    let value = env.get("COMPOSE_FILE").filter(|v| !v.trim().is_empty())?;
+    let separator = env
+        .get("COMPOSE_PATH_SEPARATOR")
+        .filter(|s| !s.is_empty())
+        .map_or(":", String::as_str);
+    Some(
+        value
+            .split(separator)
+            .filter(|f| !f.is_empty())
+            .map(|f| crate::vocab::clean_path(Path::new(f)))
+            .collect(),
+    )
+}
+
+/// A `dockerfile_inline` that does not parse or scan: an input error at its `build:`.
+fn inline_error(
+    root: &Path,
+    build: &Build,
+    path: &Path,
+    line: usize,
+    error: &DockerfileError,
+) -> PlanError {
+    PlanError::Input(InputError::Invalid {
+        path: openable(root, path),
+        line,
+        message: format!(
+            "service `{}`: dockerfile_inline line {}: {error}",
+            build.service,
+            error.line()
+        ),
+    })
+}
+
+#[derive(Default)]
+struct Entry {
+    sources: BTreeSet<ImageSource>,
+    /// Platforms of the uses that are needed; of every use.
+    needed_on: BTreeSet<Platform>,
+    used_on: BTreeSet<Platform>,
+}
+
 #[derive(Default)]
 struct Planner {
-    images: BTreeMap<ImageReference, (BTreeSet<ImageSource>, BTreeSet<Platform>)>,
-    local: BTreeSet<ImageReference>,
+    images: BTreeMap<ImageReference, Entry>,
+    /// Images the tree builds, and the builds that make each.
+    local: BTreeMap<ImageReference, BTreeSet<usize>>,
     warnings: BTreeSet<PlanWarning>,
 }
 
 impl Planner {
-    fn compose(
-        &mut self,
-        root: &Path,
-        project: &ComposeProject,
-        target: &Platform,
-    ) -> Result<(), PlanError> {
+    fn compose_warnings(&mut self, project: &ComposeProject) {
         for w in &project.warnings {
             self.warnings.insert(PlanWarning {
                 path: w.path.clone(),
@@ -419,6 +517,15 @@ impl Planner {
                 message: w.value.clone(),
             });
         }
+    }
+
+    /// The `image:`s of services that are not built; a built one's name must parse.
+    fn compose_images(
+        &mut self,
+        root: &Path,
+        project: &ComposeProject,
+        target: &Platform,
+    ) -> Result<(), PlanError> {
         for service in project.services.values() {
             let parse = |text: &str, path: &Path, line: usize| {
                 ImageReference::parse(text).map_err(|source| PlanError::Reference {
@@ -427,81 +534,282 @@ impl Planner {
                     source,
                 })
             };
+            if let Some(built) = project.built_image(service) {
+                let (path, line) = match (&service.image, &service.build) {
+                    (Some(i), _) => (&i.path, i.line),
+                    (None, Some(b)) => (&b.path, b.line),
+                    (None, None) => continue,
+                };
+                parse(&built, path, line)?;
+                continue;
+            }
+            let Some(image) = &service.image else {
+                continue;
+            };
+            let reference = parse(&image.value, &image.path, image.line)?;
+            // The project runs the image another service builds.
+            if self.local.contains_key(&reference) {
+                continue;
+            }
             let platform = service
                 .platform
                 .as_deref()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or_else(|| target.clone());
-            if let Some(built) = project.built_image(service) {
-                let (path, line) = match (&service.image, &service.build) {
-                    (Some(i), _) => (i.path.clone(), i.line),
-                    (None, Some(b)) => (b.path.clone(), b.line),
-                    (None, None) => continue,
-                };
-                let reference = parse(&built, &path, line)?;
-                self.images.remove(&reference);
-                self.local.insert(reference);
-            } else if let Some(image) = &service.image {
-                let reference = parse(&image.value, &image.path, image.line)?;
-                self.add(
-                    reference,
-                    ImageSource {
-                        path: image.path.clone(),
-                        line: image.line,
-                        kind: SourceKind::Compose,
-                    },
-                    platform,
-                );
-            }
+            self.add(
+                reference,
+                ImageSource {
+                    path: image.path.clone(),
+                    line: image.line,
+                    kind: SourceKind::Compose,
+                },
+                platform,
+                true,
+            );
         }
         Ok(())
     }
 
-    fn add_scan(&mut self, path: &Path, scan: ImageScan) {
+    /// A warning about `build`, at its definition.
+    fn warn(&mut self, build: &Build, message: String) {
+        self.warnings.insert(PlanWarning {
+            path: build.defined_in.0.clone(),
+            line: build.defined_in.1,
+            message: format!("service `{}`: {message}", build.service),
+        });
+    }
+
+    fn is_needed(used: &ImageUse, needed: Option<&BTreeSet<usize>>) -> bool {
+        match (used.stage, needed) {
+            (Some(stage), Some(needed)) => needed.contains(&stage),
+            _ => true,
+        }
+    }
+
+    /// A scan of `path` by build `owner` (`None`: no service builds it). `needed`: the
+    /// stages its target runs; `inline_at`: the `build:` line of a `dockerfile_inline`.
+    fn add_scan(
+        &mut self,
+        path: &Path,
+        owner: Option<usize>,
+        scan: ImageScan,
+        needed: Option<&BTreeSet<usize>>,
+        inline_at: Option<usize>,
+    ) {
         for w in scan.warnings {
             self.warnings.insert(PlanWarning {
                 path: path.to_path_buf(),
-                line: w.line,
+                line: inline_at.unwrap_or(w.line),
                 message: w.message,
             });
         }
         for image in scan.images {
+            let built_elsewhere = match (owner, self.local.get(&image.reference)) {
+                (Some(owner), Some(builders)) => !builders.contains(&owner),
+                _ => false,
+            };
+            if built_elsewhere {
+                continue;
+            }
+            let needed = Self::is_needed(&image, needed);
             self.add(
                 image.reference,
                 ImageSource {
                     path: path.to_path_buf(),
-                    line: image.line,
+                    line: inline_at.unwrap_or(image.line),
                     kind: image.kind,
                 },
                 image.platform,
+                needed,
             );
         }
     }
 
-    fn add(&mut self, reference: ImageReference, source: ImageSource, platform: Platform) {
-        if !self.local.contains(&reference) {
-            let (sources, platforms) = self.images.entry(reference).or_default();
-            sources.insert(source);
-            platforms.insert(platform);
+    fn add(
+        &mut self,
+        reference: ImageReference,
+        source: ImageSource,
+        platform: Platform,
+        needed: bool,
+    ) {
+        let entry = self.images.entry(reference).or_default();
+        entry.sources.insert(source);
+        if needed {
+            entry.needed_on.insert(platform.clone());
         }
+        entry.used_on.insert(platform);
     }
 
     fn finish(self) -> Plan {
-        let local = self.local;
         Plan {
             images: self
                 .images
                 .into_iter()
-                .filter(|(r, _)| !local.contains(r))
-                .map(|(reference, (sources, platforms))| PlannedImage {
-                    reference,
-                    sources: sources.into_iter().collect(),
-                    platforms: platforms.into_iter().collect(),
+                .map(|(reference, entry)| {
+                    let optional = entry.needed_on.is_empty();
+                    let platforms = if optional {
+                        entry.used_on
+                    } else {
+                        entry.needed_on
+                    };
+                    PlannedImage {
+                        reference,
+                        sources: entry.sources.into_iter().collect(),
+                        platforms: platforms.into_iter().collect(),
+                        optional,
+                    }
                 })
                 .collect(),
-            local: local.into_iter().collect(),
+            local: self.local.into_keys().collect(),
             warnings: self.warnings.into_iter().collect(),
             ..Plan::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(fixture: &str) -> Plan {
+        let root = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/compose"
+        ))
+        .join(fixture);
+        let options = PlanOptions {
+            platform: Some("linux/amd64".parse().unwrap()),
+            env: Some(BTreeMap::new()),
+            ..PlanOptions::default()
+        };
+        Plan::for_tree(&root, &options).unwrap()
+    }
+
+    /// `reference [optional] <- path:line…` per image.
+    fn images(plan: &Plan) -> Vec<String> {
+        plan.images
+            .iter()
+            .map(|i| {
+                let sources: Vec<String> = i
+                    .sources
+                    .iter()
+                    .map(|s| format!("{}:{}", s.path.display(), s.line))
+                    .collect();
+                let platforms: Vec<String> = i.platforms.iter().map(ToString::to_string).collect();
+                format!(
+                    "{}{} [{}] <- {}",
+                    i.reference,
+                    if i.optional { " (optional)" } else { "" },
+                    platforms.join(","),
+                    sources.join(" ")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_build_tagged_with_its_own_base_still_needs_it() {
+        let p = plan("own_base");
+        assert_eq!(
+            images(&p),
+            ["docker.io/library/alpine:3.19 [linux/amd64] <- alpine/Dockerfile:1"],
+            "needed by the build that makes it; local for the other"
+        );
+        assert!(p
+            .local
+            .iter()
+            .any(|l| l.to_string() == "docker.io/library/alpine:3.19"));
+        assert_eq!(
+            p.services.services["app"].depends_on,
+            BTreeSet::from(["alpine".to_owned()])
+        );
+    }
+
+    #[test]
+    fn named_contexts_are_images_or_the_builds_own() {
+        let p = plan("contexts");
+        assert_eq!(
+            images(&p),
+            [
+                "docker.io/alpine/git:2.43.0 [linux/amd64] <- Dockerfile:2",
+                "docker.io/library/ubuntu:22.04 [linux/amd64] <- base/Dockerfile:1",
+            ]
+        );
+    }
+
+    #[test]
+    fn inline_dockerfiles_are_scanned_not_the_file_beside_them() {
+        let p = plan("inline");
+        assert_eq!(
+            images(&p),
+            [
+                "docker.io/library/busybox:1.36 [linux/amd64] <- compose.yaml:5",
+                "docker.io/library/python:3.12-slim [linux/amd64] <- compose.yaml:5",
+            ]
+        );
+        let wanted = p.images_for(&p.services);
+        assert_eq!(wanted.len(), 2);
+    }
+
+    #[test]
+    fn a_target_needs_only_its_stages() {
+        let p = plan("target");
+        assert_eq!(
+            images(&p),
+            [
+                "docker.io/cypress/included:13.6.0 (optional) [linux/amd64] <- Dockerfile:5",
+                "docker.io/library/busybox:1.36 (optional) [linux/amd64] <- Dockerfile:10",
+                "docker.io/library/golang:1.22 [linux/amd64] <- Dockerfile:4",
+                "docker.io/library/node:20-alpine [linux/amd64] <- Dockerfile:1",
+                "gcr.io/distroless/nodejs20-debian12:latest [linux/amd64] <- Dockerfile:7",
+            ]
+        );
+        let wanted: Vec<String> = p.wanted().iter().map(|w| w.reference.to_string()).collect();
+        assert_eq!(wanted.len(), 3, "{wanted:?}");
+        assert_eq!(p.images_for(&p.services).len(), 3);
+    }
+
+    #[test]
+    fn build_platforms_are_each_planned() {
+        let p = plan("platforms");
+        let host = Platform::host().to_string();
+        assert_eq!(
+            images(&p),
+            [
+                "docker.io/library/alpine:3.20 [linux/amd64,linux/arm64] <- Dockerfile:2"
+                    .to_owned(),
+                format!("docker.io/library/golang:1.22 [{host}] <- Dockerfile:1"),
+                "docker.io/library/redis:7 [linux/arm64] <- compose.yaml:8".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn includes_extends_and_dotenv_reach_the_plan() {
+        let refs = |p: &Plan| p.references().map(ToString::to_string).collect::<Vec<_>>();
+        let p = plan("include");
+        assert_eq!(
+            refs(&p),
+            [
+                "docker.io/library/alpine:3.20",
+                "docker.io/library/elasticsearch:8.13.0",
+                "docker.io/library/golang:1.22-alpine",
+                "docker.io/library/nginx:1.25-alpine",
+                "docker.io/library/rabbitmq:3.12-management",
+            ]
+        );
+        let p = plan("extends_file");
+        assert!(refs(&p).contains(&"docker.io/library/postgres:16-alpine".to_owned()));
+        assert!(refs(&p).contains(&"docker.io/library/debian:bookworm-slim".to_owned()));
+        assert!(p
+            .local
+            .iter()
+            .any(|l| l.to_string() == "docker.io/acme/base:2.0"));
+        let p = plan("dotenv");
+        assert!(refs(&p).contains(&"registry.example.com:5000/team/api:1.4".to_owned()));
+        assert!(p
+            .local
+            .iter()
+            .any(|l| l.to_string() == "docker.io/library/backend:1.4"));
     }
 }

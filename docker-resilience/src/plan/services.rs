@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::config::ConfigFile;
-use crate::parse::compose::ComposeProject;
+use crate::parse::compose::{self, ComposeProject};
+use crate::parse::dockerfile::NamedContext;
 use crate::vocab::{clean_path, ImageReference};
 
 /// A service that cannot be set up for building.
@@ -98,6 +99,11 @@ pub struct Service {
     pub has_heredocs: bool,
     /// The file and line that define it, when a file does (`drbuild.yaml:12`).
     pub defined_in: Option<(PathBuf, usize)>,
+    /// The Dockerfile's text when written in the compose file (`dockerfile_inline`);
+    /// `dockerfile` is then where it would be.
+    pub dockerfile_inline: Option<String>,
+    /// Named build contexts (compose `additional_contexts`), as far as images go.
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 impl Service {
@@ -122,6 +128,8 @@ impl Service {
             uses: Vec::new(),
             has_heredocs: false,
             defined_in: None,
+            dockerfile_inline: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -263,7 +271,9 @@ impl ServiceSet {
             inputs.extend(project.files.iter().cloned());
         }
         for service in self.services.values() {
-            inputs.insert(service.dockerfile.clone());
+            if service.dockerfile_inline.is_none() {
+                inputs.insert(service.dockerfile.clone());
+            }
             inputs.insert(service.context.clone());
         }
         inputs.into_iter().collect()
@@ -300,6 +310,8 @@ fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceEr
                 uses: Vec::new(),
                 has_heredocs: false,
                 defined_in: Some((file.path.clone(), file.line_of(name))),
+                dockerfile_inline: None,
+                named_contexts: BTreeMap::new(),
             },
         );
     }
@@ -309,7 +321,8 @@ fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceEr
 fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
     let mut services = BTreeMap::new();
     let several = compose.len() > 1;
-    for project in compose {
+    // A variant (`compose.prod.yaml` over the base) adds images to fetch, not builds.
+    for project in compose.iter().filter(|p| !p.variant) {
         for service in project.services.values() {
             let (Some(build), Some(image)) = (&service.build, project.built_image(service)) else {
                 continue;
@@ -335,6 +348,8 @@ fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
                     uses: Vec::new(),
                     has_heredocs: false,
                     defined_in: Some((build.path.clone(), build.line)),
+                    dockerfile_inline: build.dockerfile_inline.clone(),
+                    named_contexts: named_contexts(&build.additional_contexts),
                 },
             );
         }
@@ -344,6 +359,23 @@ fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
         service.depends_on.retain(|d| names.contains(d));
     }
     services
+}
+
+/// Compose's `additional_contexts` as the scanner sees them: `docker-image://` is an
+/// image to fetch; another service's image, a directory or a URL is the build's own.
+pub(crate) fn named_contexts(
+    contexts: &BTreeMap<String, compose::NamedContext>,
+) -> BTreeMap<String, NamedContext> {
+    contexts
+        .iter()
+        .map(|(name, context)| {
+            let context = match context {
+                compose::NamedContext::Image(image) => NamedContext::Image(image.clone()),
+                _ => NamedContext::Local,
+            };
+            (name.clone(), context)
+        })
+        .collect()
 }
 
 fn from_directories(root: &Path, dockerfiles: &[PathBuf]) -> BTreeMap<String, Service> {

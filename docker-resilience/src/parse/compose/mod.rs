@@ -1,37 +1,64 @@
-//! Compose files: the services, the images they use and the images they build.
+//! Compose files as Compose reads them, for everything that decides which images a
+//! project needs and builds.
 //!
-//! Files in one directory form one project: the base file (`compose.yaml`,
-//! `docker-compose.yml`…) first, then its overrides (`*.override.yml`, then any
-//! other `compose.*.yml`), merged service by service as `docker compose` does for
-//! the keys we read.
+//! A project is its files (the base file, then its overrides, merged service by service
+//! as `docker compose` merges them), each interpolated with the environment over the
+//! project's `.env` (itself interpolated, in order; the environment wins), with
+//! `include:` (other projects, their own directory and `.env`), `extends:` (in the same
+//! file or another, whose paths stay relative to it) and `profiles:` resolved. A
+//! service's build carries its context, its Dockerfile (or `dockerfile_inline`), args,
+//! target, platforms and `additional_contexts`.
+//!
+//! Differential tests (`tests/tests/compose_oracle.rs`) hold this to `docker compose
+//! config` itself on every fixture.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::parse::expand::{expand, Style};
+use crate::parse::expand::{expand, ExpandError, Style};
 use crate::vocab::{clean_path, InputError, Located};
 
+mod env;
 mod raw;
 
-use raw::{RawCompose, RawPort, RawService};
+pub use env::parse as parse_dotenv;
+use raw::{RawCompose, RawExtends, RawInclude, RawPort, RawService};
 
 /// A service's `build:` section, with paths resolved relative to the tree's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeBuild {
     /// Build context directory.
     pub context: PathBuf,
-    /// The Dockerfile.
+    /// The Dockerfile (when `dockerfile_inline` is set, where it would be).
     pub dockerfile: PathBuf,
+    /// `dockerfile_inline`: the Dockerfile's text, written in the compose file.
+    pub dockerfile_inline: Option<String>,
     /// Build args; values already interpolated. Args with no value are left out.
     pub args: BTreeMap<String, String>,
     /// `target` stage.
     pub target: Option<String>,
     /// `network` for `RUN` steps.
     pub network: Option<String>,
+    /// `platforms` to build for.
+    pub platforms: Vec<String>,
+    /// `additional_contexts`: names a Dockerfile may use (`FROM name`, `COPY
+    /// --from=name`) and what they stand for.
+    pub additional_contexts: BTreeMap<String, NamedContext>,
     /// Where `build:` is written.
     pub path: PathBuf,
     /// Its line.
     pub line: usize,
+}
+
+/// What an `additional_contexts` name stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `service:NAME`: the image another service of the project builds.
+    Service(String),
+    /// `docker-image://REF`: an image from a registry.
+    Image(String),
+    /// A directory (relative to the tree's root), or a URL: not an image.
+    Other(String),
 }
 
 /// One `ports:` entry that publishes a host port.
@@ -70,7 +97,7 @@ pub struct ComposeService {
     pub ports: Vec<PublishedPort>,
 }
 
-/// A compose project: the files of one directory, merged.
+/// A compose project: its files, merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeProject {
     /// The project name (`name:` or the directory's name).
@@ -79,10 +106,23 @@ pub struct ComposeProject {
     pub dir: PathBuf,
     /// The files, base first.
     pub files: Vec<PathBuf>,
-    /// Services by name.
+    /// Services by name (those of included projects too).
     pub services: BTreeMap<String, ComposeService>,
-    /// Values that could not be interpolated, with where they are.
+    /// Values that could not be interpolated, and other things the plan should say,
+    /// with where they are.
     pub warnings: Vec<Located<String>>,
+    /// A variant: the base file with another of the directory's files
+    /// (`compose.prod.yaml`), which `docker compose` reads only with `-f`. Its images
+    /// are needed too; its services do not define the tree's builds.
+    pub variant: bool,
+}
+
+/// How a project is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComposeOptions {
+    /// Active profiles (`--profile`, `COMPOSE_PROFILES`); `None`: every profile, so
+    /// that a prefetch is never short.
+    pub profiles: Option<Vec<String>>,
 }
 
 impl ComposeProject {
@@ -95,8 +135,8 @@ impl ComposeProject {
         })
     }
 
-    /// Loads and merges `files` (relative to `root`, all in one directory).
-    /// `env` supplies variables for `${X}` interpolation.
+    /// Loads and merges `files` (relative to `root`; the first one's directory is the
+    /// project's). `env` supplies variables for interpolation, over the project's `.env`.
     pub fn load(
         root: &Path,
         files: &[PathBuf],
@@ -104,69 +144,83 @@ impl ComposeProject {
     ) -> Result<Self, InputError> {
         let mut files = files.to_vec();
         files.sort_by_key(|f| file_rank(f));
+        Self::load_with(root, &files, env, &ComposeOptions::default())
+    }
+
+    /// [`ComposeProject::load`] with options (profiles).
+    pub fn load_with(
+        root: &Path,
+        files: &[PathBuf],
+        env: &BTreeMap<String, String>,
+        options: &ComposeOptions,
+    ) -> Result<Self, InputError> {
         let dir = files
             .first()
             .and_then(|f| f.parent())
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let mut env = env.clone();
-        for (k, v) in dotenv(&root.join(&dir).join(".env")) {
-            env.entry(k).or_insert(v);
-        }
-        let mut project = ComposeProject {
-            name: String::new(),
-            dir: dir.clone(),
-            files: files.clone(),
-            services: BTreeMap::new(),
+        let env = env::with_dotenv(env, env::read(&root.join(&dir).join(".env"), env));
+        let mut loader = Loader {
+            root,
+            env: &env,
             warnings: Vec::new(),
+            depth: 0,
         };
-        let mut name = None;
-        for file in &files {
-            let text =
-                std::fs::read_to_string(root.join(file)).map_err(|source| InputError::Io {
-                    path: file.clone(),
-                    source,
-                })?;
-            let raw: RawCompose = crate::parse::yaml(file, &text, "compose file")?;
-            if let Some(n) = raw.name {
-                name = Some(n);
-            }
-            let mut ctx = Ctx {
-                file,
-                dir: &dir,
-                env: &env,
-                warnings: &mut project.warnings,
-            };
-            for (service_name, raw_service) in raw.services {
-                let entry = project
-                    .services
-                    .entry(service_name.clone())
-                    .or_insert_with(|| ComposeService {
-                        name: service_name.clone(),
-                        image: None,
-                        build: None,
-                        depends_on: Vec::new(),
-                        profiles: Vec::new(),
-                        platform: None,
-                        ports: Vec::new(),
-                    });
-                ctx.merge(entry, raw_service.value)?;
-            }
+        let (name, specs) = loader.project(files, &dir)?;
+        let mut specs = loader.resolve_extends(specs)?;
+        if let Some(active) = options.profiles.clone().or_else(|| profiles_from_env(&env)) {
+            let all = active.iter().any(|p| p == "*");
+            specs.retain(|_, s| {
+                all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p))
+            });
         }
-        project.name = name.unwrap_or_else(|| {
+        let name = normalize_project_name(&name.unwrap_or_else(|| {
             let base = root.join(&dir);
             let base = base.canonicalize().unwrap_or(base);
             base.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "default".to_owned())
-        });
-        project.name = normalize_project_name(&project.name);
-        Ok(project)
+        }));
+        let mut warnings = loader.warnings;
+        let services = specs
+            .into_iter()
+            .map(|(n, spec)| {
+                let service = spec.finish(&n, &mut warnings)?;
+                Ok((n, service))
+            })
+            .collect::<Result<BTreeMap<_, _>, InputError>>()?;
+        Ok(ComposeProject {
+            name,
+            dir,
+            files: files.to_vec(),
+            services,
+            warnings,
+            variant: false,
+        })
     }
 }
 
-/// Groups compose files by directory: each directory is one project.
-pub fn group_by_directory(files: &[PathBuf]) -> Vec<Vec<PathBuf>> {
+/// `COMPOSE_PROFILES`, when set and not empty.
+fn profiles_from_env(env: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    let value = env.get("COMPOSE_PROFILES")?.trim();
+    (!value.is_empty()).then(|| {
+        value
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    })
+}
+
+/// The projects of a tree's compose files: per directory, the base file (`compose.yaml`,
+/// else `docker-compose.yml`…) with its overrides (`*.override.*`) as `docker compose`
+/// loads them by default; each other file of the directory (`compose.prod.yaml`) as a
+/// variant over the base. `compose_file` (`COMPOSE_FILE`'s paths, relative to the root)
+/// replaces the root directory's default.
+pub fn projects_of(
+    files: &[PathBuf],
+    compose_file: Option<&[PathBuf]>,
+) -> Vec<(Vec<PathBuf>, bool)> {
     let mut groups: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
     for f in files {
         groups
@@ -174,22 +228,76 @@ pub fn group_by_directory(files: &[PathBuf]) -> Vec<Vec<PathBuf>> {
             .or_default()
             .push(f.clone());
     }
-    groups.into_values().collect()
+    let mut out = Vec::new();
+    for (dir, mut group) in groups {
+        group.sort_by_key(|f| file_rank(f));
+        if let Some(explicit) = compose_file.filter(|_| dir.as_os_str().is_empty()) {
+            out.push((explicit.to_vec(), false));
+            continue;
+        }
+        let base = group.iter().find(|f| file_rank(f).0 == 0).cloned();
+        let overrides: Vec<PathBuf> = group
+            .iter()
+            .filter(|f| file_rank(f).0 == 1)
+            .filter(|f| base.as_ref().is_some_and(|b| is_override_of(b, f)))
+            .cloned()
+            .collect();
+        let mut default: Vec<PathBuf> = base.iter().cloned().collect();
+        default.extend(overrides.iter().cloned());
+        for other in group.iter().filter(|f| !default.contains(f)) {
+            // Another base spelling (`docker-compose.yml` beside `compose.yaml`) is a
+            // project of its own; anything else is a variant over the base.
+            let files = match (&base, file_rank(other).0) {
+                (Some(b), 1 | 2) => vec![b.clone(), other.clone()],
+                _ => vec![other.clone()],
+            };
+            out.push((files, true));
+        }
+        if !default.is_empty() {
+            out.push((default, false));
+        }
+    }
+    out
 }
 
-/// Base files first, then `*.override.*`, then the rest by name.
-fn file_rank(file: &Path) -> (u8, String) {
+/// Groups compose files by directory, as [`projects_of`] with no `COMPOSE_FILE`,
+/// keeping only each directory's default project.
+pub fn group_by_directory(files: &[PathBuf]) -> Vec<Vec<PathBuf>> {
+    projects_of(files, None)
+        .into_iter()
+        .filter(|(_, variant)| !variant)
+        .map(|(files, _)| files)
+        .collect()
+}
+
+/// Whether `file` is the override of `base` (`compose.override.yaml` of `compose.yaml`).
+fn is_override_of(base: &Path, file: &Path) -> bool {
+    let stem = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default()
+            .trim_end_matches(".yaml")
+            .trim_end_matches(".yml")
+            .to_owned()
+    };
+    stem(file) == format!("{}.override", stem(base))
+}
+
+/// Base files first (`compose.yaml` before `docker-compose.yml`, as Compose prefers),
+/// then `*.override.*`, then the rest by name.
+fn file_rank(file: &Path) -> (u8, u8, String) {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
-    let rank = match stem {
-        "compose" | "docker-compose" => 0,
-        s if s.ends_with(".override") => 1,
-        _ => 2,
+    let (rank, preference) = match stem {
+        "compose" => (0, if name.ends_with(".yaml") { 0 } else { 1 }),
+        "docker-compose" => (0, if name.ends_with(".yaml") { 3 } else { 2 }),
+        s if s.ends_with(".override") => (1, 0),
+        _ => (2, 0),
     };
-    (rank, name)
+    (rank, preference, name)
 }
 
 fn normalize_project_name(name: &str) -> String {
@@ -206,160 +314,564 @@ fn normalize_project_name(name: &str) -> String {
     }
 }
 
-/// Reads a `.env` file (`KEY=VALUE`, `#` comments, optional quotes, `export `).
+/// Reads a `.env` file (`KEY=VALUE`, `#` comments, quotes, `export `), interpolating
+/// its values as Compose does (see [`parse_dotenv`]).
 pub fn dotenv(path: &Path) -> BTreeMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return BTreeMap::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                return None;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            let (k, v) = line.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            Some((k.trim().to_owned(), v.to_owned()))
-        })
-        .collect()
+    env::read(path, &BTreeMap::new()).into_iter().collect()
 }
 
-struct Ctx<'a> {
-    file: &'a Path,
-    dir: &'a Path,
-    env: &'a BTreeMap<String, String>,
-    warnings: &'a mut Vec<Located<String>>,
+/// A build as written, before paths are resolved: each field `None` when not given, so
+/// that overrides and `extends` merge field by field.
+#[derive(Debug, Clone, Default)]
+struct BuildSpec {
+    /// `context`, and the directory it is relative to.
+    context: Option<(String, PathBuf)>,
+    dockerfile: Option<String>,
+    dockerfile_inline: Option<String>,
+    args: BTreeMap<String, String>,
+    target: Option<String>,
+    network: Option<String>,
+    platforms: Vec<String>,
+    /// Name → (what it is, the directory paths are relative to).
+    additional_contexts: BTreeMap<String, (String, PathBuf)>,
+    /// The directory a `build:` with no context means (the file's project directory).
+    dir: PathBuf,
+    path: PathBuf,
+    line: usize,
 }
 
-impl Ctx<'_> {
-    fn interpolate(&mut self, text: &str, line: usize) -> Option<String> {
-        match expand(text, Style::Compose, &|n| self.env.get(n).cloned()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.warnings.push(Located {
-                    value: format!("cannot interpolate `{text}`: {e}"),
-                    path: self.file.to_path_buf(),
-                    line,
-                });
-                None
+/// A service as written (interpolated), merged over files.
+#[derive(Debug, Clone, Default)]
+struct ServiceSpec {
+    image: Option<Located<String>>,
+    build: Option<BuildSpec>,
+    depends_on: Vec<String>,
+    profiles: Vec<String>,
+    platform: Option<String>,
+    ports: Vec<PublishedPort>,
+    /// `extends`: the service, the file (relative to the root) if another, where.
+    extends: Option<(String, Option<PathBuf>, Located<()>)>,
+}
+
+impl ServiceSpec {
+    /// `over` merged on top of `self`, as an override file or an extending service
+    /// merges over its base.
+    fn overlay(mut self, over: ServiceSpec) -> ServiceSpec {
+        if over.image.is_some() {
+            self.image = over.image;
+        }
+        self.build = match (self.build.take(), over.build) {
+            (Some(base), Some(top)) => Some(base.overlay(top)),
+            (base, top) => top.or(base),
+        };
+        for d in over.depends_on {
+            if !self.depends_on.contains(&d) {
+                self.depends_on.push(d);
             }
         }
+        if !over.profiles.is_empty() {
+            self.profiles = over.profiles;
+        }
+        if over.platform.is_some() {
+            self.platform = over.platform;
+        }
+        self.ports.extend(over.ports);
+        self.extends = over.extends;
+        self
     }
 
-    fn merge(&mut self, service: &mut ComposeService, raw: RawService) -> Result<(), InputError> {
-        if let Some(image) = raw.image {
-            let line = image.referenced.line() as usize;
-            if let Some(value) = self.interpolate(&image.value, line) {
-                service.image = Some(Located {
-                    value,
-                    path: self.file.to_path_buf(),
+    fn finish(
+        self,
+        name: &str,
+        warnings: &mut Vec<Located<String>>,
+    ) -> Result<ComposeService, InputError> {
+        let build = match self.build {
+            Some(b) => b.finish(name, warnings),
+            None => None,
+        };
+        Ok(ComposeService {
+            name: name.to_owned(),
+            image: self.image,
+            build,
+            depends_on: self.depends_on,
+            profiles: self.profiles,
+            platform: self.platform,
+            ports: self.ports,
+        })
+    }
+}
+
+impl BuildSpec {
+    fn overlay(mut self, over: BuildSpec) -> BuildSpec {
+        if over.context.is_some() {
+            self.context = over.context;
+        }
+        if over.dockerfile.is_some() {
+            self.dockerfile = over.dockerfile;
+            self.dockerfile_inline = None;
+        }
+        if over.dockerfile_inline.is_some() {
+            self.dockerfile_inline = over.dockerfile_inline;
+            self.dockerfile = None;
+        }
+        self.args.extend(over.args);
+        if over.target.is_some() {
+            self.target = over.target;
+        }
+        if over.network.is_some() {
+            self.network = over.network;
+        }
+        for p in over.platforms {
+            if !self.platforms.contains(&p) {
+                self.platforms.push(p);
+            }
+        }
+        self.additional_contexts.extend(over.additional_contexts);
+        self.path = over.path;
+        self.line = over.line;
+        self
+    }
+
+    fn finish(self, service: &str, warnings: &mut Vec<Located<String>>) -> Option<ComposeBuild> {
+        let (context_text, base) = self
+            .context
+            .clone()
+            .unwrap_or_else(|| (".".to_owned(), self.dir.clone()));
+        if is_remote(&context_text) {
+            warnings.push(Located {
+                value: format!(
+                    "service `{service}`: remote build context `{context_text}` is not scanned"
+                ),
+                path: self.path.clone(),
+                line: self.line,
+            });
+            return None;
+        }
+        let context = clean_path(&base.join(&context_text));
+        let dockerfile =
+            clean_path(&context.join(self.dockerfile.as_deref().unwrap_or("Dockerfile")));
+        let additional_contexts = self
+            .additional_contexts
+            .into_iter()
+            .map(|(name, (value, dir))| {
+                let context = if let Some(s) = value.strip_prefix("service:") {
+                    NamedContext::Service(s.to_owned())
+                } else if let Some(image) = value.strip_prefix("docker-image://") {
+                    NamedContext::Image(image.to_owned())
+                } else if is_remote(&value) {
+                    NamedContext::Other(value)
+                } else {
+                    NamedContext::Other(
+                        clean_path(&dir.join(&value)).to_string_lossy().into_owned(),
+                    )
+                };
+                (name, context)
+            })
+            .collect();
+        Some(ComposeBuild {
+            context,
+            dockerfile,
+            dockerfile_inline: self.dockerfile_inline,
+            args: self.args,
+            target: self.target,
+            network: self.network,
+            platforms: self.platforms,
+            additional_contexts,
+            path: self.path,
+            line: self.line,
+        })
+    }
+}
+
+fn is_remote(context: &str) -> bool {
+    context.contains("://") || context.starts_with("git@")
+}
+
+/// Includes and extends nest; a file including itself must stop.
+const MAX_DEPTH: usize = 16;
+
+struct Loader<'a> {
+    root: &'a Path,
+    env: &'a BTreeMap<String, String>,
+    warnings: Vec<Located<String>>,
+    depth: usize,
+}
+
+impl Loader<'_> {
+    fn read(&self, file: &Path) -> Result<RawCompose, InputError> {
+        let text =
+            std::fs::read_to_string(self.root.join(file)).map_err(|source| InputError::Io {
+                path: file.to_path_buf(),
+                source,
+            })?;
+        crate::parse::yaml(file, &text, "compose file")
+    }
+
+    /// A project's files (relative to the root; paths in them relative to `dir`),
+    /// merged, with its includes: its name and its services as written.
+    fn project(
+        &mut self,
+        files: &[PathBuf],
+        dir: &Path,
+    ) -> Result<(Option<String>, BTreeMap<String, ServiceSpec>), InputError> {
+        let mut name = None;
+        let mut specs: BTreeMap<String, ServiceSpec> = BTreeMap::new();
+        for file in files {
+            let raw = self.read(file)?;
+            if raw.name.is_some() {
+                name = raw.name;
+            }
+            let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            // Compose refuses a service both included and defined by the includer.
+            let mut included_by: BTreeMap<String, usize> = BTreeMap::new();
+            for include in raw.include {
+                let line = include.referenced.line() as usize;
+                let included = self.include(file, &file_dir, include.value, line)?;
+                for (n, spec) in included {
+                    if included_by.insert(n.clone(), line).is_some() || specs.contains_key(&n) {
+                        return Err(InputError::Invalid {
+                            path: file.clone(),
+                            line,
+                            message: format!("service `{n}` is imported twice"),
+                        });
+                    }
+                    specs.insert(n, spec);
+                }
+            }
+            for (service_name, raw_service) in raw.services {
+                let line = raw_service.referenced.line() as usize;
+                if included_by.contains_key(&service_name) {
+                    return Err(InputError::Invalid {
+                        path: file.clone(),
+                        line,
+                        message: format!(
+                            "service `{service_name}` conflicts with the one an `include:` imports"
+                        ),
+                    });
+                }
+                let spec = self.spec(file, dir, raw_service.value, line)?;
+                let merged = match specs.remove(&service_name) {
+                    Some(previous) => previous.overlay(spec),
+                    None => spec,
+                };
+                specs.insert(service_name, merged);
+            }
+        }
+        Ok((name, specs))
+    }
+
+    /// An `include:` entry of `file`: the included project's services, loaded with its
+    /// own directory and `.env` (or `env_file`s).
+    fn include(
+        &mut self,
+        file: &Path,
+        file_dir: &Path,
+        include: RawInclude,
+        line: usize,
+    ) -> Result<BTreeMap<String, ServiceSpec>, InputError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(InputError::Invalid {
+                path: file.to_path_buf(),
+                line,
+                message: format!("includes nest more than {MAX_DEPTH} deep"),
+            });
+        }
+        let (paths, project_directory, env_files) = match include {
+            RawInclude::Path(p) => (vec![p], None, None),
+            RawInclude::Long(l) => (
+                l.path.into_vec(),
+                l.project_directory,
+                l.env_file.map(raw::OneOrMany::into_vec),
+            ),
+        };
+        let interpolate = |text: &str| -> Result<String, InputError> {
+            expand(text, Style::Compose, &|n| self.env.get(n).cloned()).map_err(|e| {
+                InputError::Invalid {
+                    path: file.to_path_buf(),
                     line,
+                    message: format!("cannot interpolate `{text}`: {e}"),
+                }
+            })
+        };
+        let paths: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| interpolate(p).map(|p| clean_path(&file_dir.join(p))))
+            .collect::<Result<_, _>>()?;
+        let dir = match project_directory {
+            Some(d) => clean_path(&file_dir.join(interpolate(&d)?)),
+            None => paths
+                .first()
+                .and_then(|p| p.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let dotenv = match env_files {
+            Some(list) => {
+                let mut vars = Vec::new();
+                for f in list {
+                    let path = clean_path(&file_dir.join(interpolate(&f)?));
+                    vars.extend(env::read(&self.root.join(path), self.env));
+                }
+                vars
+            }
+            None => env::read(&self.root.join(&dir).join(".env"), self.env),
+        };
+        let env = env::with_dotenv(self.env, dotenv);
+        let mut inner = Loader {
+            root: self.root,
+            env: &env,
+            warnings: Vec::new(),
+            depth: self.depth + 1,
+        };
+        let (_, specs) = inner.project(&paths, &dir)?;
+        let specs = inner.resolve_extends(specs)?;
+        self.warnings.extend(inner.warnings);
+        Ok(specs)
+    }
+
+    /// One service of `file`, interpolated; relative paths relative to `dir`.
+    fn spec(
+        &mut self,
+        file: &Path,
+        dir: &Path,
+        raw: RawService,
+        line: usize,
+    ) -> Result<ServiceSpec, InputError> {
+        let mut spec = ServiceSpec::default();
+        let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(extends) = raw.extends {
+            let at = extends.referenced.line() as usize;
+            let (service, other) = match extends.value {
+                RawExtends::Service(s) => (s, None),
+                RawExtends::Long { service, file: f } => (service, f),
+            };
+            let other = match other {
+                Some(f) => Some(clean_path(
+                    &file_dir.join(self.interpolate(file, &f, at)?.unwrap_or(f)),
+                )),
+                None => None,
+            };
+            spec.extends = Some((
+                service,
+                other,
+                Located {
+                    value: (),
+                    path: file.to_path_buf(),
+                    line: at,
+                },
+            ));
+        }
+        if let Some(image) = raw.image {
+            let at = image.referenced.line() as usize;
+            // An image that interpolates to nothing is no image, as in Compose.
+            if let Some(value) = self
+                .interpolate(file, &image.value, at)?
+                .filter(|v| !v.is_empty())
+            {
+                spec.image = Some(Located {
+                    value,
+                    path: file.to_path_buf(),
+                    line: at,
                 });
             }
         }
         if let Some(build) = raw.build {
-            let line = build.referenced.line() as usize;
+            let at = build.referenced.line() as usize;
             let b = build.value.into_long();
-            let context_text = match &b.context {
-                Some(c) => self.interpolate(c, line),
-                None => Some(".".to_owned()),
+            let mut out = BuildSpec {
+                dir: dir.to_path_buf(),
+                path: file.to_path_buf(),
+                line: at,
+                ..BuildSpec::default()
             };
-            let Some(context_text) = context_text else {
-                return Ok(());
-            };
-            if context_text.contains("://") || context_text.starts_with("git@") {
-                self.warnings.push(Located {
-                    value: format!("remote build context `{context_text}` is not scanned"),
-                    path: self.file.to_path_buf(),
-                    line,
-                });
-                return Ok(());
+            if let Some(c) = &b.context {
+                match self.interpolate(file, c, at)? {
+                    Some(c) => out.context = Some((c, dir.to_path_buf())),
+                    None => return Ok(spec),
+                }
             }
-            let context = clean_path(&self.dir.join(&context_text));
-            let dockerfile_text = b
-                .dockerfile
-                .as_deref()
-                .and_then(|d| self.interpolate(d, line))
-                .unwrap_or_else(|| "Dockerfile".to_owned());
-            let dockerfile = clean_path(&context.join(dockerfile_text));
-            let mut args = BTreeMap::new();
+            if let Some(d) = &b.dockerfile {
+                out.dockerfile = self.interpolate(file, d, at)?;
+            }
+            if let Some(text) = &b.dockerfile_inline {
+                out.dockerfile_inline = self.interpolate(file, text, at)?;
+            }
             for (k, v) in b.args.map(raw::Args::pairs).unwrap_or_default() {
                 let value = match v {
-                    Some(v) => self.interpolate(&v, line),
+                    Some(v) => self.interpolate(file, &v, at)?,
                     None => self.env.get(&k).cloned(),
                 };
                 if let Some(value) = value {
-                    args.insert(k, value);
+                    out.args.insert(k, value);
                 }
             }
-            let previous = service.build.take();
-            service.build = Some(ComposeBuild {
-                context,
-                dockerfile,
-                args: previous
-                    .as_ref()
-                    .map(|p| p.args.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .chain(args)
-                    .collect(),
-                target: b
-                    .target
-                    .or_else(|| previous.as_ref().and_then(|p| p.target.clone())),
-                network: b
-                    .network
-                    .or_else(|| previous.as_ref().and_then(|p| p.network.clone())),
-                path: self.file.to_path_buf(),
-                line,
-            });
+            if let Some(t) = &b.target {
+                out.target = self.interpolate(file, t, at)?;
+            }
+            out.network = b.network;
+            for p in &b.platforms {
+                if let Some(p) = self.interpolate(file, p, at)? {
+                    out.platforms.push(p);
+                }
+            }
+            for (k, v) in b
+                .additional_contexts
+                .map(raw::Args::pairs)
+                .unwrap_or_default()
+            {
+                if let Some(v) = v {
+                    if let Some(v) = self.interpolate(file, &v, at)? {
+                        out.additional_contexts.insert(k, (v, dir.to_path_buf()));
+                    }
+                }
+            }
+            spec.build = Some(out);
         }
-        for dep in raw
+        spec.depends_on = raw
             .depends_on
             .map(raw::DependsOn::names)
-            .unwrap_or_default()
-        {
-            if !service.depends_on.contains(&dep) {
-                service.depends_on.push(dep);
-            }
-        }
-        for profile in raw.profiles {
-            if !service.profiles.contains(&profile) {
-                service.profiles.push(profile);
-            }
-        }
-        if raw.platform.is_some() {
-            service.platform = raw.platform;
+            .unwrap_or_default();
+        spec.profiles = raw.profiles;
+        if let Some(p) = raw.platform {
+            spec.platform = self.interpolate(file, &p, line)?;
         }
         for port in raw.ports {
-            let line = port.referenced.line() as usize;
+            let at = port.referenced.line() as usize;
             let mut value = port.value;
             if let RawPort::Short(text) = &value {
                 if text.contains('$') {
-                    match self.interpolate(text, line) {
+                    match self.interpolate(file, text, at)? {
                         Some(text) => value = RawPort::Short(text),
                         None => continue, // a warning says why
                     }
                 }
             }
-            match value.published(self.file, line) {
-                Ok(Some(p)) => service.ports.push(p),
+            match value.published(file, at) {
+                Ok(Some(p)) => spec.ports.push(p),
                 Ok(None) => {}
                 Err(message) => {
                     return Err(InputError::Invalid {
-                        path: self.file.to_path_buf(),
-                        line,
+                        path: file.to_path_buf(),
+                        line: at,
                         message,
                     })
                 }
             }
         }
-        Ok(())
+        Ok(spec)
+    }
+
+    /// `text` interpolated: `None` (with a warning) when a variable has no value; an
+    /// error for `${X:?message}` with `X` unset, naming it, as Compose stops there.
+    fn interpolate(
+        &mut self,
+        file: &Path,
+        text: &str,
+        line: usize,
+    ) -> Result<Option<String>, InputError> {
+        match expand(text, Style::Compose, &|n| self.env.get(n).cloned()) {
+            Ok(v) => Ok(Some(v)),
+            Err(ExpandError::Required(name, message)) => Err(InputError::Invalid {
+                path: file.to_path_buf(),
+                line,
+                message: format!("required variable `{name}` is missing a value: {message}"),
+            }),
+            Err(e) => {
+                self.warnings.push(Located {
+                    value: format!("cannot interpolate `{text}`: {e}"),
+                    path: file.to_path_buf(),
+                    line,
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Every service with `extends:` merged over its base (recursively; a cycle is an
+    /// error naming it).
+    fn resolve_extends(
+        &mut self,
+        specs: BTreeMap<String, ServiceSpec>,
+    ) -> Result<BTreeMap<String, ServiceSpec>, InputError> {
+        let mut out = BTreeMap::new();
+        for name in specs.keys() {
+            let mut seen = BTreeSet::new();
+            let resolved = self.extended(&specs, name, None, &mut seen)?;
+            out.insert(name.clone(), resolved);
+        }
+        Ok(out)
+    }
+
+    fn extended(
+        &mut self,
+        specs: &BTreeMap<String, ServiceSpec>,
+        name: &str,
+        file: Option<&Path>,
+        seen: &mut BTreeSet<(Option<PathBuf>, String)>,
+    ) -> Result<ServiceSpec, InputError> {
+        let spec = specs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| InputError::Invalid {
+                path: file.map(Path::to_path_buf).unwrap_or_default(),
+                line: 0,
+                message: format!("extends names service `{name}`, which does not exist"),
+            })?;
+        let Some((base_name, base_file, at)) = spec.extends.clone() else {
+            return Ok(spec);
+        };
+        if !seen.insert((file.map(Path::to_path_buf), name.to_owned())) || seen.len() > MAX_DEPTH {
+            return Err(InputError::Invalid {
+                path: at.path.clone(),
+                line: at.line,
+                message: format!("extends of service `{name}` loops"),
+            });
+        }
+        let base = match &base_file {
+            None => {
+                if !specs.contains_key(&base_name) {
+                    return Err(InputError::Invalid {
+                        path: at.path.clone(),
+                        line: at.line,
+                        message: format!(
+                            "service `{name}` extends `{base_name}`, which does not exist"
+                        ),
+                    });
+                }
+                self.extended(specs, &base_name, file, seen)?
+            }
+            Some(other) => {
+                // The other file's paths stay relative to its own directory.
+                let other_dir = other.parent().map(Path::to_path_buf).unwrap_or_default();
+                let raw = self.read(other).map_err(|e| match e {
+                    InputError::Io { source, .. } => InputError::Invalid {
+                        path: at.path.clone(),
+                        line: at.line,
+                        message: format!("extends file `{}`: {source}", other.display()),
+                    },
+                    e => e,
+                })?;
+                let mut others = BTreeMap::new();
+                for (n, s) in raw.services {
+                    let line = s.referenced.line() as usize;
+                    others.insert(n, self.spec(other, &other_dir, s.value, line)?);
+                }
+                if !others.contains_key(&base_name) {
+                    return Err(InputError::Invalid {
+                        path: at.path.clone(),
+                        line: at.line,
+                        message: format!(
+                            "service `{name}` extends `{base_name}`, which `{}` does not define",
+                            other.display()
+                        ),
+                    });
+                }
+                self.extended(&others, &base_name, Some(other), seen)?
+            }
+        };
+        let mut own = spec;
+        own.extends = None;
+        Ok(base.overlay(own))
     }
 }
 
@@ -478,5 +990,160 @@ mod tests {
         .unwrap();
         assert!(p.services["web"].image.is_none());
         assert_eq!(p.warnings[0].line, 3);
+    }
+
+    /// A fixture of `tests/data/compose/` (also checked against `docker compose`).
+    fn fixture(name: &str) -> ComposeProject {
+        let root = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/compose"
+        ));
+        let files: Vec<PathBuf> = ["compose.yaml", "compose.override.yaml"]
+            .iter()
+            .map(|f| Path::new(name).join(f))
+            .filter(|f| root.join(f).is_file())
+            .collect();
+        ComposeProject::load(root, &files, &BTreeMap::new()).unwrap()
+    }
+
+    fn image(p: &ComposeProject, service: &str) -> String {
+        p.services[service].image.as_ref().unwrap().value.clone()
+    }
+
+    #[test]
+    fn dotenv_values_interpolate() {
+        let p = fixture("dotenv");
+        assert_eq!(image(&p, "backend"), "backend:1.4");
+        assert_eq!(image(&p, "api"), "registry.example.com:5000/team/api:1.4");
+        assert_eq!(image(&p, "worker"), "redis:1.4-worker");
+        let args = &p.services["backend"].build.as_ref().unwrap().args;
+        assert_eq!(args["LITERAL"], "${REG}/not-expanded");
+        assert_eq!(args["DOLLARS"], "$HOME");
+    }
+
+    #[test]
+    fn extends_another_file_keeps_its_paths() {
+        let p = fixture("extends_file");
+        assert_eq!(image(&p, "app"), "acme/base:2.0");
+        let build = p.services["app"].build.as_ref().unwrap();
+        assert_eq!(build.context, PathBuf::from("extends_file/common"));
+        assert_eq!(build.args["FROM_COMMON"], "yes");
+        assert_eq!(build.args["OWN"], "1");
+        assert_eq!(image(&p, "db"), "postgres:16-alpine");
+        assert_eq!(image(&p, "cache2"), "redis:7-alpine");
+    }
+
+    #[test]
+    fn includes_bring_their_services_with_their_env() {
+        let p = fixture("include");
+        assert_eq!(image(&p, "queue"), "rabbitmq:3.12-management");
+        assert_eq!(image(&p, "search"), "elasticsearch:8.13.0");
+        assert_eq!(
+            p.services["tool"].build.as_ref().unwrap().dockerfile,
+            PathBuf::from("include/sub/tool/Dockerfile")
+        );
+    }
+
+    #[test]
+    fn inline_dockerfiles_and_named_contexts() {
+        let p = fixture("inline");
+        let build = p.services["inline"].build.as_ref().unwrap();
+        assert!(build
+            .dockerfile_inline
+            .as_deref()
+            .unwrap()
+            .starts_with("FROM python:3.12-slim"));
+        let p = fixture("contexts");
+        let contexts = &p.services["app"]
+            .build
+            .as_ref()
+            .unwrap()
+            .additional_contexts;
+        assert_eq!(contexts["base"], NamedContext::Service("base".into()));
+        assert_eq!(
+            contexts["tools"],
+            NamedContext::Image("alpine/git:2.43.0".into())
+        );
+        assert_eq!(
+            contexts["assets"],
+            NamedContext::Other("contexts/assets".into())
+        );
+    }
+
+    #[test]
+    fn profiles_default_to_all() {
+        let root = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/compose"
+        ));
+        let files = [PathBuf::from("profiles/compose.yaml")];
+        let all = ComposeProject::load(root, &files, &BTreeMap::new()).unwrap();
+        assert_eq!(all.services.len(), 3);
+        let ops = ComposeOptions {
+            profiles: Some(vec!["ops".into()]),
+        };
+        let some = ComposeProject::load_with(root, &files, &BTreeMap::new(), &ops).unwrap();
+        assert_eq!(some.services.keys().collect::<Vec<_>>(), ["app", "metrics"]);
+        let env = BTreeMap::from([("COMPOSE_PROFILES".to_owned(), "debug".to_owned())]);
+        let from_env = ComposeProject::load(root, &files, &env).unwrap();
+        assert_eq!(from_env.services.len(), 3);
+    }
+
+    #[test]
+    fn a_required_variable_names_itself() {
+        let err = load(&[(
+            "compose.yaml",
+            "services:\n  web:\n    image: acme/web:${WEB_TAG:?set WEB_TAG to a release}\n",
+        )])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("app/compose.yaml:3:"), "{text}");
+        assert!(
+            text.contains("`WEB_TAG`") && text.contains("set WEB_TAG to a release"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn extends_loops_and_includes_of_itself_stop() {
+        let err = load(&[(
+            "compose.yaml",
+            "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("loops"), "{err}");
+        let err =
+            load(&[("compose.yaml", "include:\n  - compose.yaml\nservices: {}\n")]).unwrap_err();
+        assert!(err.to_string().contains("nest more than"), "{err}");
+    }
+
+    #[test]
+    fn variants_and_compose_file() {
+        let files: Vec<PathBuf> = [
+            "compose.yaml",
+            "compose.override.yaml",
+            "compose.prod.yaml",
+            "sub/docker-compose.yml",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let projects = projects_of(&files, None);
+        assert!(projects.contains(&(
+            vec!["compose.yaml".into(), "compose.override.yaml".into()],
+            false
+        )));
+        assert!(projects.contains(&(
+            vec!["compose.yaml".into(), "compose.prod.yaml".into()],
+            true
+        )));
+        assert!(projects.contains(&(vec!["sub/docker-compose.yml".into()], false)));
+        let explicit = [
+            PathBuf::from("compose.yaml"),
+            PathBuf::from("compose.prod.yaml"),
+        ];
+        let projects = projects_of(&files, Some(&explicit));
+        assert!(projects.contains(&(explicit.to_vec(), false)));
+        assert_eq!(projects.len(), 2);
     }
 }

@@ -15,11 +15,64 @@ pub(super) struct RawCompose {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
+    pub include: Vec<Spanned<RawInclude>>,
+    #[serde(default)]
     pub services: BTreeMap<String, Spanned<RawService>>,
+}
+
+/// An `include:` entry: a path, or the long form.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an included compose file path or an include mapping"
+)]
+pub(super) enum RawInclude {
+    Path(String),
+    Long(RawIncludeLong),
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawIncludeLong {
+    pub path: OneOrMany,
+    #[serde(default)]
+    pub project_directory: Option<String>,
+    #[serde(default)]
+    pub env_file: Option<OneOrMany>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `extends:` as a service name or `{service, file}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a service name or an extends mapping")]
+pub(super) enum RawExtends {
+    Service(String),
+    Long {
+        service: String,
+        #[serde(default)]
+        file: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RawService {
+    #[serde(default)]
+    pub extends: Option<Spanned<RawExtends>>,
     #[serde(default)]
     pub image: Option<Spanned<String>>,
     #[serde(default)]
@@ -51,9 +104,15 @@ pub(super) struct RawBuildLong {
     #[serde(default)]
     pub args: Option<Args>,
     #[serde(default)]
+    pub dockerfile_inline: Option<String>,
+    #[serde(default)]
     pub target: Option<String>,
     #[serde(default)]
     pub network: Option<String>,
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    #[serde(default)]
+    pub additional_contexts: Option<Args>,
 }
 
 impl RawBuild {

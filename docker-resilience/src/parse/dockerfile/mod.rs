@@ -141,6 +141,19 @@ pub struct ScanOptions {
     pub build_platform: Platform,
     /// The platform built for (`TARGETPLATFORM`…). Defaults to the host.
     pub target_platform: Platform,
+    /// Named build contexts (`--build-context`, compose `additional_contexts`), by
+    /// name: `FROM name`, `COPY --from=name` and `RUN --mount=from=name` use them
+    /// before any image of that name, and a stage named like one is replaced by it.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named build context stands for, as far as images go.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NamedContext {
+    /// An image from a registry (`docker-image://REF`).
+    Image(String),
+    /// Something the build has locally: a directory, another build's image, a URL.
+    Local,
 }
 
 /// An external image a Dockerfile needs.
@@ -156,6 +169,9 @@ pub struct ImageUse {
     /// stage's (for `COPY --from`, `RUN --mount from=`), else the target platform;
     /// the build platform for `# syntax=`.
     pub platform: Platform,
+    /// The stage that needs it (index into [`ImageScan::stages`]); `None` for the
+    /// `# syntax=` frontend, which every build needs.
+    pub stage: Option<usize>,
 }
 
 /// A build stage (`FROM … AS name`).
@@ -169,6 +185,9 @@ pub struct Stage {
     pub base: Option<String>,
     /// The platform the stage runs on (its `FROM --platform=…`, else the target's).
     pub platform: Platform,
+    /// The earlier stages it needs (`FROM stage`, `COPY --from=stage`, `RUN
+    /// --mount=from=stage`), as indexes.
+    pub needs: Vec<usize>,
 }
 
 /// Something a scan could not determine, pointing at a line.
@@ -189,6 +208,30 @@ pub struct ImageScan {
     pub stages: Vec<Stage>,
     /// References that could not be resolved (an `ARG` with no value…).
     pub warnings: Vec<ScanWarning>,
+}
+
+impl ImageScan {
+    /// The stages a build of `target` runs, as BuildKit prunes them: the target (the
+    /// last stage when `None`) and what it needs through `FROM`, `COPY --from` and `RUN
+    /// --mount=from`, transitively. `None` when no stage has that name.
+    pub fn needed_stages(&self, target: Option<&str>) -> Option<std::collections::BTreeSet<usize>> {
+        let start = match target {
+            Some(name) => self.stages.iter().position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })?,
+            None => self.stages.len().checked_sub(1)?,
+        };
+        let mut needed = std::collections::BTreeSet::new();
+        let mut todo = vec![start];
+        while let Some(i) = todo.pop() {
+            if needed.insert(i) {
+                todo.extend(self.stages[i].needs.iter().copied());
+            }
+        }
+        Some(needed)
+    }
 }
 
 impl Dockerfile {
@@ -241,6 +284,7 @@ mod tests {
                 .collect(),
             build_platform: "linux/amd64".parse().unwrap(),
             target_platform: "linux/arm64".parse().unwrap(),
+            ..ScanOptions::default()
         };
         Dockerfile::parse(text).unwrap().scan(&options).unwrap()
     }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, ScanOptions, ScanWarning, Stage,
+    Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, NamedContext, ScanOptions,
+    ScanWarning, Stage,
 };
 use crate::parse::expand::{expand, split_words, ExpandError, Style};
 use crate::vocab::{ImageReference, Platform, SourceKind};
@@ -49,6 +50,10 @@ impl<'a> Scanner<'a> {
             // The frontend runs on the builder: its image is the build platform's.
             let platform = self.options.build_platform.clone();
             self.external(syntax.line, SourceKind::Syntax, &syntax.image, platform)?;
+            // The frontend is needed by every build, whatever its target.
+            if let Some(used) = self.out.images.last_mut() {
+                used.stage = None;
+            }
         }
         for ins in &self.file.instructions {
             match ins.keyword.as_str() {
@@ -188,6 +193,9 @@ impl<'a> Scanner<'a> {
                 })
             }
         };
+        // A stage named like a named context is replaced by it (BuildKit).
+        let replaced = name.and_then(|n| self.named(n)).cloned();
+        let mut needs = Vec::new();
         let (base, platform) = match self.expand_in(&self.global, image) {
             Ok(base) if base.is_empty() => {
                 return Err(DockerfileError::MissingImage { line: ins.line })
@@ -195,8 +203,25 @@ impl<'a> Scanner<'a> {
             Ok(base) => {
                 let lower = base.to_ascii_lowercase();
                 let platform = self.platform_of_from(ins, Some(&lower));
-                if lower != "scratch" && !self.is_stage(&lower) {
-                    self.reference(ins.line, SourceKind::From, &base, platform.clone())?;
+                let stage_index = self.out.stages.len();
+                let used = match (&replaced, self.stage_index(&lower)) {
+                    (Some(context), _) => Some(context.clone()),
+                    (None, Some(earlier)) => {
+                        needs.push(earlier);
+                        None
+                    }
+                    (None, None) if lower == "scratch" => None,
+                    (None, None) => Some(
+                        self.named(&lower)
+                            .cloned()
+                            .unwrap_or(NamedContext::Image(base.clone())),
+                    ),
+                };
+                if let Some(NamedContext::Image(text)) = used {
+                    self.reference(ins.line, SourceKind::From, &text, platform.clone())?;
+                    if let Some(u) = self.out.images.last_mut() {
+                        u.stage = Some(stage_index);
+                    }
                 }
                 (Some(base), platform)
             }
@@ -210,13 +235,37 @@ impl<'a> Scanner<'a> {
             line: ins.line,
             base,
             platform,
+            needs,
         });
         self.stage_scope = Scope::new();
         Ok(())
     }
 
-    fn is_stage(&self, name: &str) -> bool {
-        self.stage(name).is_some()
+    fn stage_index(&self, name: &str) -> Option<usize> {
+        self.out.stages.iter().position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The named context called `name`, if the build has one.
+    fn named(&self, name: &str) -> Option<&'a NamedContext> {
+        let options: &'a ScanOptions = self.options;
+        options
+            .named_contexts
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, c)| c)
+    }
+
+    /// The stage being scanned needs stage `index`.
+    fn needs(&mut self, index: usize) {
+        if let Some(stage) = self.out.stages.last_mut() {
+            if !stage.needs.contains(&index) {
+                stage.needs.push(index);
+            }
+        }
     }
 
     /// `--from=` names a stage (by name or index) or an image.
@@ -234,12 +283,27 @@ impl<'a> Scanner<'a> {
                 message: "`--from` needs a stage or an image".to_owned(),
             }),
             Ok(v) => {
-                let is_index = v.parse::<usize>().is_ok();
-                if is_index || self.is_stage(&v) {
-                    Ok(())
-                } else {
-                    let platform = self.stage_platform();
-                    self.reference(line, kind, &v, platform)
+                let earlier = match v.parse::<usize>() {
+                    Ok(index) => Some(index).filter(|&i| i < self.out.stages.len()),
+                    Err(_) => self.stage_index(&v),
+                };
+                if let Some(index) = earlier {
+                    self.needs(index);
+                    return Ok(());
+                }
+                if v.parse::<usize>().is_ok() {
+                    return Ok(());
+                }
+                match self.named(&v).cloned() {
+                    Some(NamedContext::Local) => Ok(()),
+                    Some(NamedContext::Image(text)) => {
+                        let platform = self.stage_platform();
+                        self.reference(line, kind, &text, platform)
+                    }
+                    None => {
+                        let platform = self.stage_platform();
+                        self.reference(line, kind, &v, platform)
+                    }
                 }
             }
             Err(e) => {
@@ -274,11 +338,13 @@ impl<'a> Scanner<'a> {
     ) -> Result<(), DockerfileError> {
         let reference = ImageReference::parse(text)
             .map_err(|source| DockerfileError::InvalidReference { line, source })?;
+        let stage = self.out.stages.len().checked_sub(1);
         self.out.images.push(ImageUse {
             line,
             kind,
             reference,
             platform,
+            stage,
         });
         Ok(())
     }
