@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use docker_resilience::config::{Fallback, Via};
 use docker_resilience::discover::DiscoverOptions;
-use docker_resilience::vocab::Platform;
+use docker_resilience::vocab::{Platform, SecretSpec};
 use docker_resilience::{Overrides, PlanOptions};
 
 use crate::exit::EXIT_CODES_HELP;
@@ -178,6 +178,10 @@ pub struct ImportArgs {
     /// is verified once and loaded into every daemon in parallel [default: DOCKER_HOST].
     #[arg(long = "docker-host", value_name = "URL", conflicts_with = "to")]
     pub docker_hosts: Vec<String>,
+    /// Load a plain tar (`docker save`) without a bundle's proof of size and sha256;
+    /// its entries' names are still checked.
+    #[arg(long, conflicts_with_all = ["to", "docker_hosts"])]
+    pub unverified: bool,
 }
 
 /// Options of the commands that build.
@@ -208,6 +212,20 @@ pub struct BuildFlags {
     /// Do not prefetch base images first.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// A build secret for every service, mounted with `RUN --mount=type=secret,id=ID`
+    /// (never in the image, nor printed): `id=ID,src=FILE` or `id=ID,env=VAR`;
+    /// repeatable.
+    #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]", value_parser = secret_spec)]
+    pub secrets: Vec<SecretSpec>,
+}
+
+/// `--secret`: a file made absolute here (it is relative to where drbuild runs).
+fn secret_spec(text: &str) -> Result<SecretSpec, String> {
+    let spec: SecretSpec = text
+        .parse()
+        .map_err(|e: docker_resilience::vocab::SecretSpecError| e.to_string())?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    Ok(spec.relative_to(&cwd))
 }
 
 /// `drbuild build-all`.

@@ -112,7 +112,7 @@ pub fn report(result: Result<(), CliError>) -> Exit {
         // The report is printed already; its last line says what failed.
         Err(e @ (CliError::Failed(_) | CliError::Interrupted)) => e.exit(),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             e.exit()
         }
     }

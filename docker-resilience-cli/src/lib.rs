@@ -4,6 +4,21 @@
 //! tested.
 #![deny(missing_docs)]
 
+/// `println!` for drbuild's output: through the redaction rule, on stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::emit_stdout(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for drbuild's output: through the redaction rule, on stdout.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::emit_stdout(&format!($($arg)*)) };
+}
+
+/// `eprintln!` for drbuild's messages: through the redaction rule, on stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::output::emit_stderr(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod cli;
 mod commands;
 mod exit;
@@ -26,7 +41,13 @@ pub fn main() -> std::process::ExitCode {
             } else {
                 Exit::Success
             };
-            let _ = e.print();
+            // A bad value may be a URL with a password in it: redacted like the rest.
+            let text = e.render().to_string();
+            if e.use_stderr() {
+                output::emit_stderr(&text);
+            } else {
+                output::emit_stdout(&text);
+            }
             return code.into();
         }
     };

@@ -6,7 +6,7 @@ use docker_resilience::build::{BuildReport, ServiceStatus};
 use docker_resilience::doctor::{Check, CheckStatus};
 use docker_resilience::prefetch::{ImageStatus, PrefetchReport};
 use docker_resilience::sync::{SyncReport, SyncStatus};
-use docker_resilience::vocab::Platform;
+use docker_resilience::vocab::{redact, Platform};
 use docker_resilience::{ImageReference, Plan};
 use serde::Serialize;
 
@@ -22,7 +22,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Redacting)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // `-v` is for finding where the time goes: each line carries the time since start.
@@ -35,10 +35,40 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
 }
 
+/// Writes `text` to stdout with the redaction rule applied (userinfo, tokens, values
+/// registered as secret): every line drbuild prints goes through here or
+/// [`emit_stderr`].
+pub fn emit_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(redact(text).as_bytes());
+    let _ = out.flush();
+}
+
+/// Writes `text` to stderr with the redaction rule applied.
+pub fn emit_stderr(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(redact(text).as_bytes());
+}
+
+/// The log writer: each formatted event, redacted, to stderr.
+struct Redacting;
+
+impl std::io::Write for Redacting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        emit_stderr(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Prints one JSON document on stdout.
 pub fn json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(e) => tracing::error!("cannot encode the report as JSON: {e}"),
     }
 }

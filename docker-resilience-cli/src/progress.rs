@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use docker_resilience::build::BuildEvent;
 use docker_resilience::prefetch::{ImageStatus, PrefetchEvent};
-use docker_resilience::vocab::Platform;
+use docker_resilience::vocab::{redact, Platform};
 use docker_resilience::ImageReference;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -169,9 +169,9 @@ impl Bars {
                     ));
             }
             PrefetchEvent::SourceSkipped { source } => {
-                let _ = self.multi.println(format!(
+                let _ = self.multi.println(redact(&format!(
                     "{source} keeps failing: skipping it for the rest of this run"
-                ));
+                )));
             }
             PrefetchEvent::Finished(r) => {
                 self.total.inc_length(1);
@@ -259,7 +259,7 @@ impl BuildProgress {
                 BuildEvent::Finished(r) => format!("{:<width$} | {}", r.name, r.status.as_str()),
                 _ => return,
             };
-            eprintln!("{line}");
+            errln!("{line}");
             return;
         };
         let bar = |name: &str| {
@@ -286,7 +286,9 @@ impl BuildProgress {
             BuildEvent::Started { service, attempt } => {
                 bar(service).set_message(format!("attempt {attempt}"))
             }
-            BuildEvent::Line { service, line } => bar(service).set_message(line.trim().to_owned()),
+            BuildEvent::Line { service, line } => {
+                bar(service).set_message(redact(line.trim()).into_owned())
+            }
             BuildEvent::Retrying { service, delay, .. } => bar(service).set_message(format!(
                 "transient failure, retrying in {:.1}s",
                 delay.as_secs_f64()

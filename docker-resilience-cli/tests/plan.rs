@@ -131,7 +131,8 @@ fn compose_aliases_load_and_billion_laughs_is_refused_quickly() {
     );
     let started = std::time::Instant::now();
     let (code, _, stderr) = drbuild(&["plan", "compose-hostile/laughs"]);
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // Milliseconds in a release build; a debug build on a loaded machine gets room.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(code, 2, "{stderr}");
     insta::assert_snapshot!(stderr.trim());
 }

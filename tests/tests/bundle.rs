@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docker_resilience_tests::testbed::{interrupt, repo_root, Session, Testbed};
+use docker_resilience_tests::testbed::{data, interrupt, repo_root, Session, Testbed};
 
 const DEMO_IMAGES: [&str; 8] = [
     "alpine:latest",
@@ -227,4 +227,92 @@ fn zstd_bundle_round_trip_and_truncation() {
             "{image} not loaded from the zstd bundle"
         );
     }
+}
+
+fn image_list(bed: &Session<'_>) -> String {
+    let out = bed.docker(&[
+        "images",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+    ]);
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// Hostile bundles (`tests/data/bundles-hostile/`, scripts/fixtures/hostile-bundles):
+/// each refused with exit 1 and its message, the daemon's image list unchanged; a plain
+/// `docker save` tar loads only with `--unverified`.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn hostile_bundles_load_nothing() {
+    let bed = Testbed::get();
+    let before = image_list(&bed);
+    let cases = [
+        (
+            "absurd.tar",
+            &[][..],
+            "the bundle says 1000000000001024 bytes",
+        ),
+        ("plain.tar", &[], "--unverified"),
+        (
+            "dotdot.tar",
+            &[],
+            "its entry `../escape` would be written outside the image",
+        ),
+        (
+            "garbage.tar",
+            &[],
+            "1000 unexpected bytes after the end of the bundle",
+        ),
+        ("lying.tar.zst", &[], "its trailer says the manifest is"),
+        (
+            "garbage.tar.zst",
+            &[],
+            "1000 unexpected bytes after the end of the bundle",
+        ),
+        (
+            "plain-dotdot.tar",
+            &["--unverified"],
+            "its entry `../escape` would be written outside the image",
+        ),
+    ];
+    for (name, extra, expected) in cases {
+        let file = data(&format!("bundles-hostile/{name}"));
+        let mut args = vec!["import", file.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = bed.drbuild(&args);
+        assert_eq!(code, 1, "{name}: {stdout}\n{stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert_eq!(
+            image_list(&bed),
+            before,
+            "{name} changed the daemon's images"
+        );
+    }
+
+    // A real `docker save` tar: refused as a bundle, loaded with --unverified.
+    let (code, _, stderr) = bed.drbuild(&["prefetch", data("thirteen").to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = dir.path().join("busybox.tar");
+    let out = bed.docker(&["save", "-o", saved.to_str().expect("utf-8"), "busybox:1.36"]);
+    assert!(out.status.success());
+    bed.remove_images(&["busybox:1.36"]);
+    let saved = saved.to_str().expect("utf-8");
+    let (code, _, stderr) = bed.drbuild(&["import", saved]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!bed.has_image("busybox:1.36"));
+    let (code, stdout, stderr) = bed.drbuild(&["import", "--unverified", saved]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(bed.has_image("busybox:1.36"), "{stdout}");
 }

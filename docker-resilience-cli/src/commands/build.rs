@@ -50,6 +50,7 @@ async fn run(
         fail_fast: flags.fail_fast,
         no_prefetch: flags.no_prefetch,
         always_pull: pull.always_pull,
+        secrets: flags.secrets.clone(),
     };
     // Input errors (an unknown service, a cycle) before the daemon is asked anything.
     let set = project.services(only, skip)?;
@@ -81,7 +82,7 @@ async fn run(
     if cli.json {
         output::json(&report);
     } else {
-        print!("{}", output::build_table(&report));
+        out!("{}", output::build_table(&report));
     }
     CliError::outcome(
         report.interrupted,

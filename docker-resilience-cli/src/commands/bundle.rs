@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use docker_resilience::bundle::{
-    import_bundle, import_bundle_hosts, push_bundle, BundleImage, BytesProgress, Compression,
-    HostImport,
+    import_bundle, import_bundle_hosts, import_unverified, push_bundle, BundleImage, BytesProgress,
+    Compression, HostImport,
 };
 use docker_resilience::project::{registry_target, ExportOptions};
 use docker_resilience::registry::client::RegistryClient;
@@ -129,9 +129,9 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         });
     } else {
         for image in &manifest.images {
-            println!("{}  {}", image.reference, image.id);
+            outln!("{}  {}", image.reference, image.id);
         }
-        println!(
+        outln!(
             "exported {} image(s) to {} ({:.1} MiB, sha256 {})",
             manifest.images.len(),
             args.output.display(),
@@ -161,6 +161,27 @@ pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError>
     let engine = DockerEngine::connect().await?;
     let token = ctrl_c_token();
     let (progress, bar) = byte_progress(cli, "import");
+    if args.unverified {
+        let result = import_unverified(&engine, &args.file, &token, progress).await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let loaded = result?;
+        if cli.json {
+            output::json(
+                &serde_json::json!({"file": args.file, "loaded": loaded, "verified": false}),
+            );
+        } else {
+            for name in &loaded {
+                outln!("loaded {name}");
+            }
+            outln!(
+                "loaded {} (unverified: a plain tar carries no proof)",
+                args.file.display()
+            );
+        }
+        return Ok(());
+    }
     let result = import_bundle(&engine, &args.file, &token, progress).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -175,16 +196,16 @@ pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError>
             content_sha256: &report.manifest.content_sha256,
         });
     } else {
-        println!(
+        outln!(
             "verified {} ({} bytes, sha256 {})",
             args.file.display(),
             report.manifest.content_bytes,
             report.manifest.content_sha256
         );
         for name in &report.loaded {
-            println!("loaded {name}");
+            outln!("loaded {name}");
         }
-        println!("imported {} image(s)", report.manifest.images.len());
+        outln!("imported {} image(s)", report.manifest.images.len());
     }
     Ok(())
 }
@@ -203,7 +224,7 @@ async fn push(cli: &Cli, args: &ImportArgs, target: &str) -> Result<(), CliError
     if cli.json {
         output::json(&report);
     } else {
-        print!("{}", output::sync_table(&report));
+        out!("{}", output::sync_table(&report));
     }
     CliError::outcome(false, report.summary.failed, "image(s) not pushed")
 }
@@ -236,7 +257,7 @@ async fn import_hosts(cli: &Cli, args: &ImportArgs) -> Result<(), CliError> {
             hosts: &hosts,
         });
     } else {
-        println!(
+        outln!(
             "verified {} ({} bytes, sha256 {})",
             args.file.display(),
             manifest.content_bytes,
@@ -244,11 +265,11 @@ async fn import_hosts(cli: &Cli, args: &ImportArgs) -> Result<(), CliError> {
         );
         for host in &hosts {
             match &host.error {
-                None => println!("{}: loaded {} image(s)", host.host, host.loaded.len()),
-                Some(e) => println!("{}: failed: {e}", host.host),
+                None => outln!("{}: loaded {} image(s)", host.host, host.loaded.len()),
+                Some(e) => outln!("{}: failed: {e}", host.host),
             }
         }
-        println!(
+        outln!(
             "imported {} image(s) into {} of {} daemon(s)",
             manifest.images.len(),
             hosts.len() - failed,

@@ -19,7 +19,7 @@ pub(crate) fn run(cli: &Cli, args: &CacheArgs) -> Result<(), CliError> {
             if cli.json {
                 output::json(&usage);
             } else {
-                println!(
+                outln!(
                     "{}: {} blob(s), {}; {} partial download(s), {}",
                     usage.dir.display(),
                     usage.blobs,
@@ -34,7 +34,7 @@ pub(crate) fn run(cli: &Cli, args: &CacheArgs) -> Result<(), CliError> {
             if cli.json {
                 output::json(&report);
             } else {
-                println!(
+                outln!(
                     "removed {} file(s), {}; {} blob(s), {} left",
                     report.removed,
                     bytesize::ByteSize(report.freed_bytes).display().iec(),

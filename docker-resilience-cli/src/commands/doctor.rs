@@ -32,7 +32,7 @@ pub(crate) async fn run(cli: &Cli, args: &DoctorArgs) -> Result<(), CliError> {
     if cli.json {
         output::json(&Report { checks: &checks });
     } else {
-        print!("{}", output::doctor_table(&checks));
+        out!("{}", output::doctor_table(&checks));
     }
     let failed = checks
         .iter()
@@ -66,8 +66,8 @@ async fn run_hosts(
         output::json(&Hosts { hosts: &results });
     } else {
         for host in &results {
-            println!("== {}", host.host);
-            print!("{}", output::doctor_table(&host.checks));
+            outln!("== {}", host.host);
+            out!("{}", output::doctor_table(&host.checks));
         }
     }
     let failed = results

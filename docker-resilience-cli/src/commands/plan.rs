@@ -11,7 +11,7 @@ pub(crate) fn run(cli: &Cli, args: &PlanArgs) -> Result<(), CliError> {
     if cli.json {
         output::json(&plan);
     } else {
-        print!("{}", output::plan_table(&plan));
+        out!("{}", output::plan_table(&plan));
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ pub(crate) async fn run(cli: &Cli, args: &PrefetchArgs) -> Result<(), CliError> 
     if cli.json {
         output::json(&report);
     } else {
-        print!("{}", output::prefetch_table(&report));
+        out!("{}", output::prefetch_table(&report));
     }
     CliError::outcome(
         report.interrupted,
@@ -70,7 +70,7 @@ async fn run_hosts(
     if cli.json {
         output::json(&report);
     } else {
-        print!("{}", output::hosts_table(&report));
+        out!("{}", output::hosts_table(&report));
     }
     CliError::outcome(
         report.interrupted(),

@@ -35,7 +35,7 @@ pub(crate) async fn run(cli: &Cli, args: &SyncArgs) -> Result<(), CliError> {
     if cli.json {
         output::json(&report);
     } else {
-        print!("{}", output::sync_table(&report));
+        out!("{}", output::sync_table(&report));
     }
     CliError::outcome(false, report.summary.failed, "image(s) not copied")
 }

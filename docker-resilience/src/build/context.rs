@@ -327,4 +327,38 @@ mod tests {
             .iter()
             .any(|f| f.ends_with(".drbuild.Dockerfile")));
     }
+
+    #[test]
+    fn symlinks_are_sent_as_links_never_as_what_they_point_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(
+            outside.path().join("shadow"),
+            "root:s3cret-hash:19000::::::\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("shadow"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.path().join("etc-shadow")).unwrap();
+        let ctx = BuildContext::new(dir.path(), &dir.path().join("Dockerfile")).unwrap();
+        let mut bytes = Vec::new();
+        ctx.write_tar(&mut bytes).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("s3cret-hash"), "a link's target was sent");
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let links: Vec<(String, bool)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type().is_symlink(),
+                )
+            })
+            .filter(|(name, _)| name != "Dockerfile")
+            .collect();
+        assert!(links.iter().all(|(_, link)| *link), "{links:?}");
+        assert_eq!(links.len(), 2, "{links:?}");
+    }
 }

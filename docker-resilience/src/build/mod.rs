@@ -21,6 +21,7 @@ use crate::plan::{Service, ServiceError, ServiceSet};
 use crate::resilience::classify::{classify_build, Classification, ErrorClass};
 use crate::resilience::retry::{Decision, RetryPolicy};
 use crate::support::{millis, EventSink};
+use crate::vocab::SecretValue;
 use context::BuildContext;
 
 /// How to build.
@@ -40,6 +41,8 @@ pub struct BuildOptions {
     pub default_network: Option<String>,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// Build secrets' values, by service name, then id (read before any build starts).
+    pub secrets: BTreeMap<String, BTreeMap<String, SecretValue>>,
 }
 
 impl Default for BuildOptions {
@@ -59,6 +62,7 @@ impl From<&Settings> for BuildOptions {
             network: settings.network_override.clone(),
             default_network: settings.network_default.clone(),
             retry: settings.build_retry.clone(),
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -390,6 +394,11 @@ fn spec(service: &Service, context: &BuildContext, options: &BuildOptions) -> Bu
             .or_else(|| service.network.clone())
             .or_else(|| options.default_network.clone()),
         no_cache: options.no_cache,
+        secrets: options
+            .secrets
+            .get(&service.name)
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::format::{BundleManifest, Compression};
-use super::verify::{verify_bundle, READ_CHUNK};
+use super::verify::{check_plain_tar, verify_bundle, READ_CHUNK};
 use super::{io_err, BundleError, BytesProgress};
 use crate::engine::DockerEngine;
 use crate::support::chunks::blocking_stream;
@@ -59,6 +59,35 @@ pub async fn import_bundle(
         }
     }
     Ok(ImportReport { manifest, loaded })
+}
+
+/// Loads a plain tar (`docker save`) without a bundle's proof (`import --unverified`):
+/// only its entries' names are checked (none may land outside the image), then the
+/// daemon reads it as `docker load` would.
+pub async fn import_unverified(
+    engine: &DockerEngine,
+    path: &Path,
+    cancel: &CancellationToken,
+    progress: BytesProgress,
+) -> Result<Vec<String>, BundleError> {
+    let check = path.to_path_buf();
+    tokio::task::spawn_blocking(move || check_plain_tar(&check))
+        .await
+        .map_err(|e| BundleError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })??;
+    let total = std::fs::metadata(path).map_err(io_err(path))?.len();
+    progress(0, Some(total));
+    let loaded = tokio::select! {
+        loaded = engine.load(file_stream(path.to_path_buf(), None)) => loaded.map_err(|e| BundleError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?,
+        () = cancel.cancelled() => return Err(BundleError::Interrupted),
+    };
+    progress(total, Some(total));
+    Ok(loaded)
 }
 
 /// What one daemon of a many-daemon import loaded.

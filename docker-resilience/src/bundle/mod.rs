@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 
 pub use export::{export_bundle, export_fetched};
 pub use format::{BundleImage, BundleManifest, Compression, BUNDLE_ENTRY};
-pub use import::{import_bundle, import_bundle_hosts, HostImport, ImportReport};
+pub use import::{import_bundle, import_bundle_hosts, import_unverified, HostImport, ImportReport};
 pub use push::push_bundle;
-pub use verify::verify_bundle;
+pub use verify::{check_plain_tar, verify_bundle};
 
 use crate::engine::EngineError;
 use crate::vocab::Platform;

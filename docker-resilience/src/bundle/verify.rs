@@ -13,6 +13,12 @@ use super::{io_err, BundleError, BytesProgress};
 
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
+/// A manifest larger than this is not one (a real one is a few KiB).
+const MAX_MANIFEST: u64 = 64 * 1024 * 1024;
+
+/// Where the end of a compressed bundle is looked for, when garbage follows it.
+const TRAILER_SEARCH: u64 = 1024 * 1024;
+
 /// Reads a bundle's manifest and proves its content whole (size and sha256) without
 /// loading anything.
 pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleManifest, BundleError> {
@@ -36,13 +42,16 @@ pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleMani
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     if name != BUNDLE_ENTRY {
-        return Err(not_bundle(&format!("its first entry is `{name}`, not `{BUNDLE_ENTRY}` (a plain `docker save` tar? load it with `docker load`)")));
+        return Err(not_bundle(&format!(
+            "its first entry is `{name}`, not `{BUNDLE_ENTRY}` (a plain `docker save` tar? \
+             `drbuild import --unverified FILE` loads it without the proof)"
+        )));
     }
     let len = header
         .entry_size()
         .map_err(|_| not_bundle("unreadable first header"))?;
-    if len > 64 * 1024 * 1024 {
-        return Err(not_bundle("its manifest is implausibly large"));
+    if len > MAX_MANIFEST {
+        return Err(not_bundle(&format!("its manifest claims {len} bytes")));
     }
     let mut text = vec![0u8; len as usize];
     file.read_exact(&mut text)
@@ -80,7 +89,41 @@ pub fn verify_bundle(path: &Path, progress: &BytesProgress) -> Result<BundleMani
             expected: manifest.content_sha256,
         });
     }
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    check_names(path, tar::Archive::new(file).entries_with_seek())?;
     Ok(manifest)
+}
+
+/// Refuses a tar whose entries would land outside where it is unpacked (`../x`,
+/// `/etc/x`) or that does not read as a tar: checked before the daemon sees a byte.
+pub(crate) fn check_names<R: Read>(
+    path: &Path,
+    entries: std::io::Result<tar::Entries<'_, R>>,
+) -> Result<(), BundleError> {
+    let bad = |reason: String| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let entries = entries.map_err(|e| bad(format!("unreadable tar: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(format!("unreadable tar: {e}")))?;
+        let name = entry.path_bytes();
+        let name = String::from_utf8_lossy(&name);
+        let escapes = name.starts_with('/') || name.split(['/', '\\']).any(|part| part == "..");
+        if escapes {
+            return Err(bad(format!(
+                "its entry `{name}` would be written outside the image"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A plain tar (`docker save`), loaded without a bundle's proof: only its entries'
+/// names are checked.
+pub fn check_plain_tar(path: &Path) -> Result<(), BundleError> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    check_names(path, tar::Archive::new(file).entries_with_seek())
 }
 
 pub(crate) fn hash_prefix(
@@ -118,26 +161,46 @@ fn verify_zstd(
     if size < 4 + 8 + 12 {
         return Err(truncated());
     }
+    let not_bundle = |reason: String| BundleError::NotABundle {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut tail = [0u8; 12];
     file.seek(SeekFrom::Start(size - 12))
         .map_err(io_err(path))?;
     file.read_exact(&mut tail).map_err(io_err(path))?;
     if &tail[4..] != TRAILER_MARK {
-        return Err(truncated());
+        // Garbage after the end, or no end at all.
+        return Err(
+            match find_trailer_end(&mut file, size).map_err(io_err(path))? {
+                Some(end) => BundleError::TrailingData {
+                    path: path.to_path_buf(),
+                    extra: size - end,
+                },
+                None => truncated(),
+            },
+        );
     }
     let json_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-    let frame_start = size.checked_sub(12 + json_len + 8).ok_or_else(truncated)?;
+    if json_len > MAX_MANIFEST {
+        return Err(not_bundle(format!(
+            "its trailer claims a {json_len}-byte manifest"
+        )));
+    }
+    let lying = || {
+        not_bundle(format!(
+            "its trailer says the manifest is {json_len} bytes, but no manifest frame is there"
+        ))
+    };
+    let frame_start = size.checked_sub(12 + json_len + 8).ok_or_else(lying)?;
     let mut frame = vec![0u8; (8 + json_len) as usize];
     file.seek(SeekFrom::Start(frame_start))
         .map_err(io_err(path))?;
     file.read_exact(&mut frame).map_err(io_err(path))?;
-    if frame[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
-        return Err(truncated());
+    let frame_len = u64::from(u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]));
+    if frame[..4] != SKIPPABLE_MAGIC.to_le_bytes() || frame_len != json_len + 12 {
+        return Err(lying());
     }
-    let not_bundle = |reason: String| BundleError::NotABundle {
-        path: path.to_path_buf(),
-        reason,
-    };
     let manifest: BundleManifest = serde_json::from_slice(&frame[8..])
         .map_err(|e| not_bundle(format!("unreadable manifest: {e}")))?;
     if manifest.format != FORMAT || manifest.compression != Compression::Zstd {
@@ -161,7 +224,25 @@ fn verify_zstd(
             expected: wanted,
         });
     }
+    // The names inside, decompressed as a stream (bounded memory).
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(Read::take(file, expected)).map_err(io_err(path))?;
+    check_names(path, tar::Archive::new(decoder).entries())?;
     Ok(manifest)
+}
+
+/// Where a compressed bundle's trailer ends, when bytes follow it: the last
+/// [`TRAILER_MARK`] within the file's last MiB.
+fn find_trailer_end(file: &mut std::fs::File, size: u64) -> std::io::Result<Option<u64>> {
+    let start = size.saturating_sub(TRAILER_SEARCH);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    Read::take(&mut *file, TRAILER_SEARCH).read_to_end(&mut tail)?;
+    Ok(tail
+        .windows(TRAILER_MARK.len())
+        .rposition(|w| w == TRAILER_MARK)
+        .map(|at| start + (at + TRAILER_MARK.len()) as u64))
 }
 
 #[cfg(test)]
@@ -236,7 +317,7 @@ mod tests {
     #[test]
     fn zstd_bundle_verifies_and_names_truncation_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let tar = vec![7u8; 100_000];
+        let tar = save_tar(&[7u8; 100_000]);
         let compressed = zstd::encode_all(&tar[..], 3).unwrap();
         let manifest = BundleManifest {
             format: FORMAT.into(),
@@ -279,5 +360,58 @@ mod tests {
         std::fs::write(&path, save_tar(b"[]")).unwrap();
         let e = verify_bundle(&path, &none()).unwrap_err();
         assert!(e.to_string().contains("not a drbuild bundle"), "{e}");
+    }
+
+    /// `tests/data/bundles-hostile/` (scripts/fixtures/hostile-bundles): each refused
+    /// with what is wrong, before anything could be loaded.
+    #[test]
+    fn hostile_bundles_are_refused_by_name() {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/bundles-hostile"
+        ));
+        let cases = [
+            ("absurd.tar", "the bundle says 1000000000001024 bytes"),
+            (
+                "plain.tar",
+                "`drbuild import --unverified FILE` loads it without the proof",
+            ),
+            (
+                "dotdot.tar",
+                "its entry `../escape` would be written outside the image",
+            ),
+            (
+                "garbage.tar",
+                "1000 unexpected bytes after the end of the bundle",
+            ),
+            ("lying.tar.zst", "its trailer says the manifest is"),
+            (
+                "garbage.tar.zst",
+                "1000 unexpected bytes after the end of the bundle",
+            ),
+        ];
+        for (name, expected) in cases {
+            let e = verify_bundle(&dir.join(name), &none()).unwrap_err();
+            assert!(e.to_string().contains(expected), "{name}: {e}");
+        }
+        let e = check_plain_tar(&dir.join("plain-dotdot.tar")).unwrap_err();
+        assert!(e.to_string().contains("`../escape`"), "{e}");
+        check_plain_tar(&dir.join("plain.tar")).unwrap();
+    }
+
+    #[test]
+    fn a_trailer_claiming_gigabytes_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.tar.zst");
+        let mut bytes = ZSTD_MAGIC.to_vec();
+        bytes.extend_from_slice(&[0u8; 64]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(TRAILER_MARK);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = verify_bundle(&path, &none()).unwrap_err();
+        assert!(
+            e.to_string().contains("claims a 4294967295-byte manifest"),
+            "{e}"
+        );
     }
 }

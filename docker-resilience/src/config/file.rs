@@ -88,6 +88,10 @@ pub struct ServiceConfig {
     /// Services to build first.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Build secrets, as `--secret` takes them (`id=npm,src=.npmrc`, `id=tok,env=TOK`);
+    /// files relative to the file's directory.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     #[serde(flatten)]
     unknown: BTreeMap<String, IgnoredAny>,
 }

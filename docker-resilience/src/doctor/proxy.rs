@@ -2,6 +2,7 @@
 //! not the shell's.
 
 use super::{Check, CheckStatus};
+use crate::vocab::Redacted;
 
 const KEYS: [&str; 6] = [
     "HTTP_PROXY",
@@ -24,9 +25,13 @@ pub(super) fn shell_proxies() -> Vec<(String, String)> {
 pub(super) fn proxies(shell: &[(String, String)], daemon: &[(String, String)]) -> Check {
     let mut found: Vec<String> = shell
         .iter()
-        .map(|(k, v)| format!("{k}={v} (this shell)"))
+        .map(|(k, v)| format!("{k}={} (this shell)", Redacted(v)))
         .collect();
-    found.extend(daemon.iter().map(|(k, v)| format!("{k}={v} (daemon)")));
+    found.extend(
+        daemon
+            .iter()
+            .map(|(k, v)| format!("{k}={} (daemon)", Redacted(v))),
+    );
     if found.is_empty() {
         return Check::ok("proxy", "no proxy configured (shell or daemon)");
     }
@@ -43,6 +48,18 @@ pub(super) fn proxies(shell: &[(String, String)], daemon: &[(String, String)]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        let check = proxies(
+            &vars(&[("HTTPS_PROXY", "http://alice:s3cr3tpw@proxy:3128")]),
+            &vars(&[("HTTP_PROXY", "http://bob:hunter22@proxy:3128")]),
+        );
+        assert_eq!(
+            check.message,
+            "HTTPS_PROXY=http://alice:***@proxy:3128 (this shell), HTTP_PROXY=http://bob:***@proxy:3128 (daemon)"
+        );
+    }
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()

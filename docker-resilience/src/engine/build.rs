@@ -2,11 +2,13 @@
 //! a streamed context), the classic builder otherwise.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
 use futures_util::StreamExt;
 
 use super::progress::Progress;
+use super::session::SecretSession;
 use super::{
     BuildEngine, BuildError, BuildSpec, ContextStream, DockerEngine, EngineError, LogSink,
 };
@@ -48,7 +50,25 @@ impl BuildEngine for DockerEngine {
         if let Some(target) = &spec.target {
             options = options.target(target);
         }
-        let session = format!("drbuild-{}-{}", spec.service, std::process::id());
+        let mut session = format!("drbuild-{}-{}", spec.service, std::process::id());
+        // Secrets are served by a session of our own, opened first under a fresh id.
+        let _secrets = if spec.secrets.is_empty() {
+            None
+        } else {
+            if !builder.buildkit {
+                return Err(BuildError::new(
+                    "build secrets need BuildKit, which this daemon does not use (DOCKER_BUILDKIT=0?)",
+                ));
+            }
+            static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+            session = format!("{session}-{}", ATTEMPTS.fetch_add(1, Ordering::Relaxed));
+            let secrets = spec.secrets.clone().into_iter().collect();
+            Some(
+                SecretSession::open(self.host(), &session, secrets)
+                    .await
+                    .map_err(BuildError::new)?,
+            )
+        };
         options = if builder.buildkit {
             options
                 .version(BuilderVersion::BuilderBuildKit)

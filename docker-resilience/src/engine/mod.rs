@@ -10,6 +10,7 @@
 mod build;
 mod docker;
 mod progress;
+mod session;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -23,7 +24,7 @@ use futures_util::stream::{BoxStream, Stream};
 
 pub use docker::{DaemonInfo, DockerEngine, Features};
 
-use crate::vocab::{ImageReference, Platform};
+use crate::vocab::{ImageReference, Platform, SecretValue};
 
 /// A failure talking to the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,6 +254,9 @@ pub struct BuildSpec {
     pub network: Option<String>,
     /// Build without the cache.
     pub no_cache: bool,
+    /// Build secrets by id, for `RUN --mount=type=secret` (served by a session; never
+    /// in the image, nor printed: their `Debug` is `***`).
+    pub secrets: BTreeMap<String, SecretValue>,
 }
 
 /// A build the daemon failed, as it reported it (not yet classified).

@@ -14,6 +14,22 @@ use std::path::Path;
 
 use crate::vocab::InputError;
 
+/// Variable expansion as Compose (`compose`) or a Dockerfile does it, with `lookup`
+/// for values: the entry point of the fuzz target `expand` (not a stable API).
+#[doc(hidden)]
+pub fn fuzz_expand(
+    text: &str,
+    compose: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let style = if compose {
+        expand::Style::Compose
+    } else {
+        expand::Style::Dockerfile { escape: '\\' }
+    };
+    expand::expand(text, style, lookup).ok()
+}
+
 /// Reads YAML into `T`; an empty file is `T::default()`. Errors are `path:line:
 /// invalid WHAT: the parser's first line`.
 pub(crate) fn yaml<T>(path: &Path, text: &str, what: &str) -> Result<T, InputError>
@@ -126,7 +142,9 @@ mod tests {
         }
         let started = std::time::Instant::now();
         let err = yaml::<Any>(Path::new("laughs.yaml"), &text, "compose file").unwrap_err();
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Well under a second in a release build (measured); the bound here only catches
+        // an exponential blow-up, with room for a debug build on a loaded machine.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let message = err.to_string();
         assert!(message.starts_with("laughs.yaml:"), "{message}");
         assert!(message.contains("invalid compose file"), "{message}");

@@ -201,6 +201,12 @@ impl Plan {
         for service in services.services.values_mut() {
             // The run's `--build-arg`s reach every build, over the service's own.
             service.args.extend(options.build_args.clone());
+            // A secret-named arg's value is masked in everything drbuild prints.
+            for (name, value) in &service.args {
+                if crate::vocab::is_secret_name(name) {
+                    crate::vocab::register_secret(value);
+                }
+            }
         }
 
         let base = ScanOptions {

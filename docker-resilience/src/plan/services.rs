@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::config::ConfigFile;
 use crate::parse::compose::{self, ComposeProject};
 use crate::parse::dockerfile::NamedContext;
-use crate::vocab::{clean_path, ImageReference};
+use crate::vocab::{clean_path, ImageReference, SecretSpec, SecretSpecError};
 
 /// A service that cannot be set up for building.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,16 @@ pub enum ServiceError {
         /// Why.
         message: String,
     },
+    /// A service's build secret is not `id=ID[,src=FILE|,env=VAR]`.
+    #[error("{}: service `{service}`: {source}", path.display())]
+    InvalidSecret {
+        /// The service.
+        service: String,
+        /// Where it is defined.
+        path: PathBuf,
+        /// What is wrong.
+        source: SecretSpecError,
+    },
     /// A service named on the command line does not exist.
     #[error("no service `{name}` (services: {})", known.join(", "))]
     UnknownService {
@@ -53,6 +63,7 @@ impl ServiceError {
     pub fn location(&self) -> Option<(&Path, usize)> {
         match self {
             ServiceError::InvalidImage { path, line, .. } => Some((path, *line)),
+            ServiceError::InvalidSecret { path, .. } => Some((path, 0)),
             _ => None,
         }
     }
@@ -104,6 +115,8 @@ pub struct Service {
     pub dockerfile_inline: Option<String>,
     /// Named build contexts (compose `additional_contexts`), as far as images go.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Build secrets it may mount (files relative to the tree's root).
+    pub secrets: Vec<SecretSpec>,
 }
 
 impl Service {
@@ -130,6 +143,7 @@ impl Service {
             defined_in: None,
             dockerfile_inline: None,
             named_contexts: BTreeMap::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -295,6 +309,16 @@ fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceEr
                 message: e.to_string(),
             });
         }
+        let secrets = s
+            .secrets
+            .iter()
+            .map(|text| text.parse::<SecretSpec>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ServiceError::InvalidSecret {
+                service: name.clone(),
+                path: file.path.clone(),
+                source,
+            })?;
         services.insert(
             name.clone(),
             Service {
@@ -312,6 +336,7 @@ fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceEr
                 defined_in: Some((file.path.clone(), file.line_of(name))),
                 dockerfile_inline: None,
                 named_contexts: BTreeMap::new(),
+                secrets,
             },
         );
     }
@@ -350,6 +375,7 @@ fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
                     defined_in: Some((build.path.clone(), build.line)),
                     dockerfile_inline: build.dockerfile_inline.clone(),
                     named_contexts: named_contexts(&build.additional_contexts),
+                    secrets: build.secrets.clone(),
                 },
             );
         }
@@ -485,5 +511,31 @@ mod tests {
             s.select(&["zzz".into()], &[]),
             Err(ServiceError::UnknownService { .. })
         ));
+    }
+
+    #[test]
+    fn config_secrets_parse_and_bad_ones_name_the_service() {
+        let file = ConfigFile::parse(
+            Path::new("drbuild.yaml"),
+            "services:\n  api:\n    secrets: [\"id=npm,src=.npmrc\", \"id=gh,env=GH_TOKEN\"]\n",
+        )
+        .unwrap();
+        let services = from_config(&file).unwrap();
+        let ids: Vec<String> = services["api"]
+            .secrets
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ids, ["id=npm,src=.npmrc", "id=gh,env=GH_TOKEN"]);
+        let file = ConfigFile::parse(
+            Path::new("drbuild.yaml"),
+            "services:\n  api:\n    secrets: [\"src=.npmrc\"]\n",
+        )
+        .unwrap();
+        let err = from_config(&file).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "drbuild.yaml: service `api`: invalid secret `src=.npmrc`: no id (expected id=ID[,src=FILE|,env=VAR])"
+        );
     }
 }

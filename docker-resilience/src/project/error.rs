@@ -26,6 +26,16 @@ pub enum Error {
     /// A bundle cannot be written, verified or loaded.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// A build secret's source cannot be read (an unset variable, a missing file).
+    #[error("service `{service}`: secret `{id}`: {message}")]
+    Secret {
+        /// The service that needs it.
+        service: String,
+        /// The secret's id.
+        id: String,
+        /// What is missing.
+        message: String,
+    },
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -57,7 +67,9 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Plan(_) | Error::Service(_) | Error::Settings(_) => ErrorKind::Input,
+            Error::Plan(_) | Error::Service(_) | Error::Settings(_) | Error::Secret { .. } => {
+                ErrorKind::Input
+            }
             Error::Engine(EngineError::Unreachable { .. })
             | Error::Bundle(BundleError::Engine(EngineError::Unreachable { .. })) => {
                 ErrorKind::DaemonUnreachable

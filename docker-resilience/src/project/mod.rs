@@ -8,6 +8,7 @@
 mod error;
 mod runner;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use crate::engine::{DockerEngine, EngineError};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
 use crate::prefetch::{PrefetchEvent, PrefetchOptions, PrefetchReport, Prefetcher};
 use crate::registry::client::Endpoint;
-use crate::vocab::Wanted;
+use crate::vocab::{SecretSpec, SecretValue, Wanted};
 use tokio_util::sync::CancellationToken;
 
 /// A tree with its plan and resolved settings.
@@ -56,6 +57,9 @@ pub struct BuildRun {
     pub no_prefetch: bool,
     /// Pull images even when present.
     pub always_pull: bool,
+    /// Build secrets for every service (`--secret`), over the services' own; relative
+    /// files relative to the current directory.
+    pub secrets: Vec<SecretSpec>,
 }
 
 /// What a [`Project::build`] did.
@@ -396,6 +400,8 @@ impl Project {
         cancel: CancellationToken,
     ) -> Result<BuildOutcome, Error> {
         let set = self.services(&run.only, &run.skip)?;
+        // Every secret is read before anything starts: a missing one is an input error.
+        let secrets = self.read_secrets(&set, &run.secrets)?;
         let mut prefetch = None;
         if !run.no_prefetch {
             let images = self.plan.images_for(&set);
@@ -432,6 +438,7 @@ impl Project {
             no_cache: run.no_cache,
             missing_only: run.missing_only,
             fail_fast: run.fail_fast,
+            secrets,
             ..BuildOptions::from(&self.settings)
         };
         let build = Builder::with_shared_engine(Arc::new(engine), options)
@@ -443,6 +450,40 @@ impl Project {
             prefetch,
             build: Some(build),
         })
+    }
+}
+
+impl Project {
+    /// The values of the secrets each service of `set` may mount: its own (files
+    /// relative to the root), then `extra` (the run's, which win by id).
+    fn read_secrets(
+        &self,
+        set: &ServiceSet,
+        extra: &[SecretSpec],
+    ) -> Result<BTreeMap<String, BTreeMap<String, SecretValue>>, Error> {
+        let mut out = BTreeMap::new();
+        for service in set.services.values() {
+            let specs = service
+                .secrets
+                .iter()
+                .map(|s| s.clone().relative_to(&self.root))
+                .chain(extra.iter().cloned());
+            let mut values = BTreeMap::new();
+            for spec in specs {
+                let value = spec
+                    .read(|name| std::env::var(name).ok())
+                    .map_err(|message| Error::Secret {
+                        service: service.name.clone(),
+                        id: spec.id.clone(),
+                        message,
+                    })?;
+                values.insert(spec.id.clone(), value);
+            }
+            if !values.is_empty() {
+                out.insert(service.name.clone(), values);
+            }
+        }
+        Ok(out)
     }
 }
 

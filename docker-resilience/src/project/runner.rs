@@ -22,6 +22,7 @@ use crate::config::{Overrides, Settings};
 use crate::engine::DockerEngine;
 use crate::plan::PlanOptions;
 use crate::prefetch::PrefetchReport;
+use crate::vocab::SecretSpec;
 use tokio_util::sync::CancellationToken;
 
 /// What a [`DockerBuild`] run did.
@@ -102,6 +103,13 @@ impl DockerBuild {
         self
     }
 
+    /// A build secret for every service (`id=ID,src=FILE` or `id=ID,env=VAR`, as
+    /// `drbuild build --secret` takes it), mounted with `RUN --mount=type=secret,id=ID`.
+    pub fn secret(&mut self, spec: SecretSpec) -> &mut Self {
+        self.run.secrets.push(spec);
+        self
+    }
+
     /// Whether to prefetch base images first (default yes).
     pub fn prefetch(&mut self, prefetch: bool) -> &mut Self {
         self.run.no_prefetch = !prefetch;
@@ -158,6 +166,7 @@ impl DockerBuild {
         if cargo {
             for r in &not_built {
                 let why = r.error.as_deref().unwrap_or("not built").replace('\n', " ");
+                let why = crate::vocab::redact(&why);
                 println!(
                     "cargo:warning=docker service `{}` {}: {why}",
                     r.name,

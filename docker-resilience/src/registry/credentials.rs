@@ -84,6 +84,13 @@ impl Credentials {
                     Credential::IdentityToken(token)
                 }
             });
+        // Whatever else might print them (a daemon's error echoing a header…), the
+        // output's redaction masks them.
+        match &found {
+            Some(Credential::Basic { password, .. }) => crate::vocab::register_secret(password),
+            Some(Credential::IdentityToken(token)) => crate::vocab::register_secret(token),
+            None => {}
+        }
         crate::support::lock(&self.found).insert(registry.to_owned(), found.clone());
         found
     }

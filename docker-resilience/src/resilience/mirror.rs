@@ -16,18 +16,45 @@ pub struct Mirror {
     prefix: Option<String>,
 }
 
-/// A mirror string that is not `HOST[:PORT][/PREFIX]`.
+/// A mirror string that is not `HOST[:PORT][/PREFIX]` (shown redacted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid mirror `{0}`: expected HOST[:PORT][/PREFIX]")]
-pub struct MirrorError(pub String);
+#[error("invalid mirror `{mirror}`: {reason}")]
+pub struct MirrorError {
+    /// The mirror as given, its userinfo masked.
+    pub mirror: String,
+    /// Why it is refused.
+    pub reason: &'static str,
+}
+
+fn invalid(given: &str) -> MirrorError {
+    MirrorError {
+        mirror: crate::vocab::redact(given).into_owned(),
+        reason: "expected HOST[:PORT][/PREFIX]",
+    }
+}
 
 impl FromStr for Mirror {
     type Err = MirrorError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
+        let authority = text
+            .split_once("://")
+            .map_or(text, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if authority.contains('@') {
+            return Err(MirrorError {
+                mirror: crate::vocab::redact(&format!("https://{authority}"))
+                    .trim_start_matches("https://")
+                    .to_owned(),
+                reason: "credentials in a mirror's address are not used: `docker login` to the \
+                         mirror's host instead (drbuild reads docker's config and credential helpers)",
+            });
+        }
         let (scheme, bare) = match text.split_once("://") {
             Some((scheme @ ("http" | "https"), rest)) => (Some(scheme.to_owned()), rest),
-            Some(_) => return Err(MirrorError(s.to_owned())),
+            Some(_) => return Err(invalid(s)),
             None => (None, text),
         };
         let bare = bare.trim_end_matches('/');
@@ -43,7 +70,7 @@ impl FromStr for Mirror {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
         if !valid_host {
-            return Err(MirrorError(s.to_owned()));
+            return Err(invalid(s));
         }
         let mirror = Mirror {
             scheme,
@@ -51,11 +78,8 @@ impl FromStr for Mirror {
             prefix,
         };
         // A mirror must yield valid references.
-        let probe = ImageReference::parse("library/busybox:latest")
-            .map_err(|_| MirrorError(s.to_owned()))?;
-        mirror
-            .image_for(&probe)
-            .map_err(|_| MirrorError(s.to_owned()))?;
+        let probe = ImageReference::parse("library/busybox:latest").map_err(|_| invalid(s))?;
+        mirror.image_for(&probe).map_err(|_| invalid(s))?;
         Ok(mirror)
     }
 }
@@ -148,6 +172,16 @@ impl MirrorSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_refused_redacted() {
+        let err = "https://bob:pw123@host:5001".parse::<Mirror>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid mirror `bob:***@host:5001`: credentials in a mirror's address are not used: \
+             `docker login` to the mirror's host instead (drbuild reads docker's config and credential helpers)"
+        );
+    }
 
     #[test]
     fn parses_mirrors() {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::parse::expand::{expand, ExpandError, Style};
-use crate::vocab::{clean_path, InputError, Located};
+use crate::vocab::{clean_path, InputError, Located, SecretSource, SecretSpec};
 
 mod env;
 mod raw;
@@ -44,6 +44,9 @@ pub struct ComposeBuild {
     /// `additional_contexts`: names a Dockerfile may use (`FROM name`, `COPY
     /// --from=name`) and what they stand for.
     pub additional_contexts: BTreeMap<String, NamedContext>,
+    /// `secrets`: what `RUN --mount=type=secret,id=…` may mount, from the top-level
+    /// `secrets:` (files relative to the tree's root).
+    pub secrets: Vec<SecretSpec>,
     /// Where `build:` is written.
     pub path: PathBuf,
     /// Its line.
@@ -165,6 +168,7 @@ impl ComposeProject {
             env: &env,
             warnings: Vec::new(),
             depth: 0,
+            secrets: BTreeMap::new(),
         };
         let (name, specs) = loader.project(files, &dir)?;
         let mut specs = loader.resolve_extends(specs)?;
@@ -181,11 +185,11 @@ impl ComposeProject {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "default".to_owned())
         }));
-        let mut warnings = loader.warnings;
+        let mut warnings = std::mem::take(&mut loader.warnings);
         let services = specs
             .into_iter()
             .map(|(n, spec)| {
-                let service = spec.finish(&n, &mut warnings)?;
+                let service = spec.finish(&n, &loader.secrets, &mut warnings)?;
                 Ok((n, service))
             })
             .collect::<Result<BTreeMap<_, _>, InputError>>()?;
@@ -334,6 +338,8 @@ struct BuildSpec {
     platforms: Vec<String>,
     /// Name → (what it is, the directory paths are relative to).
     additional_contexts: BTreeMap<String, (String, PathBuf)>,
+    /// `secrets`: (top-level name, id), with the line.
+    secrets: Vec<(String, String, usize)>,
     /// The directory a `build:` with no context means (the file's project directory).
     dir: PathBuf,
     path: PathBuf,
@@ -383,10 +389,11 @@ impl ServiceSpec {
     fn finish(
         self,
         name: &str,
+        defined: &BTreeMap<String, SecretSource>,
         warnings: &mut Vec<Located<String>>,
     ) -> Result<ComposeService, InputError> {
         let build = match self.build {
-            Some(b) => b.finish(name, warnings),
+            Some(b) => b.finish(name, defined, warnings)?,
             None => None,
         };
         Ok(ComposeService {
@@ -427,12 +434,21 @@ impl BuildSpec {
             }
         }
         self.additional_contexts.extend(over.additional_contexts);
+        for secret in over.secrets {
+            self.secrets.retain(|s| s.1 != secret.1);
+            self.secrets.push(secret);
+        }
         self.path = over.path;
         self.line = over.line;
         self
     }
 
-    fn finish(self, service: &str, warnings: &mut Vec<Located<String>>) -> Option<ComposeBuild> {
+    fn finish(
+        self,
+        service: &str,
+        defined: &BTreeMap<String, SecretSource>,
+        warnings: &mut Vec<Located<String>>,
+    ) -> Result<Option<ComposeBuild>, InputError> {
         let (context_text, base) = self
             .context
             .clone()
@@ -445,7 +461,21 @@ impl BuildSpec {
                 path: self.path.clone(),
                 line: self.line,
             });
-            return None;
+            return Ok(None);
+        }
+        let mut secrets = Vec::new();
+        for (name, id, line) in &self.secrets {
+            let source = defined.get(name).cloned().ok_or_else(|| InputError::Invalid {
+                path: self.path.clone(),
+                line: *line,
+                message: format!(
+                    "service `{service}`: build secret `{name}` is not defined in the top-level `secrets:`"
+                ),
+            })?;
+            secrets.push(SecretSpec {
+                id: id.clone(),
+                source,
+            });
         }
         let context = clean_path(&base.join(&context_text));
         let dockerfile =
@@ -468,7 +498,7 @@ impl BuildSpec {
                 (name, context)
             })
             .collect();
-        Some(ComposeBuild {
+        Ok(Some(ComposeBuild {
             context,
             dockerfile,
             dockerfile_inline: self.dockerfile_inline,
@@ -477,9 +507,10 @@ impl BuildSpec {
             network: self.network,
             platforms: self.platforms,
             additional_contexts,
+            secrets,
             path: self.path,
             line: self.line,
-        })
+        }))
     }
 }
 
@@ -495,6 +526,8 @@ struct Loader<'a> {
     env: &'a BTreeMap<String, String>,
     warnings: Vec<Located<String>>,
     depth: usize,
+    /// Top-level `secrets:` of every file read (files relative to the root).
+    secrets: BTreeMap<String, SecretSource>,
 }
 
 impl Loader<'_> {
@@ -522,6 +555,19 @@ impl Loader<'_> {
                 name = raw.name;
             }
             let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            for (name, secret) in raw.secrets {
+                let line = secret.referenced.line() as usize;
+                let source = match (secret.value.file, secret.value.environment) {
+                    (Some(f), _) => {
+                        let f = self.interpolate(file, &f, line)?.unwrap_or(f);
+                        SecretSource::File(clean_path(&file_dir.join(f)))
+                    }
+                    (None, Some(var)) => SecretSource::Env(var),
+                    // `external:` and the like are for swarm: not a build's.
+                    (None, None) => continue,
+                };
+                self.secrets.insert(name, source);
+            }
             // Compose refuses a service both included and defined by the includer.
             let mut included_by: BTreeMap<String, usize> = BTreeMap::new();
             for include in raw.include {
@@ -622,10 +668,14 @@ impl Loader<'_> {
             env: &env,
             warnings: Vec::new(),
             depth: self.depth + 1,
+            secrets: BTreeMap::new(),
         };
         let (_, specs) = inner.project(&paths, &dir)?;
         let specs = inner.resolve_extends(specs)?;
         self.warnings.extend(inner.warnings);
+        for (name, source) in inner.secrets {
+            self.secrets.entry(name).or_insert(source);
+        }
         Ok(specs)
     }
 
@@ -724,6 +774,17 @@ impl Loader<'_> {
                         out.additional_contexts.insert(k, (v, dir.to_path_buf()));
                     }
                 }
+            }
+            for secret in &b.secrets {
+                let at = secret.referenced.line() as usize;
+                let (name, id) = match &secret.value {
+                    raw::RawBuildSecret::Name(n) => (n.clone(), n.clone()),
+                    raw::RawBuildSecret::Long { source, target } => (
+                        source.clone(),
+                        target.clone().unwrap_or_else(|| source.clone()),
+                    ),
+                };
+                out.secrets.push((name, id, at));
             }
             spec.build = Some(out);
         }

@@ -18,6 +18,30 @@ pub(super) struct RawCompose {
     pub include: Vec<Spanned<RawInclude>>,
     #[serde(default)]
     pub services: BTreeMap<String, Spanned<RawService>>,
+    /// Top-level `secrets:` (those builds may use: `file:` or `environment:`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<RawSecret>>,
+}
+
+/// A top-level secret's definition.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawSecret {
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+}
+
+/// A `build.secrets` entry: a secret's name, or `{source, target}` (the id is `target`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a secret name or a mapping with `source`")]
+pub(super) enum RawBuildSecret {
+    Name(String),
+    Long {
+        source: String,
+        #[serde(default)]
+        target: Option<String>,
+    },
 }
 
 /// An `include:` entry: a path, or the long form.
@@ -92,7 +116,7 @@ pub(super) struct RawService {
 #[serde(untagged, expecting = "a build context path or a build mapping")]
 pub(super) enum RawBuild {
     Context(String),
-    Long(RawBuildLong),
+    Long(Box<RawBuildLong>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +137,8 @@ pub(super) struct RawBuildLong {
     pub platforms: Vec<String>,
     #[serde(default)]
     pub additional_contexts: Option<Args>,
+    #[serde(default)]
+    pub secrets: Vec<Spanned<RawBuildSecret>>,
 }
 
 impl RawBuild {
@@ -122,7 +148,7 @@ impl RawBuild {
                 context: Some(context),
                 ..RawBuildLong::default()
             },
-            RawBuild::Long(long) => long,
+            RawBuild::Long(long) => *long,
         }
     }
 }

@@ -571,4 +571,58 @@ mod tests {
         let s = scan("ARG IMG=\"python:3.11-slim\"\nFROM ${IMG}\n");
         assert_eq!(images(&s)[0].2, "docker.io/library/python:3.11-slim");
     }
+
+    #[test]
+    fn secret_looking_args_and_envs_are_warned_about() {
+        let s =
+            scan("FROM alpine\nARG NPM_TOKEN\nARG PUBLIC_KEY\nENV DB_PASSWORD=x GO_VERSION=1\n");
+        let lines: Vec<(usize, bool)> = s
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.contains("--secret id=")))
+            .collect();
+        assert_eq!(lines, [(2, true), (4, true)], "{:?}", s.warnings);
+        assert!(s.warnings[1]
+            .message
+            .starts_with("`ENV DB_PASSWORD` looks like a secret"));
+    }
+
+    #[test]
+    fn named_contexts_and_target_pruning() {
+        let text = "FROM base AS deps\nFROM golang:1.22 AS build\nCOPY --from=tools /x /x\n\
+                    FROM scratch AS final\nCOPY --from=build /app /app\nFROM busybox AS debug\n";
+        let file = Dockerfile::parse(text).unwrap();
+        let options = ScanOptions {
+            named_contexts: BTreeMap::from([
+                ("base".to_owned(), NamedContext::Local),
+                (
+                    "tools".to_owned(),
+                    NamedContext::Image("alpine/git:2.43.0".to_owned()),
+                ),
+            ]),
+            ..ScanOptions::default()
+        };
+        let s = file.scan(&options).unwrap();
+        assert_eq!(
+            images(&s)
+                .iter()
+                .map(|(l, _, r)| (*l, r.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (2, "docker.io/library/golang:1.22"),
+                (3, "docker.io/alpine/git:2.43.0"),
+                (6, "docker.io/library/busybox:latest"),
+            ]
+        );
+        let needed = s.needed_stages(Some("final")).unwrap();
+        assert_eq!(needed.into_iter().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            s.needed_stages(None)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        assert!(s.needed_stages(Some("nope")).is_none());
+    }
 }

@@ -7,7 +7,7 @@ use super::{
     ScanWarning, Stage,
 };
 use crate::parse::expand::{expand, split_words, ExpandError, Style};
-use crate::vocab::{ImageReference, Platform, SourceKind};
+use crate::vocab::{is_secret_name, ImageReference, Platform, SourceKind};
 
 /// Variables in scope: `Some(v)` with a value, `None` declared without one.
 type Scope = BTreeMap<String, Option<String>>;
@@ -96,6 +96,7 @@ impl<'a> Scanner<'a> {
                 Some((n, d)) => (n.to_owned(), Some(d)),
                 None => (word.to_owned(), None),
             };
+            self.secret_name(ins.line, "ARG", &name);
             let value = if let Some(v) = self.options.build_args.get(&name) {
                 Some(v.clone())
             } else if let Some(default) = default {
@@ -134,6 +135,7 @@ impl<'a> Scanner<'a> {
             }
         };
         for (k, v) in pairs {
+            self.secret_name(ins.line, "ENV", &k);
             let value = self.expand_in(&self.stage_scope, &v).ok();
             self.stage_scope.insert(k, value);
         }
@@ -347,6 +349,21 @@ impl<'a> Scanner<'a> {
             stage,
         });
         Ok(())
+    }
+
+    /// A warning when an `ARG`/`ENV` name looks like a secret (BuildKit's
+    /// `SecretsUsedInArgOrEnv`): its value would stay in the image.
+    fn secret_name(&mut self, line: usize, keyword: &str, name: &str) {
+        if is_secret_name(name) {
+            self.out.warnings.push(ScanWarning {
+                line,
+                message: format!(
+                    "`{keyword} {name}` looks like a secret, and its value stays in the image's \
+                     history: pass it with `--secret id={name},env={name}` and read it in \
+                     `RUN --mount=type=secret,id={name}`"
+                ),
+            });
+        }
     }
 
     fn unresolved(&mut self, line: usize, written: &str, error: &ExpandError) {

@@ -1,0 +1,223 @@
+//! A BuildKit session that serves a build its secrets.
+//!
+//! BuildKit asks the client for secrets through a *session*: the client opens `POST
+//! /session` on the daemon, upgraded to h2c, and serves gRPC on that connection
+//! (`moby.buildkit.secrets.v1.Secrets/GetSecret`, and the health checks BuildKit sends);
+//! the build names the session by id. bollard's own session serves registry auth only,
+//! so a build with secrets opens this one first, under the build's session id: the
+//! daemon registers it before answering `101`, and refuses the second session bollard
+//! then opens with the same id (`session … already exists`), which bollard ignores.
+//! The session ends when it is dropped.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bollard_buildkit_proto::health::health_check_response::ServingStatus;
+use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
+use bollard_buildkit_proto::health::{
+    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
+};
+use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
+use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::{Request, Response, Status};
+
+use crate::vocab::SecretValue;
+
+/// The gRPC methods the session serves (BuildKit calls only what is announced).
+const METHODS: [&str; 3] = [
+    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
+
+/// An open session; closed when dropped.
+pub(super) struct SecretSession {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecretSession {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SecretSession {
+    /// Opens session `id` on the daemon at `host` (`unix:///…` or `tcp://…` without
+    /// TLS), serving `secrets` by id. Returns once the daemon has switched protocols.
+    pub(super) async fn open(
+        host: &str,
+        id: &str,
+        secrets: HashMap<String, SecretValue>,
+    ) -> Result<SecretSession, String> {
+        if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0") {
+            return Err(
+                "build secrets need a daemon reached without TLS (unix socket or plain tcp)".into(),
+            );
+        }
+        let io = connect(host).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("cannot open a session on {host}: {e}"))?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut request = hyper::Request::post("/session")
+            .header(hyper::header::HOST, "docker")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, "h2c")
+            .header("X-Docker-Expose-Session-Uuid", id)
+            .header("X-Docker-Expose-Session-Name", "drbuild")
+            .header("X-Docker-Expose-Session-Sharedkey", id);
+        for method in METHODS {
+            request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("cannot open a session: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("cannot open a session on {host}: {e}"))?;
+        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(format!(
+                "the daemon answered {} to a build session (secrets need BuildKit)",
+                response.status()
+            ));
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| format!("the build session did not upgrade: {e}"))?;
+        drop(driver);
+        let transport = Transport(TokioIo::new(upgraded));
+        let task = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(HealthServer::new(Healthy))
+                .add_service(SecretsServer::new(Store { secrets }))
+                .serve_with_incoming(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                    transport,
+                )]))
+                .await;
+            if let Err(e) = served {
+                tracing::debug!("build session ended: {e}");
+            }
+        });
+        Ok(SecretSession { task })
+    }
+}
+
+/// A connection to the daemon's API socket.
+async fn connect(host: &str) -> Result<Box<dyn Io>, String> {
+    if let Some(path) = host.strip_prefix("unix://") {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("cannot reach {host}: {e}"))?;
+        return Ok(Box::new(stream));
+    }
+    if let Some(address) = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("http://"))
+    {
+        let stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
+            .await
+            .map_err(|e| format!("cannot reach {host}: {e}"))?;
+        return Ok(Box::new(stream));
+    }
+    Err(format!(
+        "build secrets cannot reach the daemon at {host}: only unix:// and tcp:// are supported"
+    ))
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// The upgraded connection, as tonic's server takes it.
+struct Transport(TokioIo<hyper::upgrade::Upgraded>);
+
+impl tonic::transport::server::Connected for Transport {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// The secrets of one build, by id.
+struct Store {
+    secrets: HashMap<String, SecretValue>,
+}
+
+#[tonic::async_trait]
+impl Secrets for Store {
+    async fn get_secret(
+        &self,
+        request: Request<GetSecretRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        let id = &request.get_ref().id;
+        match self.secrets.get(id) {
+            Some(value) => Ok(Response::new(GetSecretResponse {
+                data: value.expose().to_vec(),
+            })),
+            None => Err(Status::not_found(format!("secret {id} not found"))),
+        }
+    }
+}
+
+/// The session's health: serving while it is open.
+struct Healthy;
+
+#[tonic::async_trait]
+impl Health for Healthy {
+    type WatchStream =
+        Pin<Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+    async fn check(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        Ok(Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+    }
+
+    async fn watch(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("watch"))
+    }
+
+    async fn list(
+        &self,
+        _: Request<HealthListRequest>,
+    ) -> Result<Response<HealthListResponse>, Status> {
+        Err(Status::unimplemented("list"))
+    }
+}
