@@ -282,7 +282,7 @@ impl ServiceSet {
             inputs.insert(path.strip_prefix(&self.root).unwrap_or(path).to_path_buf());
         }
         for project in &plan.compose {
-            inputs.extend(project.files.iter().cloned());
+            inputs.extend(project.inputs.iter().cloned());
         }
         for service in self.services.values() {
             if service.dockerfile_inline.is_none() {

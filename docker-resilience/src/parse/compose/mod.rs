@@ -109,6 +109,8 @@ pub struct ComposeProject {
     pub dir: PathBuf,
     /// The files, base first.
     pub files: Vec<PathBuf>,
+    /// Every compose file it read: its files, and those it includes or extends.
+    pub inputs: Vec<PathBuf>,
     /// Services by name (those of included projects too).
     pub services: BTreeMap<String, ComposeService>,
     /// Values that could not be interpolated, and other things the plan should say,
@@ -169,6 +171,7 @@ impl ComposeProject {
             warnings: Vec::new(),
             depth: 0,
             secrets: BTreeMap::new(),
+            read: Vec::new(),
         };
         let (name, specs) = loader.project(files, &dir)?;
         let mut specs = loader.resolve_extends(specs)?;
@@ -197,6 +200,7 @@ impl ComposeProject {
             name,
             dir,
             files: files.to_vec(),
+            inputs: std::mem::take(&mut loader.read),
             services,
             warnings,
             variant: false,
@@ -528,10 +532,15 @@ struct Loader<'a> {
     depth: usize,
     /// Top-level `secrets:` of every file read (files relative to the root).
     secrets: BTreeMap<String, SecretSource>,
+    /// Every compose file read (included and extended ones too), relative to the root.
+    read: Vec<PathBuf>,
 }
 
 impl Loader<'_> {
-    fn read(&self, file: &Path) -> Result<RawCompose, InputError> {
+    fn read(&mut self, file: &Path) -> Result<RawCompose, InputError> {
+        if !self.read.iter().any(|f| f == file) {
+            self.read.push(file.to_path_buf());
+        }
         let text =
             std::fs::read_to_string(self.root.join(file)).map_err(|source| InputError::Io {
                 path: file.to_path_buf(),
@@ -669,12 +678,18 @@ impl Loader<'_> {
             warnings: Vec::new(),
             depth: self.depth + 1,
             secrets: BTreeMap::new(),
+            read: Vec::new(),
         };
         let (_, specs) = inner.project(&paths, &dir)?;
         let specs = inner.resolve_extends(specs)?;
         self.warnings.extend(inner.warnings);
         for (name, source) in inner.secrets {
             self.secrets.entry(name).or_insert(source);
+        }
+        for file in inner.read {
+            if !self.read.contains(&file) {
+                self.read.push(file);
+            }
         }
         Ok(specs)
     }
@@ -1099,6 +1114,14 @@ mod tests {
         let p = fixture("include");
         assert_eq!(image(&p, "queue"), "rabbitmq:3.12-management");
         assert_eq!(image(&p, "search"), "elasticsearch:8.13.0");
+        assert_eq!(
+            p.inputs,
+            [
+                PathBuf::from("include/compose.yaml"),
+                PathBuf::from("include/sub/compose.yaml"),
+                PathBuf::from("include/other/compose.yaml"),
+            ]
+        );
         assert_eq!(
             p.services["tool"].build.as_ref().unwrap().dockerfile,
             PathBuf::from("include/sub/tool/Dockerfile")
