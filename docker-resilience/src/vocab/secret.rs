@@ -13,6 +13,14 @@ pub enum SecretSource {
     File(PathBuf),
     /// An environment variable.
     Env(String),
+    /// A value already known (compose's `environment:` secret, read from the project's
+    /// environment, `.env` included), named by the variable it came from.
+    Value {
+        /// The variable it came from.
+        variable: String,
+        /// The value.
+        value: SecretValue,
+    },
 }
 
 /// A build secret: `id=ID[,src=FILE|,env=VAR]` (`--secret`, drbuild.yaml), or compose's
@@ -92,6 +100,7 @@ impl SecretSpec {
             SecretSource::Env(name) => env(name)
                 .ok_or_else(|| format!("environment variable `{name}` is not set"))?
                 .into_bytes(),
+            SecretSource::Value { value, .. } => return Ok(value.clone()),
         };
         if let Ok(text) = std::str::from_utf8(&bytes) {
             super::register_secret(text);
@@ -104,13 +113,15 @@ impl fmt::Display for SecretSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
             SecretSource::File(path) => write!(f, "id={},src={}", self.id, path.display()),
-            SecretSource::Env(name) => write!(f, "id={},env={name}", self.id),
+            SecretSource::Env(name) | SecretSource::Value { variable: name, .. } => {
+                write!(f, "id={},env={name}", self.id)
+            }
         }
     }
 }
 
 /// A secret's value: bytes that are never printed (`Debug` shows `***`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SecretValue(Arc<[u8]>);
 
 impl SecretValue {

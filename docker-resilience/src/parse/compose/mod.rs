@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::parse::expand::{expand, ExpandError, Style};
-use crate::vocab::{clean_path, InputError, Located, SecretSource, SecretSpec};
+use crate::vocab::{clean_path, InputError, Located, SecretSource, SecretSpec, SecretValue};
 
 mod env;
 mod raw;
@@ -571,7 +571,17 @@ impl Loader<'_> {
                         let f = self.interpolate(file, &f, line)?.unwrap_or(f);
                         SecretSource::File(clean_path(&file_dir.join(f)))
                     }
-                    (None, Some(var)) => SecretSource::Env(var),
+                    // The project's environment (`.env` included), as Compose reads it.
+                    (None, Some(var)) => match self.env.get(&var) {
+                        Some(value) => {
+                            crate::vocab::register_secret(value);
+                            SecretSource::Value {
+                                variable: var,
+                                value: SecretValue::new(value.as_bytes().to_vec()),
+                            }
+                        }
+                        None => SecretSource::Env(var),
+                    },
                     // `external:` and the like are for swarm: not a build's.
                     (None, None) => continue,
                 };
@@ -1229,5 +1239,42 @@ mod tests {
         let projects = projects_of(&files, Some(&explicit));
         assert!(projects.contains(&(explicit.to_vec(), false)));
         assert_eq!(projects.len(), 2);
+    }
+
+    #[test]
+    fn build_secrets_resolve_against_the_top_level() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/.env"), "NPM_TOKEN=from-dotenv-token\n").unwrap();
+        std::fs::write(
+            dir.path().join("app/compose.yaml"),
+            "services:\n  web:\n    build:\n      context: .\n      secrets:\n        - npm\n        - source: cert\n          target: ca\nsecrets:\n  npm:\n    environment: NPM_TOKEN\n  cert:\n    file: ./ca.pem\n",
+        )
+        .unwrap();
+        let p = ComposeProject::load(
+            dir.path(),
+            &[PathBuf::from("app/compose.yaml")],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let secrets = &p.services["web"].build.as_ref().unwrap().secrets;
+        let shown: Vec<String> = secrets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["id=npm,env=NPM_TOKEN", "id=ca,src=app/ca.pem"]);
+        let value = secrets[0].read(|_| None).unwrap();
+        assert_eq!(
+            value.expose(),
+            b"from-dotenv-token",
+            "the project's .env counts"
+        );
+        let err = load(&[(
+            "compose.yaml",
+            "services:\n  web:\n    build:\n      context: .\n      secrets: [nope]\n",
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("build secret `nope` is not defined"),
+            "{err}"
+        );
     }
 }
