@@ -135,8 +135,16 @@ fn blob_faults_and_a_stall_still_complete() {
             })
             .expect("redis in the report");
         assert!(redis["attempts"].as_u64() >= Some(2), "{via}: {redis}");
-        // Detected at the stall timeout, not after the 60 s stall.
-        assert!(elapsed < Duration::from_secs(45), "{via}: took {elapsed:?}");
+        // Detected at the stall timeout, not after the 60 s stall. Through the daemon,
+        // dockerd retries failed blobs itself with growing pauses (5 s, 10 s, …), so
+        // the whole run's time depends on which requests the faults hit: only the
+        // stalled image's own time says whether the stall was cut short.
+        if via == "daemon" {
+            let ms = redis["elapsed_ms"].as_u64().unwrap_or(u64::MAX);
+            assert!(ms < 60_000, "{via}: redis took {ms} ms: {redis}\n{stderr}");
+        } else {
+            assert!(elapsed < Duration::from_secs(45), "{via}: took {elapsed:?}");
+        }
     }
     bed.reset_faults();
 }
