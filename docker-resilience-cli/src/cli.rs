@@ -392,6 +392,19 @@ impl PullArgs {
 }
 
 impl TreeArgs {
+    /// The tree at `root` with these build args, everything else as by default (for
+    /// the commands that take no other tree flags).
+    pub fn at(root: impl Into<PathBuf>, build_args: Vec<(String, String)>) -> Self {
+        TreeArgs {
+            root: root.into(),
+            build_args,
+            platform: None,
+            no_ignore: false,
+            profiles: Vec::new(),
+            compose_files: Vec::new(),
+        }
+    }
+
     /// How to plan the tree these flags name.
     pub fn plan_options(&self) -> PlanOptions {
         PlanOptions {

@@ -22,14 +22,7 @@ pub(crate) async fn run_all(cli: &Cli, args: &BuildAllArgs) -> Result<(), CliErr
 }
 
 pub(crate) async fn run_named(cli: &Cli, args: &BuildArgs) -> Result<(), CliError> {
-    let tree = TreeArgs {
-        root: args.root.clone(),
-        build_args: args.build_args.clone(),
-        platform: None,
-        no_ignore: false,
-        profiles: Vec::new(),
-        compose_files: Vec::new(),
-    };
+    let tree = TreeArgs::at(args.root.clone(), args.build_args.clone());
     run(cli, &tree, &args.names, &[], &args.build, &args.pull).await
 }
 

@@ -63,14 +63,7 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
         Some((first, rest)) if Path::new(first).is_dir() => (first.clone(), rest.to_vec()),
         _ => (".".to_owned(), args.args.clone()),
     };
-    let tree = TreeArgs {
-        root: root.into(),
-        build_args: Vec::new(),
-        platform: None,
-        no_ignore: false,
-        profiles: Vec::new(),
-        compose_files: Vec::new(),
-    };
+    let tree = TreeArgs::at(root, Vec::new());
     let overrides = args.pull.overrides(None, None);
     let project = if named.is_empty() {
         open(&tree, &overrides)?

@@ -8,14 +8,7 @@ use crate::exit::CliError;
 use crate::output;
 
 pub(crate) async fn run(cli: &Cli, args: &SyncArgs) -> Result<(), CliError> {
-    let tree = TreeArgs {
-        root: args.root.clone(),
-        build_args: args.build_args.clone(),
-        platform: None,
-        no_ignore: false,
-        profiles: Vec::new(),
-        compose_files: Vec::new(),
-    };
+    let tree = TreeArgs::at(args.root.clone(), args.build_args.clone());
     let project = open(&tree, &args.pull.overrides(args.jobs, None))?;
     let mut wanted = project.plan.wanted();
     if !args.platforms.is_empty() {

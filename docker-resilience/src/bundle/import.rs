@@ -31,22 +31,10 @@ pub async fn import_bundle(
     progress: BytesProgress,
 ) -> Result<ImportReport, BundleError> {
     let manifest = verified(path, std::sync::Arc::clone(&progress), cancel).await?;
-    let total = std::fs::metadata(path).map_err(io_err(path))?.len();
-    let stream = file_stream(
-        path.to_path_buf(),
-        manifest
-            .compressed_bytes
-            .filter(|_| manifest.compression == Compression::Zstd),
-    );
-    progress(0, Some(total));
-    let loaded = tokio::select! {
-        loaded = engine.load(stream) => loaded.map_err(|e| BundleError::Load {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?,
-        () = cancel.cancelled() => return Err(BundleError::Interrupted),
-    };
-    progress(total, Some(total));
+    let zstd = manifest
+        .compressed_bytes
+        .filter(|_| manifest.compression == Compression::Zstd);
+    let loaded = load_file(engine, path, zstd, cancel, &progress).await?;
     let store = engine.features().await.image_store;
     if !store.holds_many_platforms() {
         for image in manifest.images.iter().filter(|i| i.platforms.len() > 1) {
@@ -70,17 +58,22 @@ pub async fn import_unverified(
     cancel: &CancellationToken,
     progress: BytesProgress,
 ) -> Result<Vec<String>, BundleError> {
-    let check = path.to_path_buf();
-    tokio::task::spawn_blocking(move || check_plain_tar(&check))
-        .await
-        .map_err(|e| BundleError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })??;
+    blocking(path, check_plain_tar).await?;
+    load_file(engine, path, None, cancel, &progress).await
+}
+
+/// Streams the file (its zstd part decompressed, when `zstd_bytes`) into the daemon.
+async fn load_file(
+    engine: &DockerEngine,
+    path: &Path,
+    zstd_bytes: Option<u64>,
+    cancel: &CancellationToken,
+    progress: &BytesProgress,
+) -> Result<Vec<String>, BundleError> {
     let total = std::fs::metadata(path).map_err(io_err(path))?.len();
     progress(0, Some(total));
     let loaded = tokio::select! {
-        loaded = engine.load(file_stream(path.to_path_buf(), None)) => loaded.map_err(|e| BundleError::Load {
+        loaded = engine.load(file_stream(path.to_path_buf(), zstd_bytes)) => loaded.map_err(|e| BundleError::Load {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?,
@@ -88,6 +81,20 @@ pub async fn import_unverified(
     };
     progress(total, Some(total));
     Ok(loaded)
+}
+
+/// `check(path)` on a blocking thread (it reads the whole file).
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    check: impl FnOnce(&Path) -> Result<T, BundleError> + Send + 'static,
+) -> Result<T, BundleError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || check(&owned))
+        .await
+        .map_err(|e| BundleError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?
 }
 
 /// What one daemon of a many-daemon import loaded.
@@ -145,13 +152,7 @@ async fn verified(
     progress: BytesProgress,
     cancel: &CancellationToken,
 ) -> Result<BundleManifest, BundleError> {
-    let verify_path = path.to_path_buf();
-    let manifest = tokio::task::spawn_blocking(move || verify_bundle(&verify_path, &progress))
-        .await
-        .map_err(|e| BundleError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })??;
+    let manifest = blocking(path, move |p| verify_bundle(p, &progress)).await?;
     if cancel.is_cancelled() {
         return Err(BundleError::Interrupted);
     }

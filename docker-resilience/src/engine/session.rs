@@ -63,7 +63,8 @@ impl SecretSession {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("cannot open a session on {host}: {e}"))?;
-        let driver = tokio::spawn(async move {
+        // The connection is driven until the upgrade hands it over.
+        tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
         let mut request = hyper::Request::post("/session")
@@ -92,7 +93,6 @@ impl SecretSession {
         let upgraded = hyper::upgrade::on(response)
             .await
             .map_err(|e| format!("the build session did not upgrade: {e}"))?;
-        drop(driver);
         let transport = Transport(TokioIo::new(upgraded));
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

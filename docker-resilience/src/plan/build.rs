@@ -99,15 +99,17 @@ impl Build {
                     },
                     None => Source::File(build.dockerfile.clone()),
                 };
-                // The service's platform, then each of `build.platforms`.
-                let mut platforms: Vec<Option<String>> = vec![service.platform.clone()];
+                // The service's platform, then each other of `build.platforms`; none
+                // named: the target's.
+                let mut platforms: Vec<Option<String>> =
+                    service.platform.iter().cloned().map(Some).collect();
                 for p in &build.platforms {
-                    if service.platform.as_deref() != Some(p.as_str()) {
+                    if !platforms.iter().any(|q| q.as_deref() == Some(p.as_str())) {
                         platforms.push(Some(p.clone()));
                     }
                 }
-                if service.platform.is_none() && !build.platforms.is_empty() {
-                    platforms.remove(0);
+                if platforms.is_empty() {
+                    platforms.push(None);
                 }
                 let mut args = build.args.clone();
                 if let Some(key) = &key {

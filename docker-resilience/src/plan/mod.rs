@@ -225,10 +225,16 @@ impl Plan {
                         dockerfiles.insert(path.clone(), read_dockerfile(root, path)?);
                     }
                 }
+                // Parsed once, however many platforms the build is scanned for.
                 Source::Inline { text, path, line } => {
-                    let file = Dockerfile::parse(text)
-                        .map_err(|e| inline_error(root, build, path, *line, &e))?;
-                    inline.insert((path.clone(), *line), file);
+                    if let std::collections::btree_map::Entry::Vacant(slot) =
+                        inline.entry((path.clone(), *line))
+                    {
+                        slot.insert(
+                            Dockerfile::parse(text)
+                                .map_err(|e| inline_error(root, build, path, *line, &e))?,
+                        );
+                    }
                 }
             }
         }

@@ -79,8 +79,11 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     if text.contains("://") && text.contains('@') {
         out = Cow::Owned(redact_userinfo(&out));
     }
+    // One lower-cased copy for every marker (masking only removes text, so a marker
+    // absent from it is absent after any of them).
+    let lower = out.to_ascii_lowercase();
     for (key, cut) in KEYED {
-        if contains_ignore_case(&out, key) {
+        if lower.contains(key) {
             out = Cow::Owned(redact_after(&out, key, *cut));
         }
     }
@@ -113,10 +116,6 @@ enum Cut {
     Word,
     /// To the next `&`, space, quote or comma.
     Param,
-}
-
-fn contains_ignore_case(text: &str, key: &str) -> bool {
-    text.to_ascii_lowercase().contains(key)
 }
 
 fn redact_after(text: &str, key: &str, cut: Cut) -> String {

@@ -21,7 +21,6 @@ use crate::vocab::{clean_path, InputError, Located, SecretSource, SecretSpec, Se
 mod env;
 mod raw;
 
-pub use env::parse as parse_dotenv;
 use raw::{RawCompose, RawExtends, RawInclude, RawPort, RawService};
 
 /// A service's `build:` section, with paths resolved relative to the tree's root.
@@ -268,16 +267,6 @@ pub fn projects_of(
     out
 }
 
-/// Groups compose files by directory, as [`projects_of`] with no `COMPOSE_FILE`,
-/// keeping only each directory's default project.
-pub fn group_by_directory(files: &[PathBuf]) -> Vec<Vec<PathBuf>> {
-    projects_of(files, None)
-        .into_iter()
-        .filter(|(_, variant)| !variant)
-        .map(|(files, _)| files)
-        .collect()
-}
-
 /// Whether `file` is the override of `base` (`compose.override.yaml` of `compose.yaml`).
 fn is_override_of(base: &Path, file: &Path) -> bool {
     let stem = |p: &Path| {
@@ -320,12 +309,6 @@ fn normalize_project_name(name: &str) -> String {
     } else {
         n
     }
-}
-
-/// Reads a `.env` file (`KEY=VALUE`, `#` comments, quotes, `export `), interpolating
-/// its values as Compose does (see [`parse_dotenv`]).
-pub fn dotenv(path: &Path) -> BTreeMap<String, String> {
-    env::read(path, &BTreeMap::new()).into_iter().collect()
 }
 
 /// A build as written, before paths are resolved: each field `None` when not given, so
