@@ -287,9 +287,21 @@ fn the_xtask_runner_prints_cargo_lines_under_a_build_script() {
     let built = std::process::Command::new(env!("CARGO"))
         .args(["build", "-q", "-p", "xtask"])
         .current_dir(&root)
-        .status()
+        .output()
         .expect("cargo build -p xtask");
-    assert!(built.success());
+    // A failed link prints thousands of arguments before its cause: show the cause.
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    let cause: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            l.len() < 400 && (l.contains("error") || l.contains("ld:") || l.contains("space"))
+        })
+        .collect();
+    assert!(
+        built.status.success(),
+        "cargo build -p xtask failed:\n{}",
+        cause.join("\n")
+    );
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
     let tree = data("build-world");
