@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Under a build script (`OUT_DIR` is set), it prints `cargo:rerun-if-changed=` for
-//! every Dockerfile, compose or config file and build context it used, and a
+//! every Dockerfile, compose or config file, `.env` and build context it used, and a
 //! `cargo:warning=` line for each service that failed. Settings resolve as for
 //! `drbuild build-all`: what is set here over `drbuild.yaml` over the defaults.
 
@@ -44,7 +44,7 @@ pub struct DockerBuildReport {
 /// ```
 ///
 /// Under a build script (`OUT_DIR` is set), it prints `cargo:rerun-if-changed=` for
-/// every Dockerfile, compose or config file and build context it used, and a
+/// every Dockerfile, compose or config file, `.env` and build context it used, and a
 /// `cargo:warning=` line for each service not built.
 #[derive(Debug, Clone)]
 pub struct DockerBuild {

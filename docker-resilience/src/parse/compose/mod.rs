@@ -108,7 +108,8 @@ pub struct ComposeProject {
     pub dir: PathBuf,
     /// The files, base first.
     pub files: Vec<PathBuf>,
-    /// Every compose file it read: its files, and those it includes or extends.
+    /// Every file it read: its compose files, those it includes or extends, and the
+    /// `.env`/`env_file`s that supplied variables (those that exist).
     pub inputs: Vec<PathBuf>,
     /// Services by name (those of included projects too).
     pub services: BTreeMap<String, ComposeService>,
@@ -163,7 +164,8 @@ impl ComposeProject {
             .and_then(|f| f.parent())
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let env = env::with_dotenv(env, env::read(&root.join(&dir).join(".env"), env));
+        let dotenv = dir.join(".env");
+        let env = env::with_dotenv(env, env::read(&root.join(&dotenv), env));
         let mut loader = Loader {
             root,
             env: &env,
@@ -172,6 +174,7 @@ impl ComposeProject {
             secrets: BTreeMap::new(),
             read: Vec::new(),
         };
+        loader.note_env_file(&dotenv);
         let (name, specs) = loader.project(files, &dir)?;
         let mut specs = loader.resolve_extends(specs)?;
         if let Some(active) = options.profiles.clone().or_else(|| profiles_from_env(&env)) {
@@ -515,11 +518,20 @@ struct Loader<'a> {
     depth: usize,
     /// Top-level `secrets:` of every file read (files relative to the root).
     secrets: BTreeMap<String, SecretSource>,
-    /// Every compose file read (included and extended ones too), relative to the root.
+    /// Every compose file read (included and extended ones too) and every env file that
+    /// exists, relative to the root.
     read: Vec<PathBuf>,
 }
 
 impl Loader<'_> {
+    /// Records an env file among the inputs when it exists (a missing `.env` is no
+    /// input: cargo would rerun a build script watching it every time).
+    fn note_env_file(&mut self, file: &Path) {
+        if self.root.join(file).is_file() && !self.read.iter().any(|f| f == file) {
+            self.read.push(file.to_path_buf());
+        }
+    }
+
     fn read(&mut self, file: &Path) -> Result<RawCompose, InputError> {
         if !self.read.iter().any(|f| f == file) {
             self.read.push(file.to_path_buf());
@@ -653,17 +665,18 @@ impl Loader<'_> {
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
         };
-        let dotenv = match env_files {
-            Some(list) => {
-                let mut vars = Vec::new();
-                for f in list {
-                    let path = clean_path(&file_dir.join(interpolate(&f)?));
-                    vars.extend(env::read(&self.root.join(path), self.env));
-                }
-                vars
-            }
-            None => env::read(&self.root.join(&dir).join(".env"), self.env),
+        let env_paths = match env_files {
+            Some(list) => list
+                .iter()
+                .map(|f| interpolate(f).map(|f| clean_path(&file_dir.join(f))))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![dir.join(".env")],
         };
+        let mut dotenv = Vec::new();
+        for path in &env_paths {
+            dotenv.extend(env::read(&self.root.join(path), self.env));
+            self.note_env_file(path);
+        }
         let env = env::with_dotenv(self.env, dotenv);
         let mut inner = Loader {
             root: self.root,
@@ -1111,8 +1124,17 @@ mod tests {
             p.inputs,
             [
                 PathBuf::from("include/compose.yaml"),
+                PathBuf::from("include/sub/.env"),
                 PathBuf::from("include/sub/compose.yaml"),
+                PathBuf::from("include/other/vars.env"),
                 PathBuf::from("include/other/compose.yaml"),
+            ]
+        );
+        assert_eq!(
+            fixture("dotenv").inputs,
+            [
+                PathBuf::from("dotenv/.env"),
+                PathBuf::from("dotenv/compose.yaml")
             ]
         );
         assert_eq!(
