@@ -28,6 +28,8 @@ pub struct Testbed {
     pub lan: String,
     /// `DOCKER_HOST` of the site daemon, whose only mirror is the LAN registry.
     pub site_host: String,
+    /// The proxy the site daemon runs behind (its URL carries a password).
+    pub site_proxy: String,
     drbuild: PathBuf,
     lock: Mutex<()>,
 }
@@ -142,6 +144,7 @@ impl Testbed {
             docker_cli: PathBuf::from(var("DRBUILD_TESTBED_DOCKER")),
             lan: var("DRBUILD_TESTBED_LAN"),
             site_host: var("DRBUILD_TESTBED_SITE_HOST"),
+            site_proxy: var("DRBUILD_TESTBED_SITE_PROXY"),
             drbuild: target.join("debug/drbuild"),
             lock: Mutex::new(()),
         }

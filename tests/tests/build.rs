@@ -452,3 +452,108 @@ fn compose_inline_own_base_and_target_build() {
     assert!(history.contains("hello.txt"), "{history}");
     bed.remove_images(&["alpine:3.18", "drbuild-e2e-inline:1"]);
 }
+
+/// Compose `additional_contexts` that are images build through Docker's `/build` API:
+/// `service:base` is the image the `base` service builds (built first), and
+/// `docker-image://busybox:1.36` serves `COPY --from` and `RUN --mount=from`. A context
+/// that is a directory fails once, saying what to do.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn compose_image_contexts_build() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("base")).unwrap();
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::write(
+        root.join("base/Dockerfile"),
+        "FROM alpine:3.18\nRUN echo from-base > /marker\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app/Dockerfile"),
+        "FROM base\nCOPY --from=tools /bin/busybox /tools-busybox\n\
+         RUN --mount=from=tools,target=/t test -x /t/bin/busybox && cp /marker /seen\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  base:\n    image: drbuild-e2e-ctxbase:1\n    build: ./base\n  app:\n    \
+         image: drbuild-e2e-ctx:1\n    build:\n      context: ./app\n      additional_contexts:\n        \
+         base: service:base\n        tools: docker-image://busybox:1.36\n",
+    )
+    .unwrap();
+    let root = root.to_str().unwrap();
+    let made = ["drbuild-e2e-ctxbase:1", "drbuild-e2e-ctx:1"];
+    bed.remove_images(&made);
+
+    let (code, stdout, stderr) = bed.drbuild(&["plan", root, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
+    let images: Vec<&str> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            "docker.io/library/alpine:3.18",
+            "docker.io/library/busybox:1.36"
+        ],
+        "{stdout}"
+    );
+
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["built"], 2, "{doc}");
+    assert!(
+        finished_at(&stderr, "base") < started_at(&stderr, "app"),
+        "{stderr}"
+    );
+    // The app stands on the base service's image: its layers begin with the base's.
+    let layers = |image: &str| -> Vec<String> {
+        let out = bed.docker(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", image]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let (base, app) = (layers(made[0]), layers(made[1]));
+    assert!(
+        app.len() > base.len() && app[..base.len()] == base[..],
+        "{base:?} / {app:?}"
+    );
+    let history = bed.docker(&["history", "--no-trunc", made[1]]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains("/tools-busybox"), "{history}");
+    bed.remove_images(&made);
+
+    // A directory context: refused once, with what to do.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("assets")).unwrap();
+    std::fs::write(
+        other.path().join("Dockerfile"),
+        "FROM alpine:3.18\nCOPY --from=assets / /assets\n",
+    )
+    .unwrap();
+    std::fs::write(
+        other.path().join("compose.yaml"),
+        "services:\n  docs:\n    image: drbuild-e2e-ctxdir:1\n    build:\n      context: .\n      \
+         additional_contexts:\n        assets: ./assets\n",
+    )
+    .unwrap();
+    let (code, doc, stderr) = build_json(
+        &bed,
+        &["build-all", other.path().to_str().unwrap(), "--force"],
+    );
+    assert_ne!(code, 0, "{doc}");
+    let docs = service(&doc, "docs");
+    assert_eq!(docs["attempts"], 1, "{doc}");
+    let error = docs["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("assets") && error.contains("docker compose build"),
+        "{doc}\n{stderr}"
+    );
+}

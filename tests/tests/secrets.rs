@@ -1,8 +1,8 @@
 //! Secrets stay secret, on the real daemon: a build secret reaches `RUN
 //! --mount=type=secret` and no layer, config or history of the image; a missing one is
-//! an input error; and no secret seeded anywhere drbuild looks (shell proxy, mirror URL,
-//! docker's config, a secret-named build arg, a build secret) appears in anything any
-//! command prints, with `-vv` or `--json`.
+//! an input error; and no secret seeded anywhere drbuild looks (shell proxy, the
+//! daemon's proxy, mirror URL, docker's config, a secret-named build arg, a build secret)
+//! appears in anything any command prints, with `-vv` or `--json`.
 
 use std::io::Read;
 
@@ -187,9 +187,27 @@ fn no_seeded_secret_reaches_any_output() {
         ("TOK", BUILD_SECRET),
     ];
     let arg = format!("NPM_TOKEN={ARG_SECRET}");
+    // The site daemon runs behind a proxy whose URL carries a password (the test bed's
+    // systemd-drop-in stand-in): what `docker info` says of it passes through drbuild.
+    let daemon_password = bed
+        .site_proxy
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password.to_owned())
+        .expect("the site daemon's proxy has a password");
     let commands: Vec<Vec<&str>> = vec![
         vec!["plan", root, "--build-arg", &arg],
         vec!["prefetch", root, "--build-arg", &arg],
+        vec![
+            "prefetch",
+            root,
+            "--docker-host",
+            &bed.docker_host,
+            "--docker-host",
+            &bed.site_host,
+        ],
+        vec!["doctor", root, "--docker-host", &bed.site_host],
         vec!["prefetch", root, "--mirror", &mirror],
         vec![
             "build-all",
@@ -220,6 +238,7 @@ fn no_seeded_secret_reaches_any_output() {
         PROXY_PASSWORD,
         MIRROR_PASSWORD,
         REGISTRY_PASSWORD,
+        &daemon_password,
     ];
     let mut runs = 0;
     for command in &commands {
@@ -245,8 +264,20 @@ fn no_seeded_secret_reaches_any_output() {
             if command[0] == "doctor" && !json {
                 assert!(stdout.contains("alice:***@127.0.0.1:9"), "{stdout}");
             }
+            if command[0] == "doctor" && command.contains(&"--docker-host") && !json {
+                // The daemon's proxy is shown, without its password (the daemon masks
+                // it as `xxxxx:xxxxx@`; drbuild would too).
+                let line = stdout
+                    .lines()
+                    .find(|l| l.contains("daemon") && l.contains("127.0.0.1:9"))
+                    .unwrap_or_else(|| panic!("the daemon's proxy is reported:\n{stdout}"));
+                assert!(!line.contains("daemon-pw"), "{line}");
+            }
+            if command.contains(&"--docker-host") && command[0] == "prefetch" {
+                assert_eq!(code, 0, "{stdout}\n{stderr}");
+            }
         }
     }
-    assert_eq!(runs, 18);
+    assert_eq!(runs, 22);
     bed.remove_images(&["drbuild-e2e-secret:1"]);
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::engine::{BuildEngine, BuildError, BuildSpec, LogSink};
+use crate::parse::dockerfile::{Dockerfile, DockerfileError, NamedContext, ScanOptions};
 use crate::plan::{Service, ServiceError, ServiceSet};
 use crate::resilience::classify::{classify_build, Classification, ErrorClass};
 use crate::resilience::retry::{Decision, RetryPolicy};
@@ -379,6 +380,48 @@ fn skipped(service: &Service, why: String) -> ServiceResult {
     }
 }
 
+/// The Dockerfile's text with the service's named contexts (compose
+/// `additional_contexts`) written in, when it has any. Docker's `/build` API takes no
+/// named contexts, so an image stands in for its name where BuildKit would put it
+/// (`FROM base` → `FROM acme/base:dev`); a directory or a URL cannot.
+fn with_named_contexts(root: &Path, service: &Service) -> Result<Option<String>, String> {
+    if service.named_contexts.is_empty() {
+        return Ok(None);
+    }
+    let not_images: Vec<&str> = service
+        .named_contexts
+        .iter()
+        .filter(|(_, c)| **c == NamedContext::Local)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !not_images.is_empty() {
+        return Err(format!(
+            "service `{}`: additional_contexts {} name a directory or a URL, which Docker's \
+             build API cannot take (images and `service:` contexts it can); build this service \
+             with `docker compose build` (plan and prefetch cover its images)",
+            service.name,
+            not_images.join(", ")
+        ));
+    }
+    let text = match &service.dockerfile_inline {
+        Some(text) => text.clone(),
+        None => std::fs::read_to_string(root.join(&service.dockerfile))
+            .map_err(|e| format!("cannot read {}: {e}", service.dockerfile.display()))?,
+    };
+    let at = |e: DockerfileError| format!("{}:{}: {e}", service.dockerfile.display(), e.line());
+    let file = Dockerfile::parse(&text).map_err(at)?;
+    let mut options = ScanOptions {
+        build_args: service.args.clone(),
+        named_contexts: service.named_contexts.clone(),
+        ..ScanOptions::default()
+    };
+    if let Some(platform) = service.platform.as_deref().and_then(|p| p.parse().ok()) {
+        options.target_platform = platform;
+    }
+    let scan = file.scan(&options).map_err(at)?;
+    Ok(Some(file.with_image_contexts(&text, &scan)))
+}
+
 /// What the daemon is asked to build for `service`.
 fn spec(service: &Service, context: &BuildContext, options: &BuildOptions) -> BuildSpec {
     BuildSpec {
@@ -410,17 +453,11 @@ async fn attempt<E: BuildEngine>(
     options: &BuildOptions,
     log: LogSink,
 ) -> Result<(), BuildFailure> {
-    if !service.named_contexts.is_empty() {
-        let names: Vec<&str> = service.named_contexts.keys().map(String::as_str).collect();
-        return Err(BuildFailure::permanent(format!(
-            "service `{}`: additional_contexts ({}) need BuildKit's named contexts, which drbuild \
-             does not send yet; build this service with `docker compose build` (plan and \
-             prefetch cover its images)",
-            service.name,
-            names.join(", ")
-        )));
-    }
-    let context = match &service.dockerfile_inline {
+    let with_contexts = with_named_contexts(root, service).map_err(BuildFailure::permanent)?;
+    let context = match with_contexts
+        .as_ref()
+        .or(service.dockerfile_inline.as_ref())
+    {
         Some(text) => BuildContext::inline(&root.join(&service.context), text),
         None => BuildContext::new(
             &root.join(&service.context),

@@ -132,20 +132,10 @@ pub(crate) fn hash_prefix(
     len: u64,
     progress: &BytesProgress,
 ) -> Result<String, BundleError> {
-    let mut hasher = Sha256::new();
+    let mut hashing = Hashing::new(Read::take(&mut *file, len), len, progress);
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut done = 0u64;
-    let mut reader = Read::take(&mut *file, len);
-    loop {
-        let n = reader.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        done += n as u64;
-        progress(done, Some(len));
-    }
-    Ok(format!("{:x}", hasher.finalize()))
+    while hashing.read(&mut buf).map_err(io_err(path))? > 0 {}
+    Ok(hashing.finish())
 }
 
 fn verify_zstd(
@@ -214,8 +204,17 @@ fn verify_zstd(
             expected,
         });
     }
+    // One pass: the compressed bytes are hashed as the decoder reads them, and the
+    // names inside checked as a stream (bounded memory). Whatever the decoder left
+    // unread is hashed after, so a bad checksum is reported before a bad tar.
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    let actual = hash_prefix(path, &mut file, expected, progress)?;
+    let mut hashing = Hashing::new(Read::take(file, expected), expected, progress);
+    let names = match zstd::stream::read::Decoder::new(&mut hashing) {
+        Ok(decoder) => check_names(path, tar::Archive::new(decoder).entries()),
+        Err(e) => Err(not_bundle(format!("unreadable zstd: {e}"))),
+    };
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err(path))?;
+    let actual = hashing.finish();
     let wanted = manifest.compressed_sha256.clone().unwrap_or_default();
     if actual != wanted {
         return Err(BundleError::ChecksumMismatch {
@@ -224,12 +223,43 @@ fn verify_zstd(
             expected: wanted,
         });
     }
-    // The names inside, decompressed as a stream (bounded memory).
-    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    let decoder =
-        zstd::stream::read::Decoder::new(Read::take(file, expected)).map_err(io_err(path))?;
-    check_names(path, tar::Archive::new(decoder).entries())?;
+    names?;
     Ok(manifest)
+}
+
+/// A reader that hashes (sha256) what it reads, reporting progress.
+struct Hashing<'p, R> {
+    inner: R,
+    hasher: Sha256,
+    done: u64,
+    total: u64,
+    progress: &'p BytesProgress,
+}
+
+impl<'p, R: Read> Hashing<'p, R> {
+    fn new(inner: R, total: u64, progress: &'p BytesProgress) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            done: 0,
+            total,
+            progress,
+        }
+    }
+
+    fn finish(self) -> String {
+        format!("{:x}", self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.done += n as u64;
+        (self.progress)(self.done, Some(self.total));
+        Ok(n)
+    }
 }
 
 /// Where a compressed bundle's trailer ends, when bytes follow it: the last

@@ -119,7 +119,7 @@ impl Build {
                 let build_id = id();
                 for (i, platform) in platforms.iter().enumerate() {
                     let mut options = base.for_build(&args, platform.as_deref());
-                    options.named_contexts = named_contexts(&build.additional_contexts);
+                    options.named_contexts = named_contexts(project, &build.additional_contexts);
                     out.push(Build {
                         id: build_id,
                         service: service.name.clone(),

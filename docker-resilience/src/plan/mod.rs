@@ -747,6 +747,15 @@ mod tests {
                 "docker.io/library/ubuntu:22.04 [linux/amd64] <- base/Dockerfile:1",
             ]
         );
+        // `service:base` is the image `base` builds: built first, never fetched.
+        assert!(p
+            .local
+            .iter()
+            .any(|l| l.to_string() == "docker.io/acme/base:dev"));
+        assert_eq!(
+            p.services.services["app"].depends_on,
+            BTreeSet::from(["base".to_owned()])
+        );
     }
 
     #[test]

@@ -374,7 +374,7 @@ fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
                     has_heredocs: false,
                     defined_in: Some((build.path.clone(), build.line)),
                     dockerfile_inline: build.dockerfile_inline.clone(),
-                    named_contexts: named_contexts(&build.additional_contexts),
+                    named_contexts: named_contexts(project, &build.additional_contexts),
                     secrets: build.secrets.clone(),
                 },
             );
@@ -387,9 +387,11 @@ fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
     services
 }
 
-/// Compose's `additional_contexts` as the scanner sees them: `docker-image://` is an
-/// image to fetch; another service's image, a directory or a URL is the build's own.
+/// Compose's `additional_contexts` as the scanner sees them: `docker-image://REF` is
+/// that image, `service:NAME` the image that service builds (so the plan finds it local
+/// and orders the builds); a directory or a URL is no image.
 pub(crate) fn named_contexts(
+    project: &ComposeProject,
     contexts: &BTreeMap<String, compose::NamedContext>,
 ) -> BTreeMap<String, NamedContext> {
     contexts
@@ -397,7 +399,12 @@ pub(crate) fn named_contexts(
         .map(|(name, context)| {
             let context = match context {
                 compose::NamedContext::Image(image) => NamedContext::Image(image.clone()),
-                _ => NamedContext::Local,
+                compose::NamedContext::Service(other) => project
+                    .services
+                    .get(other)
+                    .and_then(|s| project.built_image(s))
+                    .map_or(NamedContext::Local, NamedContext::Image),
+                compose::NamedContext::Other(_) => NamedContext::Local,
             };
             (name.clone(), context)
         })

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::vocab::{ImageReference, Platform, ReferenceError, SourceKind};
 
+mod contexts;
 mod parser;
 mod scan;
 
@@ -150,10 +151,27 @@ pub struct ScanOptions {
 /// What a named build context stands for, as far as images go.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NamedContext {
-    /// An image from a registry (`docker-image://REF`).
+    /// An image (`docker-image://REF`, or the image another service builds).
     Image(String),
-    /// Something the build has locally: a directory, another build's image, a URL.
+    /// Something that is not an image: a directory, a URL.
     Local,
+}
+
+/// A place where a named context that is an image stands in for what is written
+/// (`FROM base`, `COPY --from=base`, `RUN --mount=from=base`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextUse {
+    /// 1-based line of the instruction.
+    pub line: usize,
+    /// Which instruction.
+    pub kind: SourceKind,
+    /// The name as written there (`base`, `${BASE}`).
+    pub written: String,
+    /// The image the context stands for.
+    pub image: String,
+    /// Whether a stage named like the context is replaced by it (its `FROM` and the
+    /// rest of the stage give way to the image).
+    pub replaces_stage: bool,
 }
 
 /// An external image a Dockerfile needs.
@@ -208,6 +226,8 @@ pub struct ImageScan {
     pub stages: Vec<Stage>,
     /// References that could not be resolved (an `ARG` with no value…).
     pub warnings: Vec<ScanWarning>,
+    /// Where named contexts that are images stand in for a name.
+    pub context_uses: Vec<ContextUse>,
 }
 
 impl ImageScan {

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, NamedContext, ScanOptions,
-    ScanWarning, Stage,
+    ContextUse, Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, NamedContext,
+    ScanOptions, ScanWarning, Stage,
 };
 use crate::parse::expand::{expand, split_words, ExpandError, Style};
 use crate::vocab::{is_secret_name, ImageReference, Platform, SourceKind};
@@ -224,6 +224,16 @@ impl<'a> Scanner<'a> {
                     if let Some(u) = self.out.images.last_mut() {
                         u.stage = Some(stage_index);
                     }
+                    let from_context = replaced.is_some() || self.named(&lower).is_some();
+                    if from_context {
+                        self.out.context_uses.push(ContextUse {
+                            line: ins.line,
+                            kind: SourceKind::From,
+                            written: image.to_owned(),
+                            image: text,
+                            replaces_stage: replaced.is_some(),
+                        });
+                    }
                 }
                 (Some(base), platform)
             }
@@ -300,7 +310,15 @@ impl<'a> Scanner<'a> {
                     Some(NamedContext::Local) => Ok(()),
                     Some(NamedContext::Image(text)) => {
                         let platform = self.stage_platform();
-                        self.reference(line, kind, &text, platform)
+                        self.reference(line, kind, &text, platform)?;
+                        self.out.context_uses.push(ContextUse {
+                            line,
+                            kind,
+                            written: value.to_owned(),
+                            image: text,
+                            replaces_stage: false,
+                        });
+                        Ok(())
                     }
                     None => {
                         let platform = self.stage_platform();
@@ -375,7 +393,7 @@ impl<'a> Scanner<'a> {
 }
 
 /// The `from=` field of a `--mount` value (comma-separated, fields may be quoted).
-fn mount_from(mount: &str) -> Option<String> {
+pub(super) fn mount_from(mount: &str) -> Option<String> {
     let mount = mount.trim_matches('"');
     mount.split(',').find_map(|field| {
         let (k, v) = field.split_once('=')?;
