@@ -1,8 +1,9 @@
 //! The Dockerfile parser and scanner: any text parses or fails with a line, never panics
-//! or hangs; a parsed file scans with args from the input.
+//! or hangs; a parsed file scans with args from the input; with named contexts that are
+//! images written in, it still parses.
 #![no_main]
 
-use docker_resilience::parse::dockerfile::{Dockerfile, ScanOptions};
+use docker_resilience::parse::dockerfile::{Dockerfile, NamedContext, ScanOptions};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,6 +17,18 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(scan) = file.scan(&options) {
             let _ = scan.needed_stages(None);
             let _ = scan.needed_stages(Some("build"));
+        }
+        for name in ["base", "build", "tools"] {
+            options
+                .named_contexts
+                .insert(name.into(), NamedContext::Image("busybox:1.36".into()));
+        }
+        if let Ok(scan) = file.scan(&options) {
+            let written = file.with_image_contexts(&text, &scan);
+            assert!(
+                Dockerfile::parse(&written).is_ok(),
+                "contexts written in make an unreadable file:\n{written}"
+            );
         }
     }
 });
