@@ -241,6 +241,113 @@ fn a_registry_that_answers_429_is_left_alone_for_its_retry_after() {
     }
 }
 
+/// A source that serves every image but answers `429` for one now and then (a mirror
+/// relaying its upstream's limit for that repository): each such image waits its
+/// `Retry-After`, and the others go on, also after a second `429` when the source served
+/// an image between the two.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_lone_429_from_a_serving_source_holds_only_its_image() {
+    let bed = Testbed::get();
+    // Pulled one at a time in this order: busybox and golang are answered 429 once,
+    // debian is served between them.
+    let images = [
+        "alpine:3.18",
+        "busybox:1.36",
+        "debian:bookworm-slim",
+        "golang:1.21-alpine",
+        "nginx:stable-alpine",
+        "python:3.11-slim",
+    ];
+    let limited = ["library/busybox/", "library/golang/"];
+    bed.remove_images(&images);
+    bed.set_faults(&Config {
+        rules: limited
+            .iter()
+            .map(|path| Rule {
+                kinds: vec![PathKind::Manifest],
+                path_contains: Some((*path).to_owned()),
+                probability: 1.0,
+                faults: vec![Fault::RateLimit {
+                    retry_after_secs: 3,
+                }],
+                times: Some(1),
+            })
+            .collect(),
+        ..Config::default()
+    });
+    let tree = tempfile::tempdir().expect("tempdir");
+    let text: String = images.iter().map(|i| format!("FROM {i}\n")).collect();
+    std::fs::write(tree.path().join("Dockerfile"), text).expect("write");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let (code, doc, stderr) = prefetch(
+        &bed,
+        tree.path(),
+        &[
+            "--jobs",
+            "1",
+            "--via",
+            "registry",
+            "--cache-dir",
+            cache.path().to_str().expect("utf-8"),
+        ],
+    );
+    let log = bed.log();
+    bed.reset_faults();
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let answered: Vec<(u64, &str)> = log
+        .iter()
+        .filter(|e| e.fault.as_deref() == Some("429"))
+        .map(|e| {
+            let path = limited
+                .iter()
+                .find(|p| e.path.contains(**p))
+                .expect("a limited repository");
+            (e.at_ms, *path)
+        })
+        .collect();
+    assert_eq!(answered.len(), 2, "{log:?}");
+    let second = answered[1].0;
+    let mut went_on = Vec::new();
+    for request in log
+        .iter()
+        .filter(|e| e.path.starts_with("/v2/") && e.path != "/v2/")
+    {
+        for (at, path) in &answered {
+            if request.path.contains(path) && request.at_ms > *at {
+                let waited = request.at_ms - at;
+                assert!(
+                    waited >= 2950,
+                    "{path} asked again after {waited} ms: {request:?}"
+                );
+            }
+        }
+        let other = !limited.iter().any(|p| request.path.contains(p));
+        if other && request.at_ms > second && request.at_ms - second < 2950 {
+            went_on.push(request.path.clone());
+        }
+    }
+    assert!(
+        !went_on.is_empty(),
+        "nothing went on during the second 429's Retry-After: {log:?}"
+    );
+    for image in doc["images"].as_array().expect("images") {
+        let reference = image["reference"].as_str().unwrap_or_default();
+        let expected = if limited
+            .iter()
+            .any(|p| reference.contains(&format!("{}:", p.trim_end_matches('/'))))
+        {
+            2
+        } else {
+            1
+        };
+        assert_eq!(image["attempts"], expected, "{image}");
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(feature = "e2e"),
