@@ -388,19 +388,24 @@ fn with_named_contexts(root: &Path, service: &Service) -> Result<Option<String>,
     if service.named_contexts.is_empty() {
         return Ok(None);
     }
-    let not_images: Vec<&str> = service
+    let not_images: Vec<String> = service
         .named_contexts
         .iter()
         .filter(|(_, c)| **c == NamedContext::Local)
-        .map(|(name, _)| name.as_str())
+        .map(|(name, _)| format!("`{name}`"))
         .collect();
     if !not_images.is_empty() {
+        let what = if not_images.len() == 1 {
+            "additional context {} is a directory or a URL"
+        } else {
+            "additional contexts {} are directories or URLs"
+        }
+        .replace("{}", &not_images.join(", "));
         return Err(format!(
-            "service `{}`: additional_contexts {} name a directory or a URL, which Docker's \
-             build API cannot take (images and `service:` contexts it can); build this service \
-             with `docker compose build` (plan and prefetch cover its images)",
+            "service `{}`: {what}, which Docker's build API cannot take (image and \
+             `service:` contexts it can); build this service with `docker compose build` \
+             (plan and prefetch cover its images)",
             service.name,
-            not_images.join(", ")
         ));
     }
     let text = match &service.dockerfile_inline {
@@ -620,6 +625,44 @@ mod tests {
             self.log.lock().unwrap().push(format!("end {name}"));
             next.map_or(Ok(()), Err)
         }
+    }
+
+    #[test]
+    fn image_contexts_are_written_in_and_directories_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("app")).unwrap();
+        std::fs::write(
+            root.path().join("app/Dockerfile"),
+            "FROM base\nCOPY --from=tools /git /git\nRUN --mount=from=tools,target=/t ls /t\n",
+        )
+        .unwrap();
+        let mut app = Service::new("app", "acme/app:1", "app", "app/Dockerfile");
+        assert_eq!(with_named_contexts(root.path(), &app), Ok(None));
+        app.named_contexts = BTreeMap::from([
+            (
+                "base".to_owned(),
+                NamedContext::Image("acme/base:1".to_owned()),
+            ),
+            (
+                "tools".to_owned(),
+                NamedContext::Image("alpine/git:2.43.0".to_owned()),
+            ),
+        ]);
+        assert_eq!(
+            with_named_contexts(root.path(), &app).unwrap().as_deref(),
+            Some(
+                "FROM acme/base:1\nCOPY --from=alpine/git:2.43.0 /git /git\n\
+                 RUN --mount=from=alpine/git:2.43.0,target=/t ls /t\n"
+            )
+        );
+        app.named_contexts
+            .insert("assets".to_owned(), NamedContext::Local);
+        assert_eq!(
+            with_named_contexts(root.path(), &app).unwrap_err(),
+            "service `app`: additional context `assets` is a directory or a URL, which \
+             Docker's build API cannot take (image and `service:` contexts it can); build \
+             this service with `docker compose build` (plan and prefetch cover its images)"
+        );
     }
 
     /// Services in a temporary tree (each a directory with a Dockerfile).
