@@ -362,7 +362,7 @@ impl Fetcher {
         let fetched = result.map_err(|e| self.fault(endpoint, &e))?;
         self.stats
             .with(endpoint, |s| s.bytes += fetched.bytes.len() as u64);
-        self.health.success(&endpoint.host);
+        self.health.manifest_served(&endpoint.host);
         let _ = self.cache.put(&fetched.digest, &fetched.bytes);
         Ok((fetched.bytes, fetched.digest, fetched.media_type))
     }

@@ -104,7 +104,9 @@ impl<E: Engine> Prefetcher<E> {
                 _ => {}
             }
         }
-        if classification.class != ErrorClass::Permanent && self.breaker.failure(&key) {
+        // A 429 is a source that answers (its pace is the health's business), not one
+        // that keeps failing.
+        if classification.class == ErrorClass::Transient && self.breaker.failure(&key) {
             self.emit(PrefetchEvent::SourceSkipped {
                 source: key.clone(),
             });

@@ -1254,6 +1254,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_rate_limiting_source_is_not_skipped() {
+        // A source answering 429 answers: it is paced, never skipped for a dead one.
+        let names = ["a:1", "b:1", "c:1", "d:1", "e:1"];
+        let mut engine = FakeEngine::default();
+        for n in names {
+            engine = engine.script(
+                n,
+                vec![Outcome::Fail(
+                    "toomanyrequests: You have reached your pull rate limit",
+                )],
+            );
+        }
+        let engine = Arc::new(engine);
+        let mut options = quick();
+        options.jobs = 1;
+        options.breaker_threshold = 3;
+        options
+            .mirrors
+            .add_docker_hub("mirror.local".parse().unwrap());
+        let report = Prefetcher::with_shared_engine(engine.clone(), options)
+            .run(&refs(&names))
+            .await
+            .unwrap();
+        assert!(report.is_success());
+        let own_pulls = engine
+            .pulls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with("docker.io/"))
+            .count();
+        // Every image asked docker.io first (then the mirror): it was never skipped.
+        assert_eq!(own_pulls, 5, "{:?}", engine.pulls.lock().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn bounded_concurrency() {
         struct Counting {
             inner: FakeEngine,

@@ -85,7 +85,9 @@ impl<E: Engine> Prefetcher<E> {
                             .iter()
                             .any(|m| Endpoint::daemon_mirror(m).base == endpoint.base);
                     let stop = e.class() == ErrorClass::Permanent && (authoritative || last);
-                    if e.class() != ErrorClass::Permanent && self.breaker.failure(&endpoint.host) {
+                    // A 429 is a source that answers (its pace is the health's business),
+                    // not one that keeps failing.
+                    if e.class() == ErrorClass::Transient && self.breaker.failure(&endpoint.host) {
                         self.emit(PrefetchEvent::SourceSkipped {
                             source: endpoint.label.clone(),
                         });
@@ -151,6 +153,9 @@ impl<E: Engine> Prefetcher<E> {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Loaded, RequestError> {
         let mut image = fetcher.resolve(wanted, endpoint).await?;
+        // It served the manifests: whatever failed before, it is not a source that keeps
+        // failing (a flaky mirror must not be skipped for an unreachable registry).
+        self.breaker.success(&endpoint.host);
         if self.fetch_only {
             fetcher
                 .download(&mut image, endpoint, progress, &|_| {})

@@ -11,7 +11,11 @@
 //!   multiply against a rate limit. The exception is a lone `429` from a source that
 //!   served a request since its last one (a mirror relaying its upstream's limit for
 //!   one image while serving the rest): only that image waits its `Retry-After`; a
-//!   second `429` with no success between closes the source.
+//!   second `429` with no success between closes the source. A manifest that a request
+//!   already under way brings after that reopens it: rate limits are counted on
+//!   manifests, so one served proves the limit is not on the source as a whole (the
+//!   images answered `429` still wait their own `Retry-After`). A blob does not reopen
+//!   it: registries serve blobs while they limit manifests.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -44,6 +48,8 @@ pub struct Health {
     rate_limit_delay: Duration,
     jitter: bool,
     sources: Mutex<HashMap<String, SourceState>>,
+    /// Wakes the requests waiting on a closed source when it reopens.
+    reopened: tokio::sync::Notify,
 }
 
 impl Health {
@@ -55,6 +61,7 @@ impl Health {
             rate_limit_delay: policy.rate_limit_delay,
             jitter: policy.jitter,
             sources: Mutex::new(HashMap::new()),
+            reopened: tokio::sync::Notify::new(),
         }
     }
 
@@ -75,8 +82,16 @@ impl Health {
 
     /// Waits until a request to `source` may be sent.
     pub async fn ready(&self, source: &str) {
-        while let Some(wait) = self.wait(source) {
-            tokio::time::sleep(wait).await;
+        loop {
+            // Registered before the check, so a reopening in between is not missed.
+            let reopened = self.reopened.notified();
+            let Some(wait) = self.wait(source) else {
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = reopened => {}
+            }
         }
     }
 
@@ -86,6 +101,19 @@ impl Health {
         let s = states.entry(source.to_owned()).or_default();
         s.consecutive_failures = 0;
         s.last_success = Some(Instant::now());
+    }
+
+    /// Records a manifest `source` served: a success, and proof that no rate limit
+    /// holds the source as a whole (it reopens, if a `429` had closed it).
+    pub fn manifest_served(&self, source: &str) {
+        let mut states = self.states();
+        let s = states.entry(source.to_owned()).or_default();
+        s.consecutive_failures = 0;
+        s.last_success = Some(Instant::now());
+        if s.closed_until.take().is_some() {
+            drop(states);
+            self.reopened.notify_waiters();
+        }
     }
 
     /// Records a failed request; returns how long the image it was for should wait
@@ -200,7 +228,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lone_429_amid_successes_holds_only_its_image() {
-        let h = health();
+        let h = std::sync::Arc::new(health());
         h.success("mirror");
         let wait = h.failure(
             "mirror",
@@ -221,5 +249,33 @@ mod tests {
         );
         assert_eq!(wait, Duration::from_secs(1));
         assert_eq!(h.wait("mirror"), Some(Duration::from_secs(1)));
+        // A blob served meanwhile does not reopen it; a manifest does.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        h.success("mirror");
+        assert_eq!(h.wait("mirror"), Some(Duration::from_millis(990)));
+        let waiter = {
+            let h = std::sync::Arc::clone(&h);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                h.ready("mirror").await;
+                started.elapsed()
+            })
+        };
+        tokio::task::yield_now().await;
+        h.manifest_served("mirror");
+        assert_eq!(h.wait("mirror"), None);
+        assert_eq!(
+            waiter.await.unwrap(),
+            Duration::ZERO,
+            "a waiting request goes at once"
+        );
+        // The next 429 is a lone one again: only its image waits.
+        let wait = h.failure(
+            "mirror",
+            ErrorClass::RateLimited,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(wait, Duration::from_secs(1));
+        assert_eq!(h.wait("mirror"), None);
     }
 }
