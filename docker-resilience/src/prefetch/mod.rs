@@ -16,8 +16,9 @@
 //!
 //! Either way each image has an attempt budget, the wait before the next attempt comes
 //! from the source's health (a glitch is retried at once, a failing source backs off,
-//! a `429` holds every request to that source), a source that keeps failing is skipped
-//! for the rest of the run (circuit breaker), and the whole run can be bounded
+//! a `429` holds every request to that source), a source that keeps failing (not one
+//! answering `429`) is skipped for the rest of the run (circuit breaker), and the whole
+//! run can be bounded
 //! (`deadline`).
 //!
 //! May import: `vocab`, `support`, `config`, `resilience`, `registry`, `cache`, `fetch`,
