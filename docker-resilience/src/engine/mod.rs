@@ -10,6 +10,7 @@
 mod build;
 mod docker;
 mod progress;
+mod raw;
 mod session;
 
 use std::collections::{BTreeMap, HashSet};

@@ -24,6 +24,8 @@ use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::raw::connect;
 use tonic::{Request, Response, Status};
 
 use crate::vocab::SecretValue;
@@ -109,31 +111,6 @@ impl SecretSession {
         Ok(SecretSession { task })
     }
 }
-
-/// A connection to the daemon's API socket.
-async fn connect(host: &str) -> Result<Box<dyn Io>, String> {
-    if let Some(path) = host.strip_prefix("unix://") {
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|e| format!("cannot reach {host}: {e}"))?;
-        return Ok(Box::new(stream));
-    }
-    if let Some(address) = host
-        .strip_prefix("tcp://")
-        .or_else(|| host.strip_prefix("http://"))
-    {
-        let stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
-            .await
-            .map_err(|e| format!("cannot reach {host}: {e}"))?;
-        return Ok(Box::new(stream));
-    }
-    Err(format!(
-        "build secrets cannot reach the daemon at {host}: only unix:// and tcp:// are supported"
-    ))
-}
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// The upgraded connection, as tonic's server takes it.
 struct Transport(TokioIo<hyper::upgrade::Upgraded>);
