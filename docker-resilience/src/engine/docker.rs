@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
+use bollard::models::{ImageInspect, ImageManifestSummary};
 use bollard::query_parameters::{
     CreateImageOptions, ImportImageOptionsBuilder, ListContainersOptions, ListImagesOptions,
     RemoveImageOptions, TagImageOptions,
@@ -381,7 +382,9 @@ impl DockerEngine {
             .await?;
         let mut present = PresentImages::default().in_store(features.image_store);
         for (name, answer) in answers {
-            if let Some(image) = answer {
+            if let Some(answer) = answer {
+                let image: ImageInspect = serde_json::from_value(answer)
+                    .map_err(|e| format!("unreadable inspect of {name}: {e}"))?;
                 let (names, held) = inspected_platforms(name, &image);
                 present = present.with_platforms(&names, &held);
             }
@@ -393,40 +396,37 @@ impl DockerEngine {
 /// From an `images/{name}/json?manifests=1` answer for `name`: the names the image goes
 /// by (`name`, its tags and digests) and the platforms it holds (those of its available
 /// image manifests, else its config's).
-fn inspected_platforms(name: String, image: &serde_json::Value) -> (Vec<String>, Vec<Platform>) {
+fn inspected_platforms(name: String, image: &ImageInspect) -> (Vec<String>, Vec<Platform>) {
     let mut names = vec![name];
-    for list in ["RepoTags", "RepoDigests"] {
-        names.extend(
-            image[list]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n.as_str().map(str::to_owned)),
-        );
-    }
-    let platform = |p: &serde_json::Value| {
-        Some(Platform::new(
-            p["os"].as_str()?,
-            p["architecture"].as_str()?,
-            p["variant"].as_str(),
-        ))
-    };
-    let mut held: Vec<Platform> = image["Manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["Available"].as_bool() == Some(true) && m["Kind"] == "image")
-        .filter_map(|m| platform(&m["ImageData"]["Platform"]))
-        .collect();
+    names.extend(image.repo_tags.iter().flatten().cloned());
+    names.extend(image.repo_digests.iter().flatten().cloned());
+    let mut held = manifest_platforms(image.manifests.as_deref().unwrap_or_default());
     if held.is_empty() {
         held.extend(
-            image["Os"]
-                .as_str()
-                .zip(image["Architecture"].as_str())
-                .map(|(os, arch)| Platform::new(os, arch, image["Variant"].as_str())),
+            image
+                .os
+                .as_deref()
+                .zip(image.architecture.as_deref())
+                .map(|(os, arch)| Platform::new(os, arch, image.variant.as_deref())),
         );
     }
     (names, held)
+}
+
+/// The platforms of the image manifests the containerd store holds whole.
+fn manifest_platforms(manifests: &[ImageManifestSummary]) -> Vec<Platform> {
+    manifests
+        .iter()
+        .filter(|m| m.available)
+        .filter_map(|m| {
+            let p = &m.image_data.as_ref()?.platform;
+            Some(Platform::new(
+                p.os.as_deref()?,
+                p.architecture.as_deref()?,
+                p.variant.as_deref(),
+            ))
+        })
+        .collect()
 }
 
 impl Engine for DockerEngine {
@@ -465,20 +465,7 @@ impl Engine for DockerEngine {
                 .cloned()
                 .collect();
             // The containerd store says which platforms each tag holds, in this one call.
-            let held: Vec<Platform> = image
-                .manifests
-                .iter()
-                .flatten()
-                .filter(|m| m.available)
-                .filter_map(|m| {
-                    let p = &m.image_data.as_ref()?.platform;
-                    Some(Platform::new(
-                        p.os.as_deref()?,
-                        p.architecture.as_deref()?,
-                        p.variant.as_deref(),
-                    ))
-                })
-                .collect();
+            let held = manifest_platforms(image.manifests.as_deref().unwrap_or_default());
             if held.is_empty() {
                 present = present.with_platforms(&names, &[]);
                 unknown.push((image.id, names));
@@ -586,7 +573,7 @@ mod tests {
     use super::*;
 
     /// A captured `images/{name}/json?manifests=1` answer (`tests/data/image-inspect/`).
-    fn captured(name: &str) -> serde_json::Value {
+    fn captured(name: &str) -> ImageInspect {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/data/image-inspect/28.5-containerd")
             .join(name);
@@ -614,7 +601,10 @@ mod tests {
 
     #[test]
     fn without_manifests_the_config_says_the_platform() {
-        let image = serde_json::json!({"RepoTags": ["acme/app:1"], "Os": "linux", "Architecture": "arm", "Variant": "v7"});
+        let image: ImageInspect = serde_json::from_value(serde_json::json!({
+            "RepoTags": ["acme/app:1"], "Os": "linux", "Architecture": "arm", "Variant": "v7"
+        }))
+        .unwrap();
         let (names, held) = inspected_platforms("docker.io/acme/app:1".into(), &image);
         assert_eq!(names, ["docker.io/acme/app:1", "acme/app:1"]);
         assert_eq!(held, [Platform::new("linux", "arm", Some("v7"))]);
