@@ -354,9 +354,7 @@ impl DockerEngine {
             },
         })
     }
-}
 
-impl DockerEngine {
     /// What of `wanted` the daemon holds, per platform, by one inspect each
     /// (`images/{name}/json?manifests=1`, API 1.48+).
     async fn inspect_wanted(

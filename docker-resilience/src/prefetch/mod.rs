@@ -1224,12 +1224,12 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn dead_source_is_skipped_after_threshold() {
-        let names = ["a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1"];
+    /// Images that each fail once at docker.io with `failure`, then come from a mirror
+    /// (one at a time, breaker threshold 3): how many pulls asked docker.io.
+    async fn docker_io_tries(names: &[&str], failure: &'static str) -> usize {
         let mut engine = FakeEngine::default();
         for n in names {
-            engine = engine.script(n, vec![Outcome::Fail("EOF")]);
+            engine = engine.script(n, vec![Outcome::Fail(failure)]);
         }
         let engine = Arc::new(engine);
         let mut options = quick();
@@ -1239,55 +1239,28 @@ mod tests {
             .mirrors
             .add_docker_hub("mirror.local".parse().unwrap());
         let report = Prefetcher::with_shared_engine(engine.clone(), options)
-            .run(&refs(&names))
+            .run(&refs(names))
             .await
             .unwrap();
         assert!(report.is_success());
-        let own_pulls = engine
-            .pulls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.starts_with("docker.io/"))
-            .count();
+        let pulls = engine.pulls.lock().unwrap();
+        pulls.iter().filter(|p| p.starts_with("docker.io/")).count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_source_is_skipped_after_threshold() {
+        let names = ["a:1", "b:1", "c:1", "d:1", "e:1", "f:1", "g:1", "h:1"];
         // docker.io fails for the first images, then is skipped: no more than 3 tries of it.
-        assert_eq!(own_pulls, 3, "{:?}", engine.pulls.lock().unwrap());
+        assert_eq!(docker_io_tries(&names, "EOF").await, 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limiting_source_is_not_skipped() {
         // A source answering 429 answers: it is paced, never skipped for a dead one.
         let names = ["a:1", "b:1", "c:1", "d:1", "e:1"];
-        let mut engine = FakeEngine::default();
-        for n in names {
-            engine = engine.script(
-                n,
-                vec![Outcome::Fail(
-                    "toomanyrequests: You have reached your pull rate limit",
-                )],
-            );
-        }
-        let engine = Arc::new(engine);
-        let mut options = quick();
-        options.jobs = 1;
-        options.breaker_threshold = 3;
-        options
-            .mirrors
-            .add_docker_hub("mirror.local".parse().unwrap());
-        let report = Prefetcher::with_shared_engine(engine.clone(), options)
-            .run(&refs(&names))
-            .await
-            .unwrap();
-        assert!(report.is_success());
-        let own_pulls = engine
-            .pulls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.starts_with("docker.io/"))
-            .count();
+        let failure = "toomanyrequests: You have reached your pull rate limit";
         // Every image asked docker.io first (then the mirror): it was never skipped.
-        assert_eq!(own_pulls, 5, "{:?}", engine.pulls.lock().unwrap());
+        assert_eq!(docker_io_tries(&names, failure).await, 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -97,20 +97,22 @@ impl Health {
 
     /// Records a request `source` answered.
     pub fn success(&self, source: &str) {
-        let mut states = self.states();
-        let s = states.entry(source.to_owned()).or_default();
-        s.consecutive_failures = 0;
-        s.last_success = Some(Instant::now());
+        self.served(source, false);
     }
 
     /// Records a manifest `source` served: a success, and proof that no rate limit
     /// holds the source as a whole (it reopens, if a `429` had closed it).
     pub fn manifest_served(&self, source: &str) {
+        self.served(source, true);
+    }
+
+    /// A request `source` answered; `reopen`: and it proves no rate limit holds it.
+    fn served(&self, source: &str, reopen: bool) {
         let mut states = self.states();
         let s = states.entry(source.to_owned()).or_default();
         s.consecutive_failures = 0;
         s.last_success = Some(Instant::now());
-        if s.closed_until.take().is_some() {
+        if reopen && s.closed_until.take().is_some() {
             drop(states);
             self.reopened.notify_waiters();
         }
