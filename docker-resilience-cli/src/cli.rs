@@ -62,7 +62,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Check why pulls and builds fail here: daemon, mirrors, upstreams, binaries, ports.
     Doctor(DoctorArgs),
-    /// Show the blob cache of registry-native pulls (`cache prune` empties it).
+    /// Show the blob cache of registry-native pulls (`cache prune` empties it, `cache
+    /// verify` checks every blob against its digest).
     Cache(CacheArgs),
     /// Copy the plan's images into a registry (a fleet's mirror), digests unchanged.
     Sync(SyncArgs),
@@ -99,7 +100,8 @@ pub struct SyncArgs {
 /// `drbuild cache`.
 #[derive(Debug, Args)]
 pub struct CacheArgs {
-    /// `prune`: remove partial downloads and the least recently used blobs.
+    /// `prune`: remove partial downloads and the least recently used blobs; `verify`:
+    /// check every blob against its digest.
     #[command(subcommand)]
     pub command: Option<CacheCommand>,
     /// The cache [default: $XDG_CACHE_HOME/drbuild].
@@ -115,6 +117,13 @@ pub enum CacheCommand {
         /// What the cache may still hold (`10GiB`, `500MB`) [default: 0, all of it].
         #[arg(long, value_name = "SIZE")]
         max_size: Option<bytesize::ByteSize>,
+    },
+    /// Hash every blob and compare it with its digest; exit 1 while a corrupt one is
+    /// left.
+    Verify {
+        /// Remove the corrupt blobs (the next fetch brings them again).
+        #[arg(long)]
+        repair: bool,
     },
 }
 

@@ -164,6 +164,23 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Every manifest and blob request fails with this probability, as EOF, 500 or a
+    /// body cut half-way in turn: a link that breaks everything now and then.
+    pub fn request_faults(seed: u64, probability: f64) -> Config {
+        Config {
+            seed,
+            rules: vec![Rule {
+                kinds: vec![PathKind::Manifest, PathKind::Blob],
+                probability,
+                faults: vec![Fault::Eof, Fault::Status { code: 500 }, Fault::Truncate],
+                ..Rule::default()
+            }],
+            ..Config::default()
+        }
+    }
+}
+
 /// One request, as the proxy saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {

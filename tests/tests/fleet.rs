@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use docker_resilience_tests::faultproxy::Config;
+use docker_resilience_tests::faultproxy::{serve, Config, Fault, Rule, Stats};
 use docker_resilience_tests::testbed::{data, Session, Testbed, THIRTEEN};
 use serde_json::Value;
 
@@ -286,5 +286,77 @@ fn doctor_names_what_a_mirror_lacks() {
     );
     for missing in &THIRTEEN[10..] {
         assert!(message.contains(missing), "{missing} named: {message}");
+    }
+}
+
+/// A target registry that fails 30% of every kind of request (blob `HEAD`s, upload
+/// sessions, chunks, manifests) still gets every image: each push request is retried
+/// on its own through the transport.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn sync_to_a_target_answering_thirty_percent_500s_completes() {
+    let bed = Testbed::get();
+    bed.lan_reset();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let faults = Config {
+        seed: 5,
+        rules: vec![Rule {
+            probability: 0.3,
+            faults: vec![Fault::Status { code: 500 }],
+            ..Rule::default()
+        }],
+        ..Config::default()
+    };
+    let lan = bed.lan.parse().expect("the LAN registry's address");
+    let proxy = runtime
+        .block_on(serve("127.0.0.1:0".parse().expect("address"), lan, faults))
+        .expect("a fault proxy in front of the LAN registry");
+    let target = proxy.to_string();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let root = data("thirteen");
+    let (code, stdout, stderr) = bed.drbuild(&[
+        "sync",
+        root.to_str().expect("utf-8"),
+        "--to",
+        &target,
+        "--cache-dir",
+        cache.path().to_str().expect("utf-8"),
+        "--json",
+        "--retry-delay",
+        "100ms",
+    ]);
+    let stats: Stats = runtime.block_on(async {
+        let body = reqwest::get(format!("http://{target}/__faultproxy/stats"))
+            .await
+            .expect("stats")
+            .bytes()
+            .await
+            .expect("stats body");
+        serde_json::from_slice(&body).expect("stats json")
+    });
+    let doc = json(&stdout, &stderr);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["copied"], 13, "{doc}");
+    assert!(stats.total_faults() >= 10, "{stats:?}");
+    for name in ["library/alpine", "library/nginx", "library/postgres"] {
+        let tag = if name.ends_with("alpine") {
+            "3.18"
+        } else if name.ends_with("nginx") {
+            "stable"
+        } else {
+            "15-alpine"
+        };
+        assert_eq!(
+            bed.manifest_digest(&bed.lan, name, tag),
+            bed.manifest_digest(&bed.registry, name, tag),
+            "{name}:{tag} keeps its digest"
+        );
     }
 }

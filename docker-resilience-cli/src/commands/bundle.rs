@@ -13,6 +13,8 @@ use docker_resilience::bundle::{
 use docker_resilience::project::{registry_target, ExportOptions};
 use docker_resilience::registry::client::RegistryClient;
 use docker_resilience::registry::credentials::Credentials;
+use docker_resilience::registry::transport::{Transport, BREAKER_THRESHOLD};
+use docker_resilience::resilience::retry::RetryPolicy;
 use docker_resilience::sync::SyncReport;
 use docker_resilience::vocab::Wanted;
 use docker_resilience::{DockerEngine, ImageReference, Project};
@@ -208,8 +210,13 @@ async fn push(cli: &Cli, args: &ImportArgs, target: &str) -> Result<(), CliError
     let started = std::time::Instant::now();
     let (endpoint, _, _) = registry_target(target, args.insecure).await;
     let client = RegistryClient::new(Credentials::from_docker_config(), Duration::from_secs(60));
+    let transport = Arc::new(Transport::new(
+        client,
+        &RetryPolicy::default(),
+        BREAKER_THRESHOLD,
+    ));
     let (progress, bar) = byte_progress(cli, "verify");
-    let result = push_bundle(&args.file, &client, &endpoint, progress).await;
+    let result = push_bundle(&args.file, transport, &endpoint, progress).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -1,4 +1,4 @@
-//! `drbuild cache` and `drbuild cache prune`.
+//! `drbuild cache`, `drbuild cache prune` and `drbuild cache verify`.
 
 use docker_resilience::cache::BlobCache;
 
@@ -41,6 +41,35 @@ pub(crate) fn run(cli: &Cli, args: &CacheArgs) -> Result<(), CliError> {
                     report.usage.blobs,
                     bytesize::ByteSize(report.usage.bytes).display().iec()
                 );
+            }
+        }
+        Some(CacheCommand::Verify { repair }) => {
+            let report = cache
+                .verify_all(*repair)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            if cli.json {
+                output::json(&report);
+            } else {
+                for corrupt in &report.corrupt {
+                    let done = if corrupt.removed { ": removed" } else { "" };
+                    outln!("{corrupt}{done}");
+                }
+                for stray in &report.stray {
+                    outln!("{}: not a blob", stray.display());
+                }
+                outln!(
+                    "{}: {} blob(s) checked, {}; {} corrupt",
+                    report.dir.display(),
+                    report.checked,
+                    bytesize::ByteSize(report.bytes).display().iec(),
+                    report.corrupt.len()
+                );
+            }
+            let left = report.corrupt.iter().filter(|c| !c.removed).count();
+            if left > 0 {
+                return Err(CliError::Failed(format!(
+                    "{left} corrupt blob(s) left: `drbuild cache verify --repair` removes them"
+                )));
             }
         }
     }

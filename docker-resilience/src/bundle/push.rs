@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -15,8 +16,9 @@ use super::format::Compression;
 use super::verify::verify_bundle;
 use super::{io_err, BundleError, BytesProgress};
 use crate::cache::BlobCache;
-use crate::registry::client::{Endpoint, RegistryClient};
+use crate::registry::client::Endpoint;
 use crate::registry::manifest::Descriptor;
+use crate::registry::transport::Transport;
 use crate::sync::{scratch_cache, CachedPush, SyncItem};
 use crate::vocab::ImageReference;
 
@@ -41,7 +43,7 @@ struct Entry {
 /// `endpoint`. Nothing is pushed from a bundle that does not verify.
 pub async fn push_bundle(
     path: &Path,
-    client: &RegistryClient,
+    transport: Arc<Transport>,
     endpoint: &Endpoint,
     progress: BytesProgress,
 ) -> Result<Vec<SyncItem>, BundleError> {
@@ -61,7 +63,7 @@ pub async fn push_bundle(
         path: path.to_path_buf(),
         source: std::io::Error::other(e),
     })??;
-    let push = CachedPush::new(client, endpoint, &cache);
+    let push = CachedPush::new(transport, endpoint, &cache);
     let mut items = Vec::new();
     for (name, top) in &images {
         items.push(push.push(name, top).await);

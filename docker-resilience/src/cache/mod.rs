@@ -1,17 +1,36 @@
 //! Cache: a content-addressed store of the blobs drbuild fetched from registries
-//! (layers, configs, manifests), on disk under the XDG cache directory.
+//! (layers, configs, manifests), on disk under the XDG cache directory, that several
+//! processes share and that crashes and bit rot cannot break (the model is
+//! containerd's content store).
 //!
-//! A blob is written to `partial/` as it arrives, kept there across cuts, stalls and
-//! Ctrl-C so that the next request resumes it with `Range`, and moves to `blobs/` only
-//! once its sha256 matches its digest: nothing unverified is ever read from the cache.
-//! A mismatch deletes the partial blob. Tags fetched are remembered (`refs/`) so that a
-//! bundle can be written from the cache alone. `prune` removes the least recently used
-//! blobs first.
+//! - **One writer per blob, across processes**: a blob is written only by the holder
+//!   of its lock (`locks/sha256-…`, `flock`), so a second `drbuild` that wants the
+//!   same blob waits for the download in flight and then finds it here instead of
+//!   racing it. The lock dies with its process: after a `kill -9` the next writer takes
+//!   over the partial file.
+//! - **Partial, verified, renamed**: a blob is written to `partial/` as it arrives,
+//!   kept there across cuts, stalls and Ctrl-C so that the next request resumes it with
+//!   `Range`, and moves to `blobs/` (fsync, then an atomic rename) only once its sha256
+//!   matches its digest. Small blobs written whole go through a temporary file of
+//!   their own. Readers never see a half-written blob.
+//! - **Verified on use**: a small blob (manifest, config) is hashed on every read, a
+//!   large one the first time a process uses it ([`BlobCache::verify`]); one that no
+//!   longer matches (bit rot, a disk error) is removed and fetched again.
+//!   `drbuild cache verify [--repair]` checks them all.
+//! - **Local faults are the cache's**: no space, permissions, a read-only or vanished
+//!   directory are [`CacheError`]s naming the cache directory (and, for a full disk,
+//!   the bytes needed), never a registry's fault.
+//! - **Private**: the blobs may be private images' layers: directories are created
+//!   0700 and files 0600.
+//!
+//! Tags fetched are remembered (`refs/`) so that a bundle can be written from the
+//! cache alone. `prune` removes the least recently used blobs first.
 //!
 //! May import: `vocab`, `support`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -20,17 +39,34 @@ use sha2::{Digest, Sha256};
 
 use crate::vocab::{ImageReference, Platform};
 
-/// What can go wrong with a cached blob.
+/// What can go wrong with the cache: a local fault, never a registry's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
     /// Reading or writing the cache failed.
-    #[error("{}: {source}", path.display())]
+    #[error("blob cache {}: {}: {source}", dir.display(), path.display())]
     Io {
+        /// The cache directory.
+        dir: PathBuf,
         /// The file.
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// The cache's filesystem has no room for a blob.
+    #[error(
+        "blob cache {}: no space left for blob {digest}: {needed} bytes needed, {available} free",
+        dir.display()
+    )]
+    NoSpace {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The blob.
+        digest: String,
+        /// Bytes still to write.
+        needed: u64,
+        /// Bytes the filesystem has free.
+        available: u64,
     },
     /// The bytes received do not hash to the digest asked for (a corrupt blob).
     #[error(
@@ -49,10 +85,33 @@ pub enum CacheError {
     UnsupportedDigest(String),
 }
 
-fn io_err(path: &Path) -> impl Fn(io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io {
-        path: path.to_path_buf(),
-        source,
+impl CacheError {
+    /// An I/O failure that is not about one file.
+    pub fn other(dir: &Path, why: String) -> Self {
+        CacheError::Io {
+            dir: dir.to_path_buf(),
+            path: dir.to_path_buf(),
+            source: io::Error::other(why),
+        }
+    }
+
+    /// A failed write of blob `digest` of `size` bytes: a full disk says how much was
+    /// needed.
+    pub fn needing(self, digest: &str, size: u64) -> Self {
+        match self {
+            CacheError::Io { dir, source, .. }
+                if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) =>
+            {
+                let available = free_bytes(&dir).unwrap_or(0);
+                CacheError::NoSpace {
+                    dir,
+                    digest: digest.to_owned(),
+                    needed: size,
+                    available,
+                }
+            }
+            other => other,
+        }
     }
 }
 
@@ -67,6 +126,12 @@ fn hex(digest: &str) -> Result<&str, CacheError> {
 /// The sha256 digest of some bytes (`sha256:…`).
 pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// How much the cache holds.
@@ -95,6 +160,54 @@ pub struct PruneReport {
     pub usage: CacheUsage,
 }
 
+/// A cached blob that no longer matches its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorruptBlob {
+    /// Its digest.
+    pub digest: String,
+    /// What its bytes hash to now.
+    pub actual: String,
+    /// Where it was.
+    pub path: PathBuf,
+    /// Whether it was removed.
+    pub removed: bool,
+}
+
+impl std::fmt::Display for CorruptBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cached blob {} ({}) is corrupt: its bytes hash to {}",
+            self.digest,
+            self.path.display(),
+            self.actual
+        )
+    }
+}
+
+/// What `drbuild cache verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// Blobs checked.
+    pub checked: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs that do not match their digest (removed with `repair`).
+    pub corrupt: Vec<CorruptBlob>,
+    /// Files in `blobs/` that are no blob (a name that is not a digest): removed with
+    /// `repair`.
+    pub stray: Vec<PathBuf>,
+}
+
+impl VerifyReport {
+    /// Whether no corrupt blob is left.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.iter().all(|c| c.removed)
+    }
+}
+
 /// A tag remembered: the manifest it pointed to when it was fetched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedRef {
@@ -107,6 +220,12 @@ pub struct CachedRef {
     /// The platform manifests fetched, with their digests and media types.
     #[serde(default)]
     pub platforms: Vec<(Platform, String, String)>,
+}
+
+/// The right to write one blob, held until dropped (also by a process that dies).
+#[derive(Debug)]
+pub struct BlobLock {
+    _file: File,
 }
 
 /// The blob cache.
@@ -128,14 +247,24 @@ impl BlobCache {
         std::env::temp_dir().join("drbuild-cache")
     }
 
-    /// Opens (creating) a cache in `dir`.
+    /// Opens (creating, private to its owner) a cache in `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, CacheError> {
-        let root = dir.into();
-        for sub in ["blobs/sha256", "partial", "refs"] {
-            let path = root.join(sub);
-            fs::create_dir_all(&path).map_err(io_err(&path))?;
+        let cache = BlobCache { root: dir.into() };
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        for sub in ["", "blobs/sha256", "partial", "refs", "locks"] {
+            let path = cache.root.join(sub);
+            builder.create(&path).map_err(cache.io(&path))?;
         }
-        Ok(BlobCache { root })
+        Ok(cache)
+    }
+
+    fn io<'a>(&'a self, path: &'a Path) -> impl Fn(io::Error) -> CacheError + 'a {
+        move |source| CacheError::Io {
+            dir: self.root.clone(),
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// The cache directory.
@@ -153,6 +282,78 @@ impl BlobCache {
             .root
             .join("partial")
             .join(format!("sha256-{}", hex(digest)?)))
+    }
+
+    /// A temporary file of this process's beside `path`, created private.
+    fn temp_beside(&self, path: &Path) -> Result<(PathBuf, File), CacheError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
+        for _ in 0..16 {
+            let temp = dir.join(format!(
+                ".{name}.{}.{:08x}.tmp",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            match private_file().create_new(true).open(&temp) {
+                Ok(file) => return Ok((temp, file)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io(&temp)(e)),
+            }
+        }
+        Err(CacheError::other(dir, "no free temporary name".into()))
+    }
+
+    /// Writes `data` to `path` whole or not at all: a private temporary file, fsync,
+    /// then a rename over it.
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), CacheError> {
+        let (temp, mut file) = self.temp_beside(path)?;
+        let written = file
+            .write_all(data)
+            .and_then(|()| file.sync_all())
+            .map_err(self.io(&temp));
+        drop(file);
+        let renamed = written.and_then(|()| fs::rename(&temp, path).map_err(self.io(path)));
+        if renamed.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        renamed
+    }
+
+    /// Takes the right to write blob `digest` if no other writer (of this or another
+    /// process) holds it; `None` while one does.
+    pub fn try_lock(&self, digest: &str) -> Result<Option<BlobLock>, CacheError> {
+        let path = self
+            .root
+            .join("locks")
+            .join(format!("sha256-{}", hex(digest)?));
+        let file = private_file()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(BlobLock { _file: file })),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                Ok(None)
+            }
+            Err(e) => Err(self.io(&path)(e.into())),
+        }
+    }
+
+    /// Fails at once, naming the bytes needed, when the cache's filesystem has no room
+    /// for the rest of blob `digest` (`size` bytes in all).
+    pub fn has_room_for(&self, digest: &str, size: u64) -> Result<(), CacheError> {
+        let needed = size.saturating_sub(self.partial_len(digest));
+        match free_bytes(&self.root) {
+            Some(available) if available < needed => Err(CacheError::NoSpace {
+                dir: self.root.clone(),
+                digest: digest.to_owned(),
+                needed,
+                available,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a verified blob is there (and marks it used, for pruning).
@@ -175,17 +376,91 @@ impl BlobCache {
             .map_or(0, |m| m.len())
     }
 
-    /// A verified blob's bytes (small blobs: manifests and configs).
+    /// A small blob's bytes (manifests and configs), verified: one that no longer
+    /// matches its digest is removed (and said) and reads as absent.
     pub fn read(&self, digest: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let path = self.path(digest)?;
         match fs::read(&path) {
             Ok(data) => {
+                let actual = digest_of(&data);
+                if actual != digest {
+                    let corrupt = CorruptBlob {
+                        digest: digest.to_owned(),
+                        actual,
+                        removed: fs::remove_file(&path).is_ok(),
+                        path,
+                    };
+                    tracing::warn!("{corrupt}: removed from the cache, fetching it again");
+                    return Ok(None);
+                }
                 touch(&path);
                 Ok(Some(data))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&path)(e)),
+            Err(e) => Err(self.io(&path)(e)),
         }
+    }
+
+    /// Hashes blob `digest` again: `None` when it is whole or absent, else the corrupt
+    /// blob, removed.
+    pub fn verify(&self, digest: &str) -> Result<Option<CorruptBlob>, CacheError> {
+        let path = self.path(digest)?;
+        let actual = match hash_file(&path) {
+            Ok((actual, _)) => actual,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&path)(e)),
+        };
+        if actual == digest {
+            return Ok(None);
+        }
+        Ok(Some(CorruptBlob {
+            digest: digest.to_owned(),
+            actual,
+            removed: fs::remove_file(&path).is_ok(),
+            path,
+        }))
+    }
+
+    /// Hashes every blob; with `repair`, removes those that do not match their digest
+    /// (the next fetch brings them again) and stray files.
+    pub fn verify_all(&self, repair: bool) -> Result<VerifyReport, CacheError> {
+        let dir = self.root.join("blobs/sha256");
+        let mut report = VerifyReport {
+            dir: self.root.clone(),
+            ..VerifyReport::default()
+        };
+        for (path, _, _) in list(&dir) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let digest = format!("sha256:{name}");
+            if hex(&digest).is_err() {
+                if repair && fs::remove_file(&path).is_ok() {
+                    tracing::info!("removed {} (not a blob)", path.display());
+                }
+                report.stray.push(path);
+                continue;
+            }
+            let (actual, len) = match hash_file(&path) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io(&path)(e)),
+            };
+            report.checked += 1;
+            report.bytes += len;
+            if actual != digest {
+                let removed = repair && fs::remove_file(&path).is_ok();
+                report.corrupt.push(CorruptBlob {
+                    digest,
+                    actual,
+                    path,
+                    removed,
+                });
+            }
+        }
+        Ok(report)
     }
 
     /// Stores a small blob held in memory, verified first.
@@ -199,49 +474,55 @@ impl BlobCache {
             });
         }
         let path = self.path(digest)?;
-        if path.is_file() {
+        // A copy already there is kept when it is whole (one that rotted is replaced).
+        if fs::read(&path).is_ok_and(|there| there == data) {
             touch(&path);
             return Ok(path);
         }
-        let temp = path.with_extension("tmp");
-        fs::write(&temp, data).map_err(io_err(&temp))?;
-        fs::rename(&temp, &path).map_err(io_err(&path))?;
+        self.write_atomic(&path, data)
+            .map_err(|e| e.needing(digest, data.len() as u64))?;
         Ok(path)
     }
 
     /// A writer for `digest`: resuming the partial download kept for it (`resume`), or
     /// starting over. The bytes already there are hashed again (the hasher's state is
-    /// not kept on disk).
+    /// not kept on disk). Hold the blob's lock ([`BlobCache::try_lock`]) while writing:
+    /// the partial file is the lock holder's alone.
     pub fn writer(&self, digest: &str, resume: bool) -> Result<PartialBlob, CacheError> {
         let path = self.partial_path(digest)?;
         let final_path = self.path(digest)?;
         let mut hasher = Sha256::new();
         let mut len = 0u64;
         if resume {
-            if let Ok(mut existing) = File::open(&path) {
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = existing.read(&mut buf).map_err(io_err(&path))?;
-                    if n == 0 {
-                        break;
+            match File::open(&path) {
+                Ok(mut existing) => {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let n = existing.read(&mut buf).map_err(self.io(&path))?;
+                        if n == 0 {
+                            break;
+                        }
+                        hasher.update(&buf[..n]);
+                        len += n as u64;
                     }
-                    hasher.update(&buf[..n]);
-                    len += n as u64;
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(&path)(e)),
             }
         }
-        let file = OpenOptions::new()
+        let file = private_file()
             .create(true)
             .append(resume)
             .write(true)
             .truncate(!resume)
             .open(&path)
-            .map_err(io_err(&path))?;
+            .map_err(self.io(&path))?;
         Ok(PartialBlob {
             file: io::BufWriter::with_capacity(256 * 1024, file),
             hasher,
             len,
             digest: digest.to_owned(),
+            dir: self.root.clone(),
             path,
             final_path,
         })
@@ -272,9 +553,7 @@ impl BlobCache {
             None => entry.clone(),
         };
         let text = serde_json::to_vec_pretty(&merged).unwrap_or_default();
-        let temp = path.with_extension("tmp");
-        fs::write(&temp, text).map_err(io_err(&temp))?;
-        fs::rename(&temp, &path).map_err(io_err(&path))
+        self.write_atomic(&path, &text)
     }
 
     /// What a tag pointed to when it was last fetched.
@@ -305,11 +584,20 @@ impl BlobCache {
         usage
     }
 
-    /// Removes partial downloads, then the least recently used blobs, until the cache
-    /// holds at most `max_bytes` (all of it with 0).
+    /// Removes partial downloads no writer holds, then the least recently used blobs,
+    /// until the cache holds at most `max_bytes` (all of it with 0).
     pub fn prune(&self, max_bytes: u64) -> PruneReport {
         let mut report = PruneReport::default();
         for (path, len, _) in list(&self.root.join("partial")) {
+            let digest = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(|n| n.replacen("sha256-", "sha256:", 1))
+                .unwrap_or_default();
+            // A partial file being written is its writer's.
+            let Ok(Some(_held)) = self.try_lock(&digest) else {
+                continue;
+            };
             if fs::remove_file(&path).is_ok() {
                 report.removed += 1;
                 report.freed_bytes += len;
@@ -333,13 +621,38 @@ impl BlobCache {
     }
 }
 
-/// Files of a directory: path, size, last use.
+/// Options for a new file of the cache: private to its owner.
+fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.write(true).mode(0o600);
+    options
+}
+
+/// A file's sha256 (`sha256:…`) and length.
+fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((format!("sha256:{:x}", hasher.finalize()), len))
+}
+
+/// Files of a directory: path, size, last use (temporary files left out).
 fn list(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let meta = e.metadata().ok()?;
             meta.is_file().then(|| {
@@ -365,11 +678,21 @@ pub struct PartialBlob {
     hasher: Sha256,
     len: u64,
     digest: String,
+    dir: PathBuf,
     path: PathBuf,
     final_path: PathBuf,
 }
 
 impl PartialBlob {
+    fn io(&self, path: &Path) -> impl Fn(io::Error) -> CacheError + '_ {
+        let path = path.to_path_buf();
+        move |source| CacheError::Io {
+            dir: self.dir.clone(),
+            path: path.clone(),
+            source,
+        }
+    }
+
     /// Bytes written so far (those kept from before included).
     pub fn len(&self) -> u64 {
         self.len
@@ -382,7 +705,7 @@ impl PartialBlob {
 
     /// Appends bytes.
     pub fn write(&mut self, data: &[u8]) -> Result<(), CacheError> {
-        self.file.write_all(data).map_err(io_err(&self.path))?;
+        self.file.write_all(data).map_err(self.io(&self.path))?;
         self.hasher.update(data);
         self.len += data.len() as u64;
         Ok(())
@@ -390,14 +713,15 @@ impl PartialBlob {
 
     /// Keeps what was written for a later resume.
     pub fn keep(mut self) -> Result<u64, CacheError> {
-        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.flush().map_err(self.io(&self.path))?;
         Ok(self.len)
     }
 
-    /// Verifies the whole blob and moves it into the cache; on a mismatch the partial
-    /// file is deleted (it would resume into the same wrong bytes).
+    /// Verifies the whole blob and moves it into the cache (its bytes on disk first);
+    /// on a mismatch the partial file is deleted (it would resume into the same wrong
+    /// bytes).
     pub fn commit(mut self) -> Result<PathBuf, CacheError> {
-        self.file.flush().map_err(io_err(&self.path))?;
+        self.file.flush().map_err(self.io(&self.path))?;
         let actual = format!("{:x}", self.hasher.finalize_reset());
         if format!("sha256:{actual}") != self.digest {
             let _ = fs::remove_file(&self.path);
@@ -407,7 +731,11 @@ impl PartialBlob {
                 bytes: self.len,
             });
         }
-        fs::rename(&self.path, &self.final_path).map_err(io_err(&self.final_path))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(self.io(&self.path))?;
+        fs::rename(&self.path, &self.final_path).map_err(self.io(&self.final_path))?;
         Ok(self.final_path)
     }
 }
@@ -449,6 +777,119 @@ mod tests {
             cache.writer("md5:abc", true),
             Err(CacheError::UnsupportedDigest(_))
         ));
+    }
+
+    #[test]
+    fn a_fresh_cache_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path().join("drbuild")).unwrap();
+        let data = b"a private layer";
+        let blob = cache.put(&digest_of(data), data).unwrap();
+        let mut w = cache.writer(&digest_of(b"half"), false).unwrap();
+        w.write(b"ha").unwrap();
+        w.keep().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for sub in ["", "blobs", "blobs/sha256", "partial", "refs", "locks"] {
+            assert_eq!(mode(&cache.dir().join(sub)), 0o700, "{sub}");
+        }
+        assert_eq!(mode(&blob), 0o600);
+        assert_eq!(
+            mode(&cache.partial_path(&digest_of(b"half")).unwrap()),
+            0o600
+        );
+    }
+
+    #[test]
+    fn one_writer_per_blob_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path()).unwrap();
+        let other = BlobCache::open(dir.path()).unwrap();
+        let digest = digest_of(b"layer");
+        let held = cache.try_lock(&digest).unwrap().expect("free");
+        // Another open file description (as another process has) is refused.
+        assert!(other.try_lock(&digest).unwrap().is_none());
+        assert!(other.try_lock(&digest_of(b"another")).unwrap().is_some());
+        drop(held);
+        assert!(other.try_lock(&digest).unwrap().is_some());
+    }
+
+    #[test]
+    fn rot_at_rest_is_found_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path()).unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let layer = vec![9u8; 300_000];
+        let (c, l) = (digest_of(config), digest_of(&layer));
+        cache.put(&c, config).unwrap();
+        cache.put(&l, &layer).unwrap();
+        assert!(cache.verify(&l).unwrap().is_none());
+        assert!(cache.verify_all(false).unwrap().is_clean());
+        for digest in [&c, &l] {
+            let path = cache.path(digest).unwrap();
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[7] ^= 1;
+            fs::write(&path, bytes).unwrap();
+        }
+        let report = cache.verify_all(false).unwrap();
+        assert_eq!((report.checked, report.corrupt.len()), (2, 2));
+        assert!(!report.is_clean());
+        assert!(report.corrupt[0]
+            .to_string()
+            .contains("is corrupt: its bytes hash to"));
+        // A small blob is checked on every read: a rotten one reads as absent, and goes.
+        assert_eq!(cache.read(&c).unwrap(), None);
+        assert!(!cache.contains(&c));
+        let found = cache.verify(&l).unwrap().expect("corrupt");
+        assert!(found.removed && !cache.contains(&l));
+        // Put again, whole; repair leaves a clean cache.
+        cache.put(&c, config).unwrap();
+        let path = cache.path(&c).unwrap();
+        fs::write(&path, b"rotten").unwrap();
+        cache.put(&c, config).unwrap();
+        assert_eq!(cache.read(&c).unwrap().as_deref(), Some(&config[..]));
+        fs::write(&path, b"rotten").unwrap();
+        let repaired = cache.verify_all(true).unwrap();
+        assert!(repaired.is_clean() && repaired.corrupt.len() == 1);
+        assert!(cache.verify_all(false).unwrap().corrupt.is_empty());
+    }
+
+    #[test]
+    fn local_faults_name_the_cache_and_what_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path()).unwrap();
+        let digest = digest_of(b"huge");
+        let e = cache.has_room_for(&digest, u64::MAX).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "blob cache {}: no space left for blob {digest}",
+                dir.path().display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} bytes needed", u64::MAX)),
+            "{text}"
+        );
+        cache.has_room_for(&digest, 10).unwrap();
+        let enospc = CacheError::Io {
+            dir: dir.path().to_path_buf(),
+            path: dir.path().join("partial/x"),
+            source: io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+        };
+        assert!(matches!(
+            enospc.needing(&digest, 64),
+            CacheError::NoSpace { needed: 64, .. }
+        ));
+        // A vanished directory is the cache's fault, named.
+        fs::remove_dir_all(dir.path().join("partial")).unwrap();
+        let e = cache.writer(&digest, false).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("blob cache {}:", dir.path().display())),
+            "{e}"
+        );
     }
 
     #[test]

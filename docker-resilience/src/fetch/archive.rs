@@ -211,6 +211,7 @@ mod tests {
             platform: platform.parse().unwrap(),
             config: put(&cache, config, "config"),
             layers: vec![layer.clone()],
+            source: "127.0.0.1:5000".into(),
             bytes: 0,
             resumes: 0,
         };

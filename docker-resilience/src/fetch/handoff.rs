@@ -411,6 +411,7 @@ mod tests {
                 "application/vnd.oci.image.layer.v1.tar+gzip",
                 &layer,
             )],
+            source: "127.0.0.1:5000".into(),
             bytes: 0,
             resumes: 0,
         };
@@ -488,6 +489,7 @@ mod tests {
                 "application/vnd.oci.image.layer.v1.tar+gzip",
                 b"never",
             )],
+            source: "127.0.0.1:5000".into(),
             bytes: 0,
             resumes: 0,
         };

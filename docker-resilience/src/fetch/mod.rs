@@ -9,24 +9,28 @@
 pub mod archive;
 pub mod handoff;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::{self, TryStreamExt};
-use serde::Serialize;
 
 use crate::cache::{BlobCache, CacheError, CachedRef};
-use crate::registry::client::{Endpoint, Failure, RegistryClient, RequestError};
+use crate::registry::client::{Endpoint, Failure, RequestError};
 use crate::registry::manifest::{Descriptor, Manifest};
+pub use crate::registry::transport::{EndpointStats, FaultCounts, Stats};
+use crate::registry::transport::{RequestKind, RetrySink, Slot, Step, Transport, TryFailure};
 use crate::resilience::classify::ErrorClass;
-use crate::resilience::health::Health;
 use crate::resilience::mirror::MirrorSet;
-use crate::support::{lock, millis};
+use crate::support::lock;
 use crate::vocab::{ImageReference, Platform, Wanted, DOCKER_HUB};
 
 /// Layers of one image downloaded at once (as dockerd's `max-concurrent-downloads`).
 const LAYER_JOBS: usize = 3;
+
+/// How often a fetch waiting for another process's download of a blob looks again.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// The endpoints an image can come from, in the order a pull tries them: the daemon's
 /// registry mirrors (for Docker Hub images, as dockerd uses them), drbuild's mirrors
@@ -47,56 +51,55 @@ pub fn sources(
     out
 }
 
-/// Requests failed at an endpoint, by class.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct FaultCounts {
-    /// Retried soon.
-    pub transient: u64,
-    /// `429`.
-    #[serde(rename = "rate-limited")]
-    pub rate_limited: u64,
-    /// Not retried.
-    pub permanent: u64,
+/// Why a fetch failed: a source's answer, or the local cache (no source is to blame).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// What the sources answered (every source's last answer, the first source's first).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The blob cache could not be written or read (no space, permissions, a vanished
+    /// file): a local fault, whatever the sources do.
+    #[error(transparent)]
+    Cache(#[from] Arc<CacheError>),
 }
 
-/// What one endpoint did during a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct EndpointStats {
-    /// `host[:port]`.
-    pub endpoint: String,
-    /// Requests sent.
-    pub requests: u64,
-    /// Body bytes received.
-    pub bytes: u64,
-    /// Blob downloads continued from where a cut left them.
-    pub resumes: u64,
-    /// Failed requests by class.
-    pub faults: FaultCounts,
-    /// Time spent in requests to it.
-    pub elapsed_ms: u64,
+impl From<CacheError> for FetchError {
+    fn from(e: CacheError) -> Self {
+        FetchError::Cache(Arc::new(e))
+    }
 }
 
-/// Statistics of every endpoint of a run.
-#[derive(Debug, Default)]
-pub struct Stats {
-    endpoints: Mutex<BTreeMap<String, EndpointStats>>,
+impl TryFailure for FetchError {
+    fn request(&self) -> Option<&RequestError> {
+        match self {
+            FetchError::Request(e) => Some(e),
+            FetchError::Cache(_) => None,
+        }
+    }
 }
 
-impl Stats {
-    fn with(&self, endpoint: &Endpoint, f: impl FnOnce(&mut EndpointStats)) {
-        let mut map = lock(&self.endpoints);
-        let entry = map
-            .entry(endpoint.host.clone())
-            .or_insert_with(|| EndpointStats {
-                endpoint: endpoint.host.clone(),
-                ..EndpointStats::default()
-            });
-        f(entry);
+impl FetchError {
+    /// Retry, retry later, or give up (a cache fault is not retried: the disk will not
+    /// free itself).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            FetchError::Request(e) => e.class(),
+            FetchError::Cache(_) => ErrorClass::Permanent,
+        }
     }
 
-    /// Every endpoint used, by name.
-    pub fn snapshot(&self) -> Vec<EndpointStats> {
-        lock(&self.endpoints).values().cloned().collect()
+    /// What to do about it, when we know.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            FetchError::Request(e) => e.hint(),
+            FetchError::Cache(_) => None,
+        }
+    }
+
+    /// The wait the endpoint asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.request().and_then(RequestError::retry_after)
     }
 }
 
@@ -115,6 +118,8 @@ pub struct FetchedImage {
     pub config: Descriptor,
     /// The layers, base first.
     pub layers: Vec<Descriptor>,
+    /// The endpoint (`host[:port]`) that served its tagged manifest.
+    pub source: String,
     /// Bytes downloaded for it in this run (0 when all came from the cache).
     pub bytes: u64,
     /// Blob downloads resumed.
@@ -134,36 +139,55 @@ impl FetchedImage {
     }
 }
 
-/// Downloads images into the cache.
-#[derive(Debug)]
-pub struct Fetcher {
-    client: RegistryClient,
-    cache: BlobCache,
-    health: Arc<Health>,
-    stats: Arc<Stats>,
-    stall_timeout: Duration,
-    blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+/// What a fetch tells as it goes (bytes received, failed tries) and the place among
+/// the run's jobs its requests take.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    /// Bytes received (for progress bars).
+    pub progress: &'a (dyn Fn(u64) + Send + Sync),
+    /// A failed try of a request (for the image's log and attempt count).
+    pub retried: RetrySink<'a>,
+    /// The image's place among the run's jobs, held while a request is on the wire.
+    pub slot: Option<&'a Slot>,
 }
 
-/// Progress of one image: bytes received.
-pub type BytesSink<'a> = &'a (dyn Fn(u64) + Send + Sync);
+impl std::fmt::Debug for Watch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watch")
+    }
+}
+
+impl Watch<'_> {
+    /// A watch that hears nothing.
+    pub fn none() -> Watch<'static> {
+        Watch {
+            progress: &|_| {},
+            retried: &|_| {},
+            slot: None,
+        }
+    }
+}
+
+/// Downloads images into the cache, every request through the run's [`Transport`].
+#[derive(Debug)]
+pub struct Fetcher {
+    transport: Arc<Transport>,
+    cache: BlobCache,
+    stall_timeout: Duration,
+    blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Cached blobs hashed (and found whole) by this process.
+    verified: Mutex<HashSet<String>>,
+}
 
 impl Fetcher {
-    /// A fetcher into `cache`, sharing `health` and `stats` with the run.
-    pub fn new(
-        client: RegistryClient,
-        cache: BlobCache,
-        health: Arc<Health>,
-        stats: Arc<Stats>,
-        stall_timeout: Duration,
-    ) -> Self {
+    /// A fetcher into `cache`, its requests through `transport`.
+    pub fn new(transport: Arc<Transport>, cache: BlobCache, stall_timeout: Duration) -> Self {
         Fetcher {
-            client,
+            transport,
             cache,
-            health,
-            stats,
             stall_timeout,
             blob_locks: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
         }
     }
 
@@ -172,43 +196,43 @@ impl Fetcher {
         &self.cache
     }
 
-    /// The client requests go through.
-    pub fn client(&self) -> &RegistryClient {
-        &self.client
+    /// The transport requests go through.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
-    /// Fetches `wanted` from `endpoint` into the cache: [`Fetcher::resolve`], then
-    /// [`Fetcher::download`].
+    /// Fetches `wanted` from `sources` (in order, see [`Transport`]) into the cache:
+    /// [`Fetcher::resolve`], then [`Fetcher::download`].
     pub async fn fetch(
         &self,
         wanted: &Wanted,
-        endpoint: &Endpoint,
-        progress: BytesSink<'_>,
-    ) -> Result<FetchedImage, RequestError> {
-        let mut image = self.resolve(wanted, endpoint).await?;
-        self.download(&mut image, endpoint, progress, &|_| {})
-            .await?;
+        sources: &[Endpoint],
+        watch: Watch<'_>,
+    ) -> Result<FetchedImage, FetchError> {
+        let mut image = self.resolve(wanted, sources, watch).await?;
+        self.download(&mut image, sources, watch, &|_| {}).await?;
         Ok(image)
     }
 
-    /// Resolves `wanted` on `endpoint`: its tagged manifest and, for an index, the
-    /// platform's manifest (both then in the cache). Config and layers are known, not
-    /// yet fetched.
+    /// Resolves `wanted`: its tagged manifest and, for an index, the platform's
+    /// manifest (both then in the cache). Config and layers are known, not yet fetched.
     pub async fn resolve(
         &self,
         wanted: &Wanted,
-        endpoint: &Endpoint,
-    ) -> Result<FetchedImage, RequestError> {
+        sources: &[Endpoint],
+        watch: Watch<'_>,
+    ) -> Result<FetchedImage, FetchError> {
         let image = &wanted.reference;
         let platform = wanted.platform.clone().unwrap_or_else(Platform::host);
         let top = self
-            .manifest(endpoint, image, image.tag_or_digest())
+            .manifest(sources, image, image.tag_or_digest(), watch)
             .await?;
-        let (top_type, parsed) = parse(endpoint, image, &top)?;
+        let served_by = &sources[top.source];
+        let (top_type, parsed) = parse(served_by, image, &top)?;
         let top_descriptor = Descriptor {
             media_type: top_type.clone(),
-            digest: top.1.clone(),
-            size: top.0.len() as u64,
+            digest: top.digest.clone(),
+            size: top.bytes.len() as u64,
             platform: None,
         };
         let (manifest_descriptor, manifest_fetched) = match parsed {
@@ -218,34 +242,31 @@ impl Fetcher {
                         .iter()
                         .filter_map(|e| e.platform.as_ref().map(|p| p.platform().to_string()))
                         .collect();
-                    RequestError {
-                        endpoint: endpoint.label.clone(),
-                        target: format!(
-                            "manifest {}:{}",
-                            image.repository(),
-                            image.tag_or_digest()
-                        ),
-                        failure: Failure::Unusable(format!(
+                    RequestError::new(
+                        served_by.label.clone(),
+                        format!("manifest {}:{}", image.repository(), image.tag_or_digest()),
+                        Failure::Unusable(format!(
                             "no manifest for {platform} in the index (it has {})",
                             offered.join(", ")
                         )),
-                    }
+                    )
                 })?;
-                let mut fetched = self.manifest(endpoint, image, &entry.digest).await?;
-                if fetched.2.is_empty() {
-                    fetched.2 = entry.media_type.clone();
+                let mut fetched = self.manifest(sources, image, &entry.digest, watch).await?;
+                if fetched.media_type.is_empty() {
+                    fetched.media_type = entry.media_type.clone();
                 }
                 (entry.clone(), fetched)
             }
             Manifest::Image { .. } => (top_descriptor.clone(), top.clone()),
         };
-        let (_, Manifest::Image { config, layers }) = parse(endpoint, image, &manifest_fetched)?
+        let (_, Manifest::Image { config, layers }) = parse(served_by, image, &manifest_fetched)?
         else {
-            return Err(RequestError {
-                endpoint: endpoint.label.clone(),
-                target: format!("manifest {}", manifest_descriptor.digest),
-                failure: Failure::Unusable("an index inside an index".into()),
-            });
+            return Err(RequestError::new(
+                served_by.label.clone(),
+                format!("manifest {}", manifest_descriptor.digest),
+                Failure::Unusable("an index inside an index".into()),
+            )
+            .into());
         };
         Ok(FetchedImage {
             wanted: wanted.clone(),
@@ -257,6 +278,7 @@ impl Fetcher {
             platform,
             config,
             layers,
+            source: served_by.host.clone(),
             bytes: 0,
             resumes: 0,
         })
@@ -265,40 +287,40 @@ impl Fetcher {
     /// Downloads a resolved image's config, then its layers (a few at a time), into the
     /// cache; calls `ready` with each blob's digest once it is there and verified (at
     /// once for blobs the cache had), so that a loader can stream them as they come.
+    /// A failed request is retried on its own (see [`Transport`]): the image's other
+    /// blobs go on meanwhile.
     pub async fn download(
         &self,
         image: &mut FetchedImage,
-        endpoint: &Endpoint,
-        progress: BytesSink<'_>,
+        sources: &[Endpoint],
+        watch: Watch<'_>,
         ready: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(), RequestError> {
+    ) -> Result<(), FetchError> {
         let reference = image.wanted.reference.clone();
-        let (bytes, resumes) = self
-            .blob(endpoint, &reference, &image.config, progress)
-            .await?;
+        let (bytes, resumes) = self.blob(sources, &reference, &image.config, watch).await?;
         ready(&image.config.digest);
-        let config = self
-            .cache
-            .read(&image.config.digest)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let config = self.cache.read(&image.config.digest)?.unwrap_or_default();
         let actual = config_platform(&config);
         if image.wanted.platform.is_some() && actual.as_ref().is_some_and(|a| *a != image.platform)
         {
-            return Err(RequestError {
-                endpoint: endpoint.label.clone(),
-                target: format!(
+            let served_by = sources
+                .iter()
+                .find(|e| e.host == image.source)
+                .unwrap_or(&sources[0]);
+            return Err(RequestError::new(
+                served_by.label.clone(),
+                format!(
                     "manifest {}:{}",
                     reference.repository(),
                     reference.tag_or_digest()
                 ),
-                failure: Failure::Unusable(format!(
+                Failure::Unusable(format!(
                     "the image is for {}, not {}",
                     actual.map(|a| a.to_string()).unwrap_or_default(),
                     image.platform
                 )),
-            });
+            )
+            .into());
         }
         if let Some(actual) = actual {
             image.platform = actual;
@@ -306,9 +328,9 @@ impl Fetcher {
         let layers = image.layers.clone();
         let (layer_bytes, layer_resumes) = stream::iter(layers.iter().map(Ok))
             .map_ok(|layer| async {
-                let got = self.blob(endpoint, &reference, layer, progress).await?;
+                let got = self.blob(sources, &reference, layer, watch).await?;
                 ready(&layer.digest);
-                Ok(got)
+                Ok::<_, FetchError>(got)
             })
             .try_buffer_unordered(LAYER_JOBS)
             .try_fold((0u64, 0u64), |(b, r), (nb, nr)| async move {
@@ -317,7 +339,7 @@ impl Fetcher {
             .await?;
         image.bytes += bytes + layer_bytes;
         image.resumes += resumes + layer_resumes;
-        let _ = self.cache.remember(&CachedRef {
+        self.cache.remember(&CachedRef {
             reference,
             digest: image.top.digest.clone(),
             media_type: image.top.media_type.clone(),
@@ -326,188 +348,282 @@ impl Fetcher {
                 image.manifest.digest.clone(),
                 image.manifest.media_type.clone(),
             )],
-        });
+        })?;
         Ok(())
     }
 
-    fn fault(&self, endpoint: &Endpoint, error: &RequestError) -> RequestError {
-        let class = error.class();
-        self.stats.with(endpoint, |s| match class {
-            ErrorClass::Transient => s.faults.transient += 1,
-            ErrorClass::RateLimited => s.faults.rate_limited += 1,
-            ErrorClass::Permanent => s.faults.permanent += 1,
-        });
-        error.clone()
-    }
-
-    /// A manifest: from the cache when asked by digest and there, else from the
-    /// endpoint (and then cached). Returns its bytes and digest.
-    async fn manifest(
-        &self,
-        endpoint: &Endpoint,
-        image: &ImageReference,
-        reference: &str,
-    ) -> Result<(bytes::Bytes, String, String), RequestError> {
-        if reference.starts_with("sha256:") {
-            if let Ok(Some(bytes)) = self.cache.read(reference) {
-                return Ok((bytes.into(), reference.to_owned(), String::new()));
+    /// Hashes again every blob of `image` the cache holds and removes those that do
+    /// not match their digest (after a daemon refused one as corrupt); returns the
+    /// digests removed.
+    pub fn evict_corrupt(&self, image: &FetchedImage) -> Vec<String> {
+        let mut removed = Vec::new();
+        for blob in image.blobs() {
+            lock(&self.verified).remove(&blob.digest);
+            if let Ok(Some(corrupt)) = self.cache.verify(&blob.digest) {
+                tracing::warn!("{corrupt}: removed from the cache, fetching it again");
+                removed.push(blob.digest.clone());
             }
         }
-        self.health.ready(&endpoint.host).await;
-        self.stats.with(endpoint, |s| s.requests += 1);
-        let started = Instant::now();
-        let result = self.client.manifest(endpoint, image, reference).await;
-        let elapsed = millis(started.elapsed());
-        self.stats.with(endpoint, |s| s.elapsed_ms += elapsed);
-        let fetched = result.map_err(|e| self.fault(endpoint, &e))?;
-        self.stats
-            .with(endpoint, |s| s.bytes += fetched.bytes.len() as u64);
-        self.health.manifest_served(&endpoint.host);
-        let _ = self.cache.put(&fetched.digest, &fetched.bytes);
-        Ok((fetched.bytes, fetched.digest, fetched.media_type))
+        removed
     }
 
-    /// A blob into the cache, resumed while each request brings bytes; returns the
-    /// bytes received and how many times it resumed.
+    /// Whether the cache holds `digest` whole: a blob is hashed the first time this
+    /// process uses it (bit rot, a crash of another writer), and one that does not
+    /// match is removed, said, and fetched again.
+    async fn cached(&self, digest: &str) -> Result<bool, FetchError> {
+        if lock(&self.verified).contains(digest) {
+            return Ok(true);
+        }
+        if !self.cache.contains(digest) {
+            return Ok(false);
+        }
+        let cache = self.cache.clone();
+        let key = digest.to_owned();
+        let checked = tokio::task::spawn_blocking(move || cache.verify(&key))
+            .await
+            .unwrap_or_else(|e| Err(CacheError::other(self.cache.dir(), e.to_string())))?;
+        match checked {
+            None => {
+                lock(&self.verified).insert(digest.to_owned());
+                Ok(true)
+            }
+            Some(corrupt) => {
+                tracing::warn!("{corrupt}: removed from the cache, fetching it again");
+                Ok(false)
+            }
+        }
+    }
+
+    /// A manifest: from the cache when asked by digest and there (verified), else from
+    /// the sources (and then cached).
+    async fn manifest(
+        &self,
+        sources: &[Endpoint],
+        image: &ImageReference,
+        reference: &str,
+        watch: Watch<'_>,
+    ) -> Result<ManifestBytes, FetchError> {
+        if reference.starts_with("sha256:") {
+            if let Some(bytes) = self.cache.read(reference)? {
+                return Ok(ManifestBytes {
+                    bytes: bytes.into(),
+                    digest: reference.to_owned(),
+                    media_type: String::new(),
+                    source: 0,
+                });
+            }
+        }
+        let client = self.transport.client();
+        let served = self
+            .transport
+            .request(
+                sources,
+                RequestKind::Manifest,
+                watch.slot,
+                watch.retried,
+                |endpoint| {
+                    let endpoint = endpoint.clone();
+                    async move {
+                        let fetched = client.manifest(&endpoint, image, reference).await?;
+                        self.transport
+                            .stats()
+                            .with(&endpoint, |s| s.bytes += fetched.bytes.len() as u64);
+                        Ok::<_, FetchError>(Step::Done(fetched))
+                    }
+                },
+            )
+            .await?;
+        let fetched = served.value;
+        self.cache.put(&fetched.digest, &fetched.bytes)?;
+        Ok(ManifestBytes {
+            bytes: fetched.bytes,
+            digest: fetched.digest,
+            media_type: fetched.media_type,
+            source: served.source,
+        })
+    }
+
+    /// A blob into the cache; returns the bytes received and how many times it resumed.
+    /// One writer per blob across every process sharing the cache: a second fetch of
+    /// the same blob (another image, another `drbuild`) waits for the first and then
+    /// finds it there.
     async fn blob(
         &self,
-        endpoint: &Endpoint,
+        sources: &[Endpoint],
         image: &ImageReference,
         blob: &Descriptor,
-        progress: BytesSink<'_>,
-    ) -> Result<(u64, u64), RequestError> {
+        watch: Watch<'_>,
+    ) -> Result<(u64, u64), FetchError> {
         let digest = &blob.digest;
-        if self.cache.contains(digest) {
+        if self.cached(digest).await? {
             return Ok((0, 0));
         }
-        // Layers shared between images are fetched once.
         let gate = lock(&self.blob_locks)
             .entry(digest.clone())
             .or_default()
             .clone();
         let _held = gate.lock().await;
-        if self.cache.contains(digest) {
+        let _writer = loop {
+            match self.cache.try_lock(digest)? {
+                Some(held) => break held,
+                None => tokio::time::sleep(LOCK_POLL).await,
+            }
+        };
+        if self.cached(digest).await? {
             return Ok((0, 0));
         }
-        let fail = |failure| RequestError {
-            endpoint: endpoint.label.clone(),
-            target: format!(
-                "blob {}… of {}",
-                digest.get(..19).unwrap_or(digest),
-                image.repository()
-            ),
-            failure,
+        self.cache.has_room_for(digest, blob.size)?;
+        let received = AtomicU64::new(0);
+        let resumes = AtomicU64::new(0);
+        self.transport
+            .request(
+                sources,
+                RequestKind::Other,
+                watch.slot,
+                watch.retried,
+                |endpoint| {
+                    let endpoint = endpoint.clone();
+                    let (received, resumes) = (&received, &resumes);
+                    async move {
+                        self.blob_try(&endpoint, image, blob, watch, received, resumes)
+                            .await
+                    }
+                },
+            )
+            .await?;
+        lock(&self.verified).insert(digest.clone());
+        Ok((
+            received.load(Ordering::Relaxed),
+            resumes.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// One request for a blob, from where its partial file ends: `Done` once it is
+    /// whole and verified, `Progress` when the body was cut after bringing bytes.
+    async fn blob_try(
+        &self,
+        endpoint: &Endpoint,
+        image: &ImageReference,
+        blob: &Descriptor,
+        watch: Watch<'_>,
+        received_total: &AtomicU64,
+        resumes: &AtomicU64,
+    ) -> Result<Step<()>, FetchError> {
+        let digest = &blob.digest;
+        let stats = self.transport.stats();
+        let fail = |failure| {
+            RequestError::new(endpoint.label.clone(), blob_target(image, digest), failure)
         };
-        let cache_fail = |e: CacheError| match e {
-            CacheError::Mismatch { .. } => {
-                fail(Failure::Corrupt(format!("{e}: refused, fetching it again")))
-            }
-            other => fail(Failure::Unusable(other.to_string())),
+        let refused = |e: CacheError| match e {
+            CacheError::Mismatch { .. } => FetchError::from(fail(Failure::Corrupt(format!(
+                "{e}: refused, fetching it again"
+            )))),
+            other => FetchError::from(other),
         };
-        let mut resumes = 0u64;
-        let mut total = 0u64;
-        loop {
-            let offset = self.cache.partial_len(digest);
-            if offset >= blob.size && blob.size > 0 {
-                // A complete partial file (a cut right at the end, or a crash before
-                // the move): verify it.
-                let writer = self.cache.writer(digest, true).map_err(cache_fail)?;
-                return match writer.commit() {
-                    Ok(_) => Ok((total, resumes)),
-                    Err(e) => Err(self.fault(endpoint, &cache_fail(e))),
-                };
+        let offset = self.cache.partial_len(digest);
+        if offset >= blob.size && blob.size > 0 {
+            // A complete partial file (a cut right at the end, or a crash before the
+            // move): verify it.
+            let writer = self.cache.writer(digest, true)?;
+            return writer.commit().map(|_| Step::Done(())).map_err(refused);
+        }
+        let response = self
+            .transport
+            .client()
+            .blob(endpoint, image, digest, offset)
+            .await?;
+        let resumed = response.resumed && offset > 0;
+        if resumed {
+            resumes.fetch_add(1, Ordering::Relaxed);
+            stats.with(endpoint, |s| s.resumes += 1);
+        }
+        let mut writer = self.cache.writer(digest, resumed)?;
+        let expected = blob.size.saturating_sub(writer.len());
+        let mut body = response.response;
+        let mut received = 0u64;
+        let outcome = loop {
+            match tokio::time::timeout(self.stall_timeout, body.chunk()).await {
+                Err(_) => break Err(Failure::Stalled(self.stall_timeout)),
+                Ok(Err(e)) => break Err(Failure::Transport(crate::support::error_chain(&e))),
+                Ok(Ok(None)) => break Ok(()),
+                Ok(Ok(Some(chunk))) => {
+                    if writer.len() + chunk.len() as u64 > blob.size && blob.size > 0 {
+                        break Err(Failure::Corrupt(format!(
+                            "more bytes than the {} the manifest says",
+                            blob.size
+                        )));
+                    }
+                    if let Err(e) = writer.write(&chunk) {
+                        drop(writer);
+                        self.cache.discard_partial(digest);
+                        return Err(FetchError::from(e.needing(digest, blob.size)));
+                    }
+                    received += chunk.len() as u64;
+                    (watch.progress)(chunk.len() as u64);
+                }
             }
-            self.health.ready(&endpoint.host).await;
-            self.stats.with(endpoint, |s| s.requests += 1);
-            let started = Instant::now();
-            let response = match self.client.blob(endpoint, image, digest, offset).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let elapsed = millis(started.elapsed());
-                    self.stats.with(endpoint, |s| s.elapsed_ms += elapsed);
-                    return Err(self.fault(endpoint, &e));
-                }
-            };
-            let resumed = response.resumed && offset > 0;
-            if resumed {
-                resumes += 1;
-                self.stats.with(endpoint, |s| s.resumes += 1);
+        };
+        received_total.fetch_add(received, Ordering::Relaxed);
+        stats.with(endpoint, |s| s.bytes += received);
+        let outcome = match outcome {
+            Ok(()) if writer.len() < blob.size => Err(Failure::Cut { received, expected }),
+            other => other,
+        };
+        match outcome {
+            Ok(()) => writer.commit().map(|_| Step::Done(())).map_err(refused),
+            Err(Failure::Corrupt(why)) => {
+                drop(writer);
+                self.cache.discard_partial(digest);
+                Err(fail(Failure::Corrupt(why)).into())
             }
-            let mut writer = self.cache.writer(digest, resumed).map_err(cache_fail)?;
-            let expected = blob.size.saturating_sub(writer.len());
-            let mut body = response.response;
-            let mut received = 0u64;
-            let outcome = loop {
-                match tokio::time::timeout(self.stall_timeout, body.chunk()).await {
-                    Err(_) => break Err(Failure::Stalled(self.stall_timeout)),
-                    Ok(Err(e)) => {
-                        let why = crate::support::error_chain(&e);
-                        break Err(Failure::Transport(why));
-                    }
-                    Ok(Ok(None)) => break Ok(()),
-                    Ok(Ok(Some(chunk))) => {
-                        if writer.len() + chunk.len() as u64 > blob.size && blob.size > 0 {
-                            break Err(Failure::Corrupt(format!(
-                                "more bytes than the {} the manifest says",
-                                blob.size
-                            )));
-                        }
-                        writer.write(&chunk).map_err(cache_fail)?;
-                        received += chunk.len() as u64;
-                        progress(chunk.len() as u64);
-                    }
+            Err(failure) => {
+                writer.keep()?;
+                if received == 0 {
+                    return Err(fail(failure).into());
                 }
-            };
-            let elapsed = millis(started.elapsed());
-            total += received;
-            self.stats.with(endpoint, |s| {
-                s.elapsed_ms += elapsed;
-                s.bytes += received;
-            });
-            let outcome = match outcome {
-                Ok(()) if writer.len() < blob.size => Err(Failure::Cut { received, expected }),
-                other => other,
-            };
-            match outcome {
-                Ok(()) => {
-                    self.health.success(&endpoint.host);
-                    return match writer.commit() {
-                        Ok(_) => Ok((total, resumes)),
-                        Err(e) => Err(self.fault(endpoint, &cache_fail(e))),
-                    };
-                }
-                Err(Failure::Corrupt(why)) => {
-                    drop(writer);
-                    self.cache.discard_partial(digest);
-                    return Err(self.fault(endpoint, &fail(Failure::Corrupt(why))));
-                }
-                Err(failure) => {
-                    writer.keep().map_err(cache_fail)?;
-                    let error = self.fault(endpoint, &fail(failure));
-                    if received == 0 {
-                        return Err(error);
-                    }
-                    // It served bytes: the endpoint works; go on from where it stopped.
-                    self.health.success(&endpoint.host);
-                    tracing::debug!(
-                        "{error}; resuming at byte {}",
-                        self.cache.partial_len(digest)
-                    );
-                }
+                // It served bytes: the endpoint works; go on from where it stopped.
+                stats.with(endpoint, |s| s.faults.transient += 1);
+                tracing::debug!(
+                    "{}; resuming at byte {}",
+                    fail(failure),
+                    self.cache.partial_len(digest)
+                );
+                Ok(Step::Progress)
             }
         }
     }
 }
 
+/// A manifest's bytes as fetched (or read from the cache).
+#[derive(Debug, Clone)]
+struct ManifestBytes {
+    bytes: bytes::Bytes,
+    digest: String,
+    media_type: String,
+    /// Which source served it.
+    source: usize,
+}
+
+/// How messages name a blob: `blob sha256:0123456789ab… of library/redis`.
+fn blob_target(image: &ImageReference, digest: &str) -> String {
+    format!(
+        "blob {}… of {}",
+        digest.get(..19).unwrap_or(digest),
+        image.repository()
+    )
+}
+
 fn parse(
     endpoint: &Endpoint,
     image: &ImageReference,
-    fetched: &(bytes::Bytes, String, String),
+    fetched: &ManifestBytes,
 ) -> Result<(String, Manifest), RequestError> {
-    Manifest::parse(&fetched.2, &fetched.0).map_err(|why| RequestError {
-        endpoint: endpoint.label.clone(),
-        target: format!("manifest {}@{}", image.repository(), fetched.1),
-        failure: Failure::Unusable(why),
+    Manifest::parse(&fetched.media_type, &fetched.bytes).map_err(|why| {
+        RequestError::new(
+            endpoint.label.clone(),
+            format!("manifest {}@{}", image.repository(), fetched.digest),
+            Failure::Unusable(why),
+        )
     })
 }
 

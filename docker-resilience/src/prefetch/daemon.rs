@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use futures_util::StreamExt;
 
 use super::{Failed, PrefetchEvent, Prefetcher, Pulled};
+use crate::config::Fallback;
 use crate::engine::{Engine, EngineError};
+use crate::registry::client::Endpoint;
 use crate::registry::{probe_manifest, ProbeResult};
 use crate::resilience::classify::{classify, ErrorClass};
 use crate::resilience::mirror::Mirror;
@@ -21,10 +23,20 @@ pub(super) enum Source {
 }
 
 impl Source {
+    /// How results name it (`docker.io`, `mirror.example.com/dockerhub`).
     fn key(&self) -> String {
         match self {
             Source::Own(registry) => registry.clone(),
             Source::Mirror(m) => m.to_string(),
+        }
+    }
+
+    /// What the breaker and the health know it by: its host, as on the native path
+    /// (`docker.io` is `registry-1.docker.io`).
+    fn host(&self) -> String {
+        match self {
+            Source::Own(registry) => Endpoint::registry(registry).host,
+            Source::Mirror(m) => m.host().to_owned(),
         }
     }
 }
@@ -38,16 +50,17 @@ impl<E: Engine> Prefetcher<E> {
         turn: &mut usize,
     ) -> Result<Pulled, Failed> {
         let image = &wanted.reference;
-        let sources: Vec<Source> = std::iter::once(Source::Own(image.registry().to_owned()))
-            .chain(
+        let mut sources = vec![Source::Own(image.registry().to_owned())];
+        if self.options.fallback != Fallback::Never {
+            sources.extend(
                 self.options
                     .mirrors
                     .for_image(image)
                     .iter()
                     .cloned()
                     .map(Source::Mirror),
-            )
-            .collect();
+            );
+        }
         let source = self.pick(&sources, turn);
         let key = source.key();
         self.emit(PrefetchEvent::Attempt {
@@ -67,12 +80,14 @@ impl<E: Engine> Prefetcher<E> {
         };
         let error = match outcome {
             Ok(bytes) => {
+                self.transport.breaker().success(&source.host());
                 return Ok(Pulled {
                     source: key,
                     bytes,
                     resumes: 0,
+                    attempts: 1,
                     fetched: None,
-                })
+                });
             }
             Err(e) => e,
         };
@@ -106,7 +121,9 @@ impl<E: Engine> Prefetcher<E> {
         }
         // A 429 is a source that answers (its pace is the health's business), not one
         // that keeps failing.
-        if classification.class == ErrorClass::Transient && self.breaker.failure(&key) {
+        if classification.class == ErrorClass::Transient
+            && self.transport.breaker().failure(&source.host())
+        {
             self.emit(PrefetchEvent::SourceSkipped {
                 source: key.clone(),
             });
@@ -114,10 +131,12 @@ impl<E: Engine> Prefetcher<E> {
         Err(Failed {
             message,
             classification,
-            source: key,
+            source: source.host(),
             explained_by_mirror: behind_daemon_mirror,
             bytes: 0,
             resumes: 0,
+            attempts: 1,
+            again: true,
         })
     }
 
@@ -126,7 +145,7 @@ impl<E: Engine> Prefetcher<E> {
         let n = sources.len();
         for k in 0..n {
             let candidate = &sources[(*turn + k) % n];
-            if !self.breaker.is_open(&candidate.key()) {
+            if !self.transport.breaker().is_open(&candidate.host()) {
                 *turn += k + 1;
                 return candidate.clone();
             }

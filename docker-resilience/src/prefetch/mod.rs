@@ -41,13 +41,12 @@ use crate::config::Settings;
 pub use crate::config::{Fallback, Via};
 use crate::engine::{Engine, EngineError, ImageStore};
 use crate::fetch::handoff::Handoff;
-use crate::fetch::{EndpointStats, FetchedImage, Fetcher, Stats};
+use crate::fetch::{EndpointStats, FetchedImage, Fetcher};
 use crate::registry::client::RegistryClient;
 use crate::registry::credentials::Credentials;
 use crate::registry::probe_client;
-use crate::resilience::breaker::Breaker;
+use crate::registry::transport::Transport;
 use crate::resilience::classify::{Classification, ErrorClass};
-use crate::resilience::health::Health;
 use crate::resilience::mirror::MirrorSet;
 use crate::resilience::retry::RetryPolicy;
 use crate::support::{millis, EventSink};
@@ -290,6 +289,8 @@ struct Pulled {
     source: String,
     bytes: u64,
     resumes: u64,
+    /// Tries it took (registry-native: the most one request made at one source).
+    attempts: u32,
     /// What the registry-native path fetched.
     fetched: Option<FetchedImage>,
 }
@@ -306,6 +307,11 @@ struct Failed {
     explained_by_mirror: bool,
     bytes: u64,
     resumes: u64,
+    /// Tries it took (registry-native: the most one request made at one source).
+    attempts: u32,
+    /// Whether another attempt of the image may help (registry-native: only a
+    /// delivery the daemon refused; a fetch's requests have spent their budgets).
+    again: bool,
 }
 
 /// Pulls images resiliently through an [`Engine`].
@@ -331,9 +337,8 @@ pub struct Prefetcher<E> {
     events: EventSink<PrefetchEvent>,
     cancel: CancellationToken,
     http: reqwest::Client,
-    breaker: Breaker,
-    health: Arc<Health>,
-    stats: Arc<Stats>,
+    /// Every registry request of the run goes through it (health, breaker, statistics).
+    transport: Arc<Transport>,
     /// The registry-native path's fetcher, made on first use (it opens the cache).
     fetcher: tokio::sync::OnceCell<Result<Arc<Fetcher>, String>>,
     /// Fetched images, kept for the report.
@@ -346,7 +351,7 @@ pub struct Prefetcher<E> {
     /// Set when the daemon could not reach the handoff: images are loaded instead.
     handoff_unreachable: std::sync::atomic::AtomicBool,
     /// Attempts in progress at once (`jobs`); an image waiting to retry holds none.
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<E> std::fmt::Debug for Prefetcher<E> {
@@ -418,12 +423,20 @@ impl<E: Engine> Prefetcher<E> {
     /// A prefetcher sharing an engine with other work.
     pub fn with_shared_engine(engine: Arc<E>, options: PrefetchOptions) -> Self {
         let http = probe_client(options.probe_timeout);
-        let slots = tokio::sync::Semaphore::new(options.jobs.max(1));
+        let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
+        let credentials = if options.credentials {
+            Credentials::from_docker_config()
+        } else {
+            Credentials::none()
+        };
+        let transport = Arc::new(Transport::new(
+            RegistryClient::new(credentials, options.stall_timeout),
+            &options.retry,
+            options.breaker_threshold,
+        ));
         Prefetcher {
             engine,
-            breaker: Breaker::new(options.breaker_threshold),
-            health: Arc::new(Health::new(&options.retry)),
-            stats: Arc::default(),
+            transport,
             options,
             events: EventSink::none(),
             cancel: CancellationToken::new(),
@@ -455,15 +468,6 @@ impl<E: Engine> Prefetcher<E> {
         self.events.emit(&event);
     }
 
-    fn client(&self) -> RegistryClient {
-        let credentials = if self.options.credentials {
-            Credentials::from_docker_config()
-        } else {
-            Credentials::none()
-        };
-        RegistryClient::new(credentials, self.options.stall_timeout)
-    }
-
     /// The registry-native fetcher (its cache opened on first use).
     async fn fetcher(&self) -> Result<&Fetcher, String> {
         self.fetcher
@@ -475,10 +479,8 @@ impl<E: Engine> Prefetcher<E> {
                     .unwrap_or_else(BlobCache::default_dir);
                 let cache = BlobCache::open(&dir).map_err(|e| e.to_string())?;
                 Ok(Arc::new(Fetcher::new(
-                    self.client(),
+                    Arc::clone(&self.transport),
                     cache,
-                    Arc::clone(&self.health),
-                    Arc::clone(&self.stats),
                     self.options.stall_timeout,
                 )))
             })
@@ -493,8 +495,7 @@ impl<E: Engine> Prefetcher<E> {
     /// outage counts for all of them.
     pub async fn sharing_fetch_with<F: Engine>(mut self, other: &Prefetcher<F>) -> Self {
         let shared = other.fetcher().await.is_ok();
-        self.health = Arc::clone(&other.health);
-        self.stats = Arc::clone(&other.stats);
+        self.transport = Arc::clone(&other.transport);
         if shared {
             if let Some(Ok(fetcher)) = other.fetcher.get() {
                 self.fetcher = tokio::sync::OnceCell::new_with(Some(Ok(Arc::clone(fetcher))));
@@ -645,7 +646,7 @@ impl<E: Engine> Prefetcher<E> {
         Ok(PrefetchReport {
             images,
             summary,
-            endpoints: self.stats.snapshot(),
+            endpoints: self.transport.stats().snapshot(),
             interrupted,
             fetched: std::mem::take(&mut *crate::support::lock(&self.fetched)),
         })
@@ -694,7 +695,7 @@ impl<E: Engine> Prefetcher<E> {
             sources.values().flatten().cloned().collect();
         endpoints.sort_by(|a, b| a.base.cmp(&b.base));
         endpoints.dedup_by(|a, b| a.base == b.base);
-        let client = self.client();
+        let client = self.transport.client().clone();
         let answers: HashMap<String, bool> = stream::iter(endpoints)
             .map(|e| {
                 let client = client.clone();
@@ -708,7 +709,7 @@ impl<E: Engine> Prefetcher<E> {
                     );
                     if up {
                         // It is serving: a failure right after is a glitch, not an outage.
-                        self.health.success(&e.host);
+                        self.transport.health().success(&e.host);
                     }
                     (e.base, up)
                 }
@@ -743,32 +744,35 @@ impl<E: Engine> Prefetcher<E> {
     }
 
     /// One image, attempt after attempt, until it is there, its budget is spent or an
-    /// error is permanent.
+    /// error is permanent. Registry-native, an attempt retries each failed request on
+    /// its own (see [`Transport`]); only a delivery the daemon refused makes another.
     async fn pull_one(&self, wanted: &Wanted, native: bool) -> ImageResult {
         let started = Instant::now();
         let mut schedule = self.options.retry.schedule();
         let mut turn = 0usize;
         let (mut bytes, mut resumes) = (0u64, 0u64);
+        // Tries so far (registry-native: the most one request made at one source).
+        let mut tries = 0u32;
         loop {
-            let outcome = {
+            schedule.begin_attempt();
+            let outcome = if native {
+                // Its requests take the image's place among the jobs while on the wire.
+                self.native_attempt(wanted, tries + 1).await
+            } else {
                 let _slot = self.slots.acquire().await;
-                let attempt = schedule.begin_attempt();
-                let outcome = if native {
-                    self.native_attempt(wanted, attempt).await
-                } else {
-                    self.daemon_attempt(wanted, attempt, &mut turn).await
-                };
-                (attempt, outcome)
+                self.daemon_attempt(wanted, tries + 1, &mut turn).await
             };
-            let (attempt, outcome) = outcome;
             let failed = match outcome {
                 Ok(pulled) => {
-                    self.breaker.success(&pulled.source);
+                    tries = pulled.attempts.max(tries + 1);
+                    if !native {
+                        self.transport.breaker().success(&pulled.source);
+                    }
                     if let Some(fetched) = pulled.fetched {
                         crate::support::lock(&self.fetched).push(fetched);
                     }
                     return self.finish(ImageResult {
-                        attempts: attempt,
+                        attempts: tries,
                         source: Some(pulled.source),
                         elapsed_ms: millis(started.elapsed()),
                         bytes: bytes + pulled.bytes,
@@ -778,19 +782,24 @@ impl<E: Engine> Prefetcher<E> {
                 }
                 Err(failed) => failed,
             };
+            tries = failed.attempts.max(tries + 1);
             bytes += failed.bytes;
             resumes += failed.resumes;
             let class = failed.classification.class;
             // The wait comes from the source's health; the budget from the image's.
-            let delay =
-                self.health
-                    .failure(&failed.source, class, failed.classification.retry_after);
-            let retry_in = schedule
-                .next_attempt(&failed.classification, failed.explained_by_mirror, delay)
-                .then_some(delay);
+            let retry_in = failed.again.then(|| {
+                self.transport.health().failure(
+                    &failed.source,
+                    class,
+                    failed.classification.retry_after,
+                )
+            });
+            let retry_in = retry_in.filter(|delay| {
+                schedule.next_attempt(&failed.classification, failed.explained_by_mirror, *delay)
+            });
             self.emit(PrefetchEvent::AttemptFailed {
                 image: wanted.clone(),
-                attempt,
+                attempt: tries,
                 error: failed.message.clone(),
                 class,
                 retry_in,
@@ -798,23 +807,23 @@ impl<E: Engine> Prefetcher<E> {
             match retry_in {
                 Some(delay) => tokio::time::sleep(delay).await,
                 None => {
-                    let tries = if attempt == 1 {
+                    let count = if tries == 1 {
                         "1 attempt".to_owned()
                     } else {
-                        format!("{attempt} attempts")
+                        format!("{tries} attempts")
                     };
                     let what = match &wanted.platform {
                         Some(p) => format!("`{}` for {p}", wanted.reference),
                         None => format!("`{}`", wanted.reference),
                     };
                     return self.finish(ImageResult {
-                        attempts: attempt,
+                        attempts: tries,
                         source: Some(failed.source),
                         elapsed_ms: millis(started.elapsed()),
                         bytes,
                         resumes,
                         error: Some(format!(
-                            "failed to pull {what} after {tries}: {}",
+                            "failed to pull {what} after {count}: {}",
                             failed.message
                         )),
                         error_class: Some(class),
@@ -1100,6 +1109,40 @@ mod tests {
     }
 
     /// Quick delays, through the (fake) daemon: unit tests send nothing to registries.
+    #[tokio::test]
+    async fn fallback_never_stays_on_the_image_s_own_registry() {
+        let engine = Arc::new(
+            FakeEngine::default().script("redis:7-alpine", vec![Outcome::Fail("EOF"); 10]),
+        );
+        let mut options = quick();
+        options.retry.max_attempts = 3;
+        options.fallback = Fallback::Never;
+        options
+            .mirrors
+            .add_docker_hub("127.0.0.1:5000".parse().unwrap());
+        let prefetcher = Prefetcher::with_shared_engine(engine.clone(), options);
+        let report = prefetcher.run(&refs(&["redis:7-alpine"])).await.unwrap();
+        let r = &report.images[0];
+        assert_eq!(r.status, ImageStatus::Failed);
+        assert_eq!(
+            (r.attempts, r.source.as_deref()),
+            (3, Some("registry-1.docker.io"))
+        );
+        assert!(
+            engine.tags.lock().unwrap().is_empty(),
+            "the mirror was never asked"
+        );
+        // The registry-native path likewise keeps the first of its sources (there the
+        // mirrors come first, as the daemon tries its own).
+        let image = ImageReference::parse("redis:7-alpine").unwrap();
+        let hosts: Vec<String> = prefetcher
+            .sources(&image)
+            .into_iter()
+            .map(|e| e.host)
+            .collect();
+        assert_eq!(hosts, ["127.0.0.1:5000"]);
+    }
+
     fn quick() -> PrefetchOptions {
         PrefetchOptions {
             via: Via::Daemon,

@@ -1,10 +1,14 @@
-//! The registry-native path: drbuild fetches the image from its sources in order (the
-//! daemon's mirrors, drbuild's, the registry) into the blob cache, resuming and
-//! verifying, then loads it into the daemon as a `docker load` archive tagged with its
-//! own name. Every failure is an endpoint's own answer.
+//! The registry-native path: drbuild fetches the image into the blob cache, every
+//! request through the run's transport (each failed request retried on its own, on
+//! the same source while it glitches, on the next when it fails as a whole; the image
+//! is not restarted), and delivers it to the daemon: a daemon on this machine pulls it
+//! from drbuild's loopback handoff registry while the layers still arrive; any other
+//! daemon (or one that cannot reach the handoff) gets a `docker load` archive tagged
+//! with the image's own name. Every failure is an endpoint's own answer, or the
+//! cache's, or the daemon's.
 
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 
@@ -12,13 +16,14 @@ use super::{ByteCounter, Failed, PrefetchEvent, Prefetcher, Pulled};
 use crate::engine::{ContextStream, Engine};
 use crate::fetch::archive::{write_archive_as_ready, BlobReady};
 use crate::fetch::handoff::Handoff;
-use crate::fetch::{FetchedImage, Fetcher};
-use crate::registry::client::{Endpoint, RequestError};
+use crate::fetch::{FetchError, FetchedImage, Fetcher, Watch};
+use crate::registry::client::Endpoint;
+use crate::registry::transport::{Retry, Slot};
 use crate::resilience::classify::{classify, Classification, ErrorClass};
 use crate::support::chunks::blocking_stream;
 use crate::vocab::Wanted;
 
-/// How an image's fetch and load ended, when the fetch worked.
+/// How an image's fetch and delivery ended, when the fetch worked.
 enum Loaded {
     /// In the daemon (or, fetch-only, in the cache).
     Pulled(Box<Pulled>),
@@ -27,8 +32,10 @@ enum Loaded {
 }
 
 impl<E: Engine> Prefetcher<E> {
-    /// One attempt: each source in order (skipping those that keep failing) until one
-    /// serves the image or answers that it does not exist; then the load.
+    /// One attempt: the image fetched (its requests retried on their own) and
+    /// delivered. A fetch failure is final for the image: its requests have spent
+    /// their budgets. A delivery the daemon refused may be tried again (after the
+    /// cache's copy of a blob it called corrupt is evicted).
     pub(super) async fn native_attempt(
         &self,
         wanted: &Wanted,
@@ -45,134 +52,100 @@ impl<E: Engine> Prefetcher<E> {
             }
         };
         let sources = self.sources(&wanted.reference);
-        let open: Vec<&Endpoint> = sources
-            .iter()
-            .filter(|e| !self.breaker.is_open(&e.host))
-            .collect();
-        let candidates = if open.is_empty() {
-            sources.iter().collect()
-        } else {
-            open
-        };
+        self.emit(PrefetchEvent::Attempt {
+            image: wanted.clone(),
+            attempt,
+            source: sources[0].host.clone(),
+        });
         let counter = ByteCounter {
             prefetcher: self,
             wanted,
             received: Mutex::new(0),
         };
-        let mut errors: Vec<(&Endpoint, RequestError)> = Vec::new();
-        for (k, endpoint) in candidates.iter().enumerate() {
-            self.emit(PrefetchEvent::Attempt {
-                image: wanted.clone(),
-                attempt,
-                source: endpoint.host.clone(),
-            });
-            let progress = |n: u64| counter.add(n);
-            match self
-                .fetch_and_load(fetcher, wanted, endpoint, &progress)
-                .await
-            {
-                Ok(Loaded::Pulled(pulled)) => return Ok(*pulled),
-                Ok(Loaded::Refused(failed)) => return Err(failed),
-                Err(e) => {
-                    let last = k + 1 == candidates.len();
-                    // A missing image is final where the answer is authoritative: the
-                    // registry, or a mirror of the daemon's (a pull-through cache). A
-                    // mirror of drbuild's may just not hold it: try the next source.
-                    let authoritative = !endpoint.label.starts_with("mirror ")
-                        || self
-                            .options
-                            .daemon_mirrors
-                            .iter()
-                            .any(|m| Endpoint::daemon_mirror(m).base == endpoint.base);
-                    let stop = e.class() == ErrorClass::Permanent && (authoritative || last);
-                    // A 429 is a source that answers (its pace is the health's business),
-                    // not one that keeps failing.
-                    if e.class() == ErrorClass::Transient && self.breaker.failure(&endpoint.host) {
-                        self.emit(PrefetchEvent::SourceSkipped {
-                            source: endpoint.label.clone(),
-                        });
-                    }
-                    if k > 0 {
-                        // The first source's wait is the attempt's (see `pull_one`); a
-                        // fallback's failure counts against its own health (a 429
-                        // closes it too).
-                        self.health
-                            .failure(&endpoint.host, e.class(), e.retry_after());
-                    }
-                    errors.push((endpoint, e));
-                    if stop {
-                        break;
-                    }
+        // The image's attempts: the most tries one of its requests made at one source.
+        let most_tries = AtomicU32::new(0);
+        let progress = |n: u64| counter.add(n);
+        let retried = |r: &Retry<'_>| {
+            let tries = attempt - 1 + r.tries;
+            most_tries.fetch_max(tries.max(attempt - 1 + r.next_try), Ordering::Relaxed);
+            if r.after.is_some() {
+                self.emit(PrefetchEvent::AttemptFailed {
+                    image: wanted.clone(),
+                    attempt: tries,
+                    error: r.error.to_string(),
+                    class: r.error.class(),
+                    retry_in: r.after,
+                });
+            }
+        };
+        let slot = Slot::new(Arc::clone(&self.slots));
+        let watch = Watch {
+            progress: &progress,
+            retried: &retried,
+            slot: Some(&slot),
+        };
+        let outcome = self.fetch_and_load(fetcher, wanted, &sources, watch).await;
+        let attempts = most_tries.load(Ordering::Relaxed).max(attempt);
+        let bytes = *crate::support::lock(&counter.received);
+        match outcome {
+            Ok(Loaded::Pulled(mut pulled)) => {
+                pulled.attempts = attempts;
+                Ok(*pulled)
+            }
+            Ok(Loaded::Refused(mut refused)) => {
+                refused.attempts = attempts;
+                Err(refused)
+            }
+            Err(e) => {
+                let (source, mut message) = match &e {
+                    FetchError::Cache(_) => ("cache".to_owned(), e.to_string()),
+                    FetchError::Request(_) => (sources[0].host.clone(), e.to_string()),
+                };
+                if let Some(hint) = e.hint() {
+                    message.push_str(&format!(" (hint: {hint})"));
                 }
+                Err(Failed {
+                    message,
+                    classification: Classification {
+                        class: e.class(),
+                        retry_after: e.retry_after(),
+                        dns_failure: false,
+                        docker_hub_unreachable: false,
+                    },
+                    source,
+                    explained_by_mirror: false,
+                    bytes,
+                    resumes: 0,
+                    attempts,
+                    again: false,
+                })
             }
         }
-        // The first source's answer is the one that matters (it is the one to retry);
-        // what the fallbacks said follows it.
-        let bytes = *crate::support::lock(&counter.received);
-        let (first, first_error) = errors.remove(0);
-        let mut message = first_error.to_string();
-        if let Some(hint) = first_error.hint() {
-            message.push_str(&format!(" (hint: {hint})"));
-        }
-        for (_, e) in &errors {
-            message.push_str(&format!("; then {e}"));
-        }
-        let final_class = errors
-            .last()
-            .map_or(first_error.class(), |(_, e)| e.class());
-        let class = if final_class == ErrorClass::Permanent {
-            ErrorClass::Permanent
-        } else {
-            first_error.class()
-        };
-        Err(Failed {
-            message,
-            classification: Classification {
-                class,
-                retry_after: first_error.retry_after(),
-                dns_failure: false,
-                docker_hub_unreachable: false,
-            },
-            source: first.host.clone(),
-            explained_by_mirror: false,
-            bytes,
-            resumes: 0,
-        })
     }
-}
 
-impl<E: Engine> Prefetcher<E> {
-    /// Fetches `wanted` from `endpoint` and loads it, the archive streaming to the daemon
-    /// while the layers still arrive. A fetch failure is the endpoint's error (for the
-    /// next source to be tried); a load failure is the daemon's.
+    /// Fetches `wanted` and loads it, the archive streaming to the daemon while the
+    /// layers still arrive. A fetch failure is the sources' (or the cache's); a load
+    /// failure is the daemon's.
     async fn fetch_and_load(
         &self,
         fetcher: &Fetcher,
         wanted: &Wanted,
-        endpoint: &Endpoint,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<Loaded, RequestError> {
-        let mut image = fetcher.resolve(wanted, endpoint).await?;
-        // It served the manifests: whatever failed before, it is not a source that keeps
-        // failing (a flaky mirror must not be skipped for an unreachable registry).
-        self.breaker.success(&endpoint.host);
+        sources: &[Endpoint],
+        watch: Watch<'_>,
+    ) -> Result<Loaded, FetchError> {
+        let mut image = fetcher.resolve(wanted, sources, watch).await?;
         if self.fetch_only {
             fetcher
-                .download(&mut image, endpoint, progress, &|_| {})
+                .download(&mut image, sources, watch, &|_| {})
                 .await?;
-            return Ok(Loaded::Pulled(Box::new(Pulled {
-                source: endpoint.host.clone(),
-                bytes: image.bytes,
-                resumes: image.resumes,
-                fetched: Some(image),
-            })));
+            return Ok(Loaded::Pulled(Box::new(delivered(image))));
         }
         if let Some(handoff) = self.handoff(fetcher).await {
             match self
-                .hand_off(handoff, fetcher, wanted, &mut image, endpoint, progress)
+                .hand_off(handoff, fetcher, wanted, &mut image, sources, watch)
                 .await?
             {
-                Ok(loaded) => return Ok(loaded),
+                Ok(loaded) => return Ok(self.evicting(fetcher, &image, loaded)),
                 Err(why) => {
                     tracing::info!(
                         "the daemon cannot reach drbuild's handoff registry on {} ({why}): loading images instead",
@@ -193,9 +166,7 @@ impl<E: Engine> Prefetcher<E> {
             let _ = ready_tx.send(BlobReady::Blob(digest.to_owned()));
         };
         let download = async {
-            let result = fetcher
-                .download(&mut image, endpoint, progress, &ready)
-                .await;
+            let result = fetcher.download(&mut image, sources, watch, &ready).await;
             if result.is_err() {
                 let _ = tx.send(BlobReady::Failed);
             }
@@ -203,18 +174,52 @@ impl<E: Engine> Prefetcher<E> {
         };
         let (loaded, downloaded) = tokio::join!(self.engine.load(archive), download);
         downloaded?;
-        Ok(match loaded {
-            Ok(_) => Loaded::Pulled(Box::new(Pulled {
-                source: endpoint.host.clone(),
-                bytes: image.bytes,
-                resumes: image.resumes,
-                fetched: Some(image),
-            })),
+        let loaded = match loaded {
+            Ok(_) => Loaded::Pulled(Box::new(delivered(image.clone()))),
             Err(e) => refused(
                 format!("the daemon could not load `{}`: {e}", wanted.reference),
                 &image,
             ),
-        })
+        };
+        Ok(self.evicting(fetcher, &image, loaded))
+    }
+
+    /// A delivery the daemon refused as corrupt (a blob that rotted in the cache after
+    /// it was checked): the cache's bad copies are removed and the image is tried again
+    /// once, fetching them anew.
+    fn evicting(&self, fetcher: &Fetcher, image: &FetchedImage, loaded: Loaded) -> Loaded {
+        let Loaded::Refused(mut refused) = loaded else {
+            return loaded;
+        };
+        let lower = refused.message.to_ascii_lowercase();
+        let corrupt = [
+            "verification failed",
+            "digest",
+            "checksum",
+            "unexpected eof",
+            "size",
+        ]
+        .iter()
+        .any(|m| lower.contains(m));
+        if corrupt && !fetcher.evict_corrupt(image).is_empty() {
+            refused.classification.class = ErrorClass::Transient;
+            refused.again = true;
+            refused
+                .message
+                .push_str(" (the cache's copy was corrupt: removed, fetching it again)");
+        }
+        Loaded::Refused(refused)
+    }
+}
+
+/// A fetched image, delivered.
+fn delivered(image: FetchedImage) -> Pulled {
+    Pulled {
+        source: image.source.clone(),
+        bytes: image.bytes,
+        resumes: image.resumes,
+        attempts: 1,
+        fetched: Some(image),
     }
 }
 
@@ -249,9 +254,9 @@ impl<E: Engine> Prefetcher<E> {
         fetcher: &Fetcher,
         wanted: &Wanted,
         image: &mut FetchedImage,
-        endpoint: &Endpoint,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<Result<Loaded, String>, RequestError> {
+        sources: &[Endpoint],
+        watch: Watch<'_>,
+    ) -> Result<Result<Loaded, String>, FetchError> {
         let temporary = handoff.publish(image);
         let platform = wanted.platform.clone();
         let pulled = {
@@ -264,7 +269,7 @@ impl<E: Engine> Prefetcher<E> {
             };
             let download = async {
                 let result = fetcher
-                    .download(&mut *image, endpoint, progress, &|d| handoff.ready(d))
+                    .download(&mut *image, sources, watch, &|d| handoff.ready(d))
                     .await;
                 if result.is_err() {
                     handoff.failed(&*image);
@@ -298,14 +303,7 @@ impl<E: Engine> Prefetcher<E> {
         }
         handoff.settled(&names);
         let failure = match named {
-            Ok(()) => {
-                return Ok(Ok(Loaded::Pulled(Box::new(Pulled {
-                    source: endpoint.host.clone(),
-                    bytes: image.bytes,
-                    resumes: image.resumes,
-                    fetched: Some(image.clone()),
-                }))))
-            }
+            Ok(()) => return Ok(Ok(Loaded::Pulled(Box::new(delivered(image.clone()))))),
             Err(e) => e.to_string(),
         };
         if cannot_reach(&failure, handoff) {
@@ -330,6 +328,8 @@ fn refused(message: String, image: &FetchedImage) -> Loaded {
         explained_by_mirror: false,
         bytes: image.bytes,
         resumes: image.resumes,
+        attempts: 1,
+        again: true,
     })
 }
 
@@ -361,5 +361,7 @@ fn failed(source: &str, message: String, class: ErrorClass) -> Failed {
         explained_by_mirror: false,
         bytes: 0,
         resumes: 0,
+        attempts: 1,
+        again: false,
     }
 }

@@ -18,11 +18,36 @@ use crate::resilience::classify::ErrorClass;
 use crate::resilience::mirror::Mirror;
 use crate::vocab::{registry_url, ImageReference, DOCKER_HUB};
 
+/// What an endpoint is to the images asked of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// The image's own registry.
+    Registry,
+    /// A registry mirror of the daemon's (`registry-mirrors`): a pull-through cache of
+    /// Docker Hub, whose "not found" is Docker Hub's.
+    DaemonMirror,
+    /// A mirror given to drbuild (`--mirror`, drbuild.yaml), which may just not hold an
+    /// image.
+    Mirror,
+    /// A registry drbuild writes to (`sync --to`, `import --to`).
+    Target,
+}
+
+impl Role {
+    /// Whether its "not found" is final (the image does not exist), not only "not here".
+    pub fn authoritative(self) -> bool {
+        self != Role::Mirror
+    }
+}
+
 /// Where a request goes: a registry or a mirror of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// How messages name it: `registry docker.io`, `mirror 127.0.0.1:5001`.
     pub label: String,
+    /// What it is to the images asked of it.
+    pub role: Role,
     /// `host[:port]`: what statistics are kept by.
     pub host: String,
     /// The API's base URL (`http://127.0.0.1:5001`).
@@ -41,6 +66,7 @@ impl Endpoint {
         };
         Endpoint {
             label: format!("registry {registry}"),
+            role: Role::Registry,
             host: host.to_owned(),
             base: registry_url(host),
             prefix: None,
@@ -53,6 +79,7 @@ impl Endpoint {
         let prefix = text.split_once('/').map(|(_, p)| p.to_owned());
         Endpoint {
             label: format!("mirror {}", mirror.host()),
+            role: Role::Mirror,
             host: mirror.host().to_owned(),
             base: mirror.base_url(),
             prefix,
@@ -65,6 +92,7 @@ impl Endpoint {
         let host = super::host_port(&base).to_owned();
         Endpoint {
             label: format!("mirror {host}"),
+            role: Role::DaemonMirror,
             host,
             base,
             prefix: None,
@@ -142,23 +170,60 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// One request's failure: which endpoint, what was asked, what it got.
+/// One request's failure: which endpoint, what was asked, what it got (and, for a
+/// request that went to several sources, what each of the others answered last).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{endpoint}: {failure} on {target}")]
+#[error("{endpoint}: {failure} on {target}{}", Then(then))]
 #[non_exhaustive]
 pub struct RequestError {
     /// The endpoint (`mirror 127.0.0.1:5001`).
-    pub endpoint: String,
+    pub endpoint: Box<str>,
     /// What was asked (`manifest library/redis:7-alpine`).
-    pub target: String,
+    pub target: Box<str>,
     /// What happened.
     pub failure: Failure,
+    /// What the request's other sources answered, in the order they were tried (boxed:
+    /// most requests have one source's answer, and errors travel in `Result`s).
+    pub then: Box<Vec<RequestError>>,
+}
+
+/// `; then …` for each other source's answer.
+struct Then<'a>(&'a [RequestError]);
+
+impl std::fmt::Display for Then<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in self.0 {
+            write!(f, "; then {e}")?;
+        }
+        Ok(())
+    }
 }
 
 impl RequestError {
+    /// `endpoint` answered `failure` when asked for `target`.
+    pub fn new(endpoint: impl Into<String>, target: impl Into<String>, failure: Failure) -> Self {
+        RequestError {
+            endpoint: endpoint.into().into_boxed_str(),
+            target: target.into().into_boxed_str(),
+            failure,
+            then: Box::default(),
+        }
+    }
+
     /// Retry, retry later, or give up: from the status and the registry's code, not
-    /// from prose.
+    /// from prose. For a request that went to several sources, the answer that ended
+    /// it decides: a final "not found" is permanent; a mirror's "not here" followed by
+    /// a registry's fault is that fault's class.
     pub fn class(&self) -> ErrorClass {
+        let own = self.own_class();
+        match self.then.last().map(RequestError::class) {
+            Some(ErrorClass::Permanent) => ErrorClass::Permanent,
+            Some(last) if own == ErrorClass::Permanent => last,
+            _ => own,
+        }
+    }
+
+    fn own_class(&self) -> ErrorClass {
         match &self.failure {
             Failure::Status { code, error, .. } => match error.as_deref() {
                 Some("TOOMANYREQUESTS") => ErrorClass::RateLimited,
@@ -285,11 +350,7 @@ impl RegistryClient {
         let target = target.replace(":sha256:", "@sha256:");
         let url = format!("{}/v2/{repository}/manifests/{reference}", endpoint.base);
         let scope = format!("repository:{repository}:pull");
-        let fail = |failure| RequestError {
-            endpoint: endpoint.label.clone(),
-            target: target.clone(),
-            failure,
-        };
+        let fail = |failure| RequestError::new(endpoint.label.clone(), target.clone(), failure);
         let request = self
             .send(endpoint, &target, &scope, |c| {
                 c.get(&url)
@@ -367,11 +428,7 @@ impl RegistryClient {
         scope: &str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, RequestError> {
-        let fail = |failure| RequestError {
-            endpoint: endpoint.label.clone(),
-            target: target.to_owned(),
-            failure,
-        };
+        let fail = |failure| RequestError::new(endpoint.label.clone(), target.to_owned(), failure);
         let key = (endpoint.base.clone(), scope.to_owned());
         let mut authorization = crate::support::lock(&self.tokens)
             .get(&key)
@@ -442,11 +499,8 @@ impl RegistryClient {
             .cloned()
             .unwrap_or_else(|| scope.to_owned());
         let token_target = format!("token for {target}");
-        let fail = |failure| RequestError {
-            endpoint: endpoint.label.clone(),
-            target: token_target.clone(),
-            failure,
-        };
+        let fail =
+            |failure| RequestError::new(endpoint.label.clone(), token_target.clone(), failure);
         let request = match &credential {
             Some(Credential::IdentityToken(refresh)) => self.http.post(realm).form(&[
                 ("grant_type", "refresh_token"),
@@ -602,10 +656,12 @@ mod tests {
 
     #[test]
     fn messages_and_classes() {
-        let e = |failure| RequestError {
-            endpoint: "mirror 127.0.0.1:5001".into(),
-            target: "manifest library/redis:7-alpine".into(),
-            failure,
+        let e = |failure| {
+            RequestError::new(
+                "mirror 127.0.0.1:5001",
+                "manifest library/redis:7-alpine",
+                failure,
+            )
         };
         let status = |code, error: Option<&str>| Failure::Status {
             code,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod credentials;
 pub mod manifest;
 pub mod push;
+pub mod transport;
 
 use std::time::Duration;
 

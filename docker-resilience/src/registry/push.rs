@@ -35,6 +35,7 @@ impl Endpoint {
         };
         Endpoint {
             label: format!("registry {host}"),
+            role: super::client::Role::Target,
             host: host.to_owned(),
             base,
             prefix: None,
@@ -198,10 +199,12 @@ impl RegistryClient {
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RequestError {
-                endpoint: endpoint.label.clone(),
-                target: target.to_owned(),
-                failure: Failure::Unusable("an upload answered without a Location".into()),
+            .ok_or_else(|| {
+                RequestError::new(
+                    endpoint.label.clone(),
+                    target.to_owned(),
+                    Failure::Unusable("an upload answered without a Location".into()),
+                )
             })?;
         Ok(
             if location.starts_with("http://") || location.starts_with("https://") {

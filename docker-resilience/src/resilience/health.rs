@@ -95,6 +95,16 @@ impl Health {
         }
     }
 
+    /// Whether `source` is *glitching* rather than failing: it served a request a
+    /// moment ago, so a failure now is retried at once.
+    pub fn glitching(&self, source: &str) -> bool {
+        let now = Instant::now();
+        self.states()
+            .get(source)
+            .and_then(|s| s.last_success)
+            .is_some_and(|t| now.saturating_duration_since(t) < GLITCH_WINDOW)
+    }
+
     /// Records a request `source` answered.
     pub fn success(&self, source: &str) {
         self.served(source, false);

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -32,12 +32,10 @@ use crate::registry::client::{Endpoint, Failure, RegistryClient, RequestError};
 use crate::registry::credentials::Credentials;
 use crate::registry::manifest::{Descriptor, Manifest};
 use crate::registry::push::BlobPush;
+use crate::registry::transport::{RequestKind, Step, Transport, BREAKER_THRESHOLD};
 use crate::resilience::classify::ErrorClass;
 use crate::support::{lock, millis};
 use crate::vocab::{ImageReference, Platform, Wanted, DOCKER_HUB};
-
-/// Attempts of each push step (a blob, a manifest) before the image fails.
-const PUSH_ATTEMPTS: u32 = 5;
 
 /// How a sync runs.
 #[derive(Debug, Clone)]
@@ -232,7 +230,11 @@ pub async fn sync(wanted: &[Wanted], options: SyncOptions) -> SyncReport {
         Duration::from_secs(60),
     );
     let pusher = Pusher {
-        client,
+        transport: Arc::new(Transport::new(
+            client,
+            &options.fetch.retry,
+            BREAKER_THRESHOLD,
+        )),
         endpoint,
         cache,
         pushed: Mutex::new(HashMap::new()),
@@ -284,11 +286,12 @@ pub struct CachedPush {
 }
 
 impl CachedPush {
-    /// Pushes from `cache` to the registry at `endpoint`.
-    pub fn new(client: &RegistryClient, endpoint: &Endpoint, cache: &BlobCache) -> Self {
+    /// Pushes from `cache` to the registry at `endpoint`, every request through
+    /// `transport`.
+    pub fn new(transport: Arc<Transport>, endpoint: &Endpoint, cache: &BlobCache) -> Self {
         CachedPush {
             pusher: Pusher {
-                client: client.clone(),
+                transport,
                 endpoint: endpoint.clone(),
                 cache: cache.clone(),
                 pushed: Mutex::new(HashMap::new()),
@@ -332,7 +335,8 @@ fn failed_item(reference: &ImageReference, error: String, class: ErrorClass) -> 
 /// it into the next repository that needs it).
 #[derive(Debug)]
 struct Pusher {
-    client: RegistryClient,
+    /// Every push request goes through it (retries, health, breaker, statistics).
+    transport: Arc<Transport>,
     endpoint: Endpoint,
     cache: BlobCache,
     /// Blob digest → a repository of the target that holds it.
@@ -385,7 +389,8 @@ impl Pusher {
         };
         match self
             .retrying(|| {
-                self.client
+                self.transport
+                    .client()
                     .manifest_digest(&self.endpoint, &repository, &tag)
             })
             .await
@@ -505,7 +510,7 @@ impl Pusher {
         let mut progress = Progress::default();
         let mut note = None;
         let result: Result<Option<String>, RequestError> = async {
-            if self.client.manifest_digest(&self.endpoint, &repository, &tag).await? == Some(top.digest.clone()) {
+            if self.transport.client().manifest_digest(&self.endpoint, &repository, &tag).await? == Some(top.digest.clone()) {
                 return Ok(None);
             }
             let (children, image) = self.parse_cached(&repository, top)?;
@@ -617,8 +622,11 @@ impl Pusher {
         for child in children {
             if self
                 .retrying(|| {
-                    self.client
-                        .manifest_digest(&self.endpoint, repository, &child.digest)
+                    self.transport.client().manifest_digest(
+                        &self.endpoint,
+                        repository,
+                        &child.digest,
+                    )
                 })
                 .await?
                 .is_none()
@@ -657,7 +665,7 @@ impl Pusher {
                 .unwrap_or(blob.size);
             let outcome = self
                 .retrying(|| {
-                    self.client.push_blob(
+                    self.transport.client().push_blob(
                         &self.endpoint,
                         repository,
                         &blob.digest,
@@ -704,33 +712,41 @@ impl Pusher {
             .map(|(t, _)| t)
             .unwrap_or_else(|_| manifest.media_type.clone());
         self.retrying(|| {
-            self.client
-                .put_manifest(&self.endpoint, repository, reference, &media_type, &bytes)
+            self.transport.client().put_manifest(
+                &self.endpoint,
+                repository,
+                reference,
+                &media_type,
+                &bytes,
+            )
         })
         .await
     }
 
-    /// Runs a push step, retrying what is transient (with a growing wait).
+    /// Sends a push request to the target through the transport (each failed request
+    /// retried on its own, paced by the target's health).
     async fn retrying<T, F, Fut>(&self, step: F) -> Result<T, RequestError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, RequestError>>,
     {
-        let mut attempt = 1;
-        loop {
-            match step().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.class() != ErrorClass::Permanent && attempt < PUSH_ATTEMPTS => {
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or(Duration::from_millis(200 << attempt));
-                    tracing::warn!("{e}; retrying in {:.1}s", wait.as_secs_f64());
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.transport
+            .request(
+                std::slice::from_ref(&self.endpoint),
+                RequestKind::Other,
+                None,
+                &|r| {
+                    if let Some(after) = r.after {
+                        tracing::warn!("{}; retrying in {:.1}s", r.error, after.as_secs_f64());
+                    }
+                },
+                |_| {
+                    let sent = step();
+                    async move { sent.await.map(Step::Done) }
+                },
+            )
+            .await
+            .map(|served| served.value)
     }
 }
 
@@ -743,11 +759,11 @@ fn wants_children(e: &RequestError) -> bool {
 }
 
 fn unusable(endpoint: &Endpoint, repository: &str, why: String) -> RequestError {
-    RequestError {
-        endpoint: endpoint.label.clone(),
-        target: format!("push of {repository}"),
-        failure: Failure::Unusable(why),
-    }
+    RequestError::new(
+        endpoint.label.clone(),
+        format!("push of {repository}"),
+        Failure::Unusable(why),
+    )
 }
 
 /// Where a bundle's blobs are unpacked to be pushed (beside nothing else).
@@ -779,15 +795,17 @@ mod tests {
 
     #[test]
     fn only_a_missing_reference_asks_for_the_children() {
-        let e = |code: u16, error: &str| RequestError {
-            endpoint: "registry 127.0.0.1:5000".into(),
-            target: "manifest push library/alpine:3.18".into(),
-            failure: Failure::Status {
-                code,
-                error: Some(error.into()),
-                message: None,
-                retry_after: None,
-            },
+        let e = |code: u16, error: &str| {
+            RequestError::new(
+                "registry 127.0.0.1:5000",
+                "manifest push library/alpine:3.18",
+                Failure::Status {
+                    code,
+                    error: Some(error.into()),
+                    message: None,
+                    retry_after: None,
+                },
+            )
         };
         assert!(wants_children(&e(400, "MANIFEST_BLOB_UNKNOWN")));
         assert!(!wants_children(&e(400, "MANIFEST_INVALID")));

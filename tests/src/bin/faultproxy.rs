@@ -49,6 +49,16 @@ enum Preset {
         #[arg(long, default_value_t = 0.3)]
         probability: f64,
     },
+    /// Manifest and blob requests fail with a probability, as EOF, 500 or a body cut
+    /// half-way in turn.
+    RequestFaults {
+        /// Seed of the random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Chance that a request fails.
+        #[arg(long, default_value_t = 0.3)]
+        probability: f64,
+    },
 }
 
 #[tokio::main]
@@ -58,6 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = match preset {
             Preset::ManifestFaults { seed, probability } => {
                 Config::manifest_faults(seed, probability)
+            }
+            Preset::RequestFaults { seed, probability } => {
+                Config::request_faults(seed, probability)
             }
         };
         println!("{}", serde_json::to_string(&config)?);

@@ -1,0 +1,666 @@
+//! The transport: the one way a request reaches a registry or a mirror.
+//!
+//! Every manifest, blob, token and push request of a run goes through one
+//! [`Transport`], which owns what makes a request survive a flaky link (the model is
+//! regclient's `internal/reghttp`):
+//!
+//! - **source order and fallback**: a request is given the sources of its image in the
+//!   order a pull tries them ([`crate::fetch::sources`]); with
+//!   [`Fallback::Never`](crate::config::Fallback) the caller gives one.
+//! - **per-request retries**: a failed request is retried, not its image. While its
+//!   source *glitches* (it served another request in the last seconds) the request stays
+//!   on it and goes again after a few milliseconds; when the source fails as a whole
+//!   the request moves to the next source at once, and when every source is backing
+//!   off it waits for the first to be ready. A blob cut mid-way resumes where it
+//!   stopped (the caller's body reader does that; the transport only sees that the
+//!   request made progress).
+//! - **the budget of a request on a source**: [`RequestPolicy::attempts`] (`--retries`)
+//!   failures, a glitch counting a fifth of one; then the source is done for that
+//!   request. A permanent answer from an authoritative source (the registry, a daemon
+//!   mirror: a pull-through cache) ends the request; from a mirror of drbuild's it only
+//!   moves the request on (that mirror may just not hold the image).
+//! - **per-source health** ([`Health`]): the waits (glitch, exponential backoff over all
+//!   the source's requests, `429` with its `Retry-After`), and the **breaker**
+//!   ([`Breaker`], one key per host): a source failing five times in a row is skipped
+//!   for the rest of the run while another source is left.
+//! - **statistics** per endpoint ([`Stats`]): requests, bytes, resumes, faults by class.
+//!
+//! May import what `registry` may.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::client::{Endpoint, RegistryClient, RequestError};
+use crate::resilience::breaker::Breaker;
+use crate::resilience::classify::ErrorClass;
+use crate::resilience::health::Health;
+use crate::resilience::retry::RetryPolicy;
+use crate::support::{lock, millis};
+
+/// A glitch (a failure while the source serves other requests) costs this share of
+/// one attempt of a request's budget on that source.
+const GLITCH_SHARE: u32 = 5;
+
+/// Requests failed at an endpoint, by class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FaultCounts {
+    /// Retried soon.
+    pub transient: u64,
+    /// `429`.
+    #[serde(rename = "rate-limited")]
+    pub rate_limited: u64,
+    /// Not retried.
+    pub permanent: u64,
+}
+
+/// What one endpoint did during a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointStats {
+    /// `host[:port]`.
+    pub endpoint: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Blob downloads continued from where a cut left them.
+    pub resumes: u64,
+    /// Failed requests by class.
+    pub faults: FaultCounts,
+    /// Time spent in requests to it.
+    pub elapsed_ms: u64,
+}
+
+/// Statistics of every endpoint of a run.
+#[derive(Debug, Default)]
+pub struct Stats {
+    endpoints: Mutex<BTreeMap<String, EndpointStats>>,
+}
+
+impl Stats {
+    /// Updates the statistics of `endpoint`.
+    pub fn with(&self, endpoint: &Endpoint, f: impl FnOnce(&mut EndpointStats)) {
+        let mut map = lock(&self.endpoints);
+        let entry = map
+            .entry(endpoint.host.clone())
+            .or_insert_with(|| EndpointStats {
+                endpoint: endpoint.host.clone(),
+                ..EndpointStats::default()
+            });
+        f(entry);
+    }
+
+    /// Every endpoint used, by name.
+    pub fn snapshot(&self) -> Vec<EndpointStats> {
+        lock(&self.endpoints).values().cloned().collect()
+    }
+}
+
+/// How far a request may go: the request part of a [`RetryPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPolicy {
+    /// Failures of one request on one source before the request leaves it (a glitch
+    /// counts a fifth); `--retries`.
+    pub attempts: u32,
+}
+
+impl From<&RetryPolicy> for RequestPolicy {
+    fn from(policy: &RetryPolicy) -> Self {
+        RequestPolicy {
+            attempts: policy.max_attempts.max(1),
+        }
+    }
+}
+
+/// What kind of request (the health of a source learns more from some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A manifest: one served proves no rate limit holds the source.
+    Manifest,
+    /// Anything else (blobs, tokens, pushes, probes).
+    Other,
+}
+
+/// What one try of a request came to.
+#[derive(Debug)]
+pub enum Step<T> {
+    /// Done.
+    Done(T),
+    /// It brought bytes but not all of them (a body cut mid-way): the source works;
+    /// go again at once, from where it stopped.
+    Progress,
+}
+
+/// A failure a request's try can end with: the endpoint's (retried by the transport),
+/// or a local one (not the source's fault: ends the request at once).
+pub trait TryFailure: From<RequestError> {
+    /// The endpoint's error, when it is one.
+    fn request(&self) -> Option<&RequestError>;
+}
+
+impl TryFailure for RequestError {
+    fn request(&self) -> Option<&RequestError> {
+        Some(self)
+    }
+}
+
+/// A failed try of a request, for logs and the image's attempt count.
+#[derive(Debug)]
+pub struct Retry<'a> {
+    /// What the endpoint answered.
+    pub error: &'a RequestError,
+    /// Tries of this request on that endpoint so far, this one included.
+    pub tries: u32,
+    /// When the request goes again (on the same or the next source); `None` when it
+    /// gives up.
+    pub after: Option<Duration>,
+    /// The number the next try will have at its source (0 when the request gives up).
+    pub next_try: u32,
+}
+
+/// Observes the failed tries of a request (the image's attempt counter, its log lines).
+pub type RetrySink<'a> = &'a (dyn Fn(&Retry<'_>) + Send + Sync);
+
+/// An image's place among the run's `jobs`: held while one of its requests is on the
+/// wire, given up while every one of them waits (a backoff, a `Retry-After`), so that
+/// an image waiting holds no place that another could use.
+#[derive(Debug)]
+pub struct Slot {
+    places: Arc<tokio::sync::Semaphore>,
+    state: tokio::sync::Mutex<(usize, Option<tokio::sync::OwnedSemaphorePermit>)>,
+}
+
+impl Slot {
+    /// A slot among `places`.
+    pub fn new(places: Arc<tokio::sync::Semaphore>) -> Self {
+        Slot {
+            places,
+            state: tokio::sync::Mutex::new((0, None)),
+        }
+    }
+
+    /// A request of the image goes on the wire (waiting for a place if it has none).
+    pub async fn enter(&self) {
+        let mut state = self.state.lock().await;
+        if state.1.is_none() {
+            state.1 = Arc::clone(&self.places).acquire_owned().await.ok();
+        }
+        state.0 += 1;
+    }
+
+    /// A request of the image is off the wire: the last one gives the place up.
+    pub async fn leave(&self) {
+        let mut state = self.state.lock().await;
+        state.0 = state.0.saturating_sub(1);
+        if state.0 == 0 {
+            state.1 = None;
+        }
+    }
+}
+
+/// What a request that succeeded came from.
+#[derive(Debug)]
+pub struct Served<T> {
+    /// The value.
+    pub value: T,
+    /// Which of the sources served it (an index into the list given).
+    pub source: usize,
+}
+
+/// The one way requests reach registries: see the module's documentation.
+#[derive(Debug)]
+pub struct Transport {
+    client: RegistryClient,
+    health: Arc<Health>,
+    breaker: Arc<Breaker>,
+    stats: Arc<Stats>,
+    policy: RequestPolicy,
+}
+
+/// Consecutive whole failures after which a source is skipped for the rest of the run.
+pub const BREAKER_THRESHOLD: u32 = 5;
+
+impl Transport {
+    /// A transport for `client` with health, breaker and statistics of its own; a
+    /// source is skipped after `breaker_threshold` whole failures in a row (default
+    /// [`BREAKER_THRESHOLD`]).
+    pub fn new(client: RegistryClient, retry: &RetryPolicy, breaker_threshold: u32) -> Self {
+        Transport {
+            client,
+            health: Arc::new(Health::new(retry)),
+            breaker: Arc::new(Breaker::new(breaker_threshold)),
+            stats: Arc::default(),
+            policy: RequestPolicy::from(retry),
+        }
+    }
+
+    /// The same sources' health, breaker and statistics with another client (a push
+    /// to a target with its own timeouts) or policy.
+    pub fn sharing(&self, client: RegistryClient, retry: &RetryPolicy) -> Self {
+        Transport {
+            client,
+            health: Arc::clone(&self.health),
+            breaker: Arc::clone(&self.breaker),
+            stats: Arc::clone(&self.stats),
+            policy: RequestPolicy::from(retry),
+        }
+    }
+
+    /// The client requests are sent with.
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// The health of every source.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The breaker of every source (keyed by host).
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The statistics of every endpoint.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Sends a request to `sources` (in order, see the module's documentation) until
+    /// one serves it, the answer is final, or every source has spent the request's
+    /// budget. `send` makes one try on the endpoint given; `retried` hears about each
+    /// failed try that is retried.
+    pub async fn request<T, E, F, Fut>(
+        &self,
+        sources: &[Endpoint],
+        kind: RequestKind,
+        slot: Option<&Slot>,
+        retried: RetrySink<'_>,
+        mut send: F,
+    ) -> Result<Served<T>, E>
+    where
+        E: TryFailure,
+        F: FnMut(&Endpoint) -> Fut,
+        Fut: Future<Output = Result<Step<T>, E>>,
+    {
+        assert!(!sources.is_empty(), "a request needs a source");
+        let n = sources.len();
+        let mut spent = vec![0u32; n];
+        let mut tries = vec![0u32; n];
+        let mut done = vec![false; n];
+        let mut not_before = vec![Instant::now(); n];
+        let mut last: Vec<Option<E>> = (0..n).map(|_| None).collect();
+        let budget = self.policy.attempts.saturating_mul(GLITCH_SHARE);
+        let mut current = self.choose(sources, &done, &not_before, None);
+        while let Some(i) = current {
+            let endpoint = &sources[i];
+            tokio::time::sleep_until(not_before[i]).await;
+            loop {
+                self.health.ready(&endpoint.host).await;
+                let Some(slot) = slot else { break };
+                slot.enter().await;
+                // The source may have closed (a 429) while this waited for a place.
+                if self.health.wait(&endpoint.host).is_none() {
+                    break;
+                }
+                slot.leave().await;
+            }
+            self.stats.with(endpoint, |s| s.requests += 1);
+            tries[i] += 1;
+            let started = Instant::now();
+            let outcome = send(endpoint).await;
+            let elapsed = millis(started.elapsed());
+            if let Some(slot) = slot {
+                slot.leave().await;
+            }
+            self.stats.with(endpoint, |s| s.elapsed_ms += elapsed);
+            let failure = match outcome {
+                Ok(step) => {
+                    match kind {
+                        RequestKind::Manifest => self.health.manifest_served(&endpoint.host),
+                        RequestKind::Other => self.health.success(&endpoint.host),
+                    }
+                    self.breaker.success(&endpoint.host);
+                    match step {
+                        Step::Done(value) => return Ok(Served { value, source: i }),
+                        Step::Progress => {
+                            // It works: the request's failures on it so far are forgiven.
+                            spent[i] = 0;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => e,
+            };
+            let Some(error) = failure.request() else {
+                // A local failure (the cache's disk): no source is to blame or to retry.
+                return Err(failure);
+            };
+            let class = error.class();
+            self.stats.with(endpoint, |s| match class {
+                ErrorClass::Transient => s.faults.transient += 1,
+                ErrorClass::RateLimited => s.faults.rate_limited += 1,
+                ErrorClass::Permanent => s.faults.permanent += 1,
+            });
+            if class == ErrorClass::Permanent {
+                done[i] = true;
+                current = if endpoint.role.authoritative() {
+                    None
+                } else {
+                    self.choose(sources, &done, &not_before, None)
+                };
+                retried(&Retry {
+                    error,
+                    tries: tries[i],
+                    after: current.map(|_| Duration::ZERO),
+                    next_try: current.map_or(0, |next| tries[next] + 1),
+                });
+                last[i] = Some(failure);
+                continue;
+            }
+            let glitch = class == ErrorClass::Transient && self.health.glitching(&endpoint.host);
+            let wait = self
+                .health
+                .failure(&endpoint.host, class, error.retry_after());
+            if class == ErrorClass::Transient && !glitch && self.breaker.failure(&endpoint.host) {
+                tracing::warn!(
+                    "{} keeps failing: skipping it for the rest of this run while another source is left",
+                    endpoint.label
+                );
+            }
+            spent[i] = spent[i].saturating_add(if glitch { 1 } else { GLITCH_SHARE });
+            not_before[i] = Instant::now() + wait;
+            if spent[i] >= budget {
+                done[i] = true;
+            }
+            let stay = glitch && !done[i];
+            current = if stay {
+                Some(i)
+            } else {
+                self.choose(sources, &done, &not_before, Some(i))
+            };
+            let after = current.map(|next| {
+                let now = Instant::now();
+                not_before[next]
+                    .max(now + self.health.wait(&sources[next].host).unwrap_or_default())
+                    .saturating_duration_since(now)
+            });
+            retried(&Retry {
+                error,
+                tries: tries[i],
+                after,
+                next_try: current.map_or(0, |next| tries[next] + 1),
+            });
+            last[i] = Some(failure);
+        }
+        // Every source spent (or a final answer): the first source's answer leads (it is
+        // the one the image comes from), what the others said follows it.
+        Err(combine(last))
+    }
+
+    /// The source a request goes to next: the first in order that is not done, not
+    /// skipped by the breaker (unless all are) and ready now; else the one ready first.
+    /// `left`: the source just failed as a whole, which another ready source goes before.
+    fn choose(
+        &self,
+        sources: &[Endpoint],
+        done: &[bool],
+        not_before: &[Instant],
+        left: Option<usize>,
+    ) -> Option<usize> {
+        let open: Vec<usize> = (0..sources.len()).filter(|i| !done[*i]).collect();
+        let usable: Vec<usize> = {
+            let closed: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|i| !self.breaker.is_open(&sources[*i].host))
+                .collect();
+            if closed.is_empty() {
+                open
+            } else {
+                closed
+            }
+        };
+        let now = Instant::now();
+        let ready_at = |i: usize| {
+            not_before[i].max(now + self.health.wait(&sources[i].host).unwrap_or_default())
+        };
+        usable
+            .iter()
+            .copied()
+            .find(|i| Some(*i) != left && ready_at(*i) <= now)
+            .or_else(|| usable.iter().copied().min_by_key(|i| (ready_at(*i), *i)))
+    }
+}
+
+/// One error from the last answer of every source tried: the first source's, with
+/// what the others said after it (its class is the one that ended the request).
+fn combine<E: TryFailure>(last: Vec<Option<E>>) -> E {
+    let mut errors = last.into_iter().flatten();
+    let first = errors.next().expect("a request that failed was sent");
+    let then: Vec<RequestError> = errors.filter_map(|e| e.request().cloned()).collect();
+    match first.request() {
+        Some(lead) if !then.is_empty() => E::from(RequestError {
+            then: Box::new(then),
+            ..lead.clone()
+        }),
+        _ => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::client::Failure;
+    use crate::registry::credentials::Credentials;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn transport(attempts: u32) -> Transport {
+        Transport::new(
+            RegistryClient::new(Credentials::none(), Duration::from_secs(1)),
+            &RetryPolicy {
+                max_attempts: attempts,
+                jitter: false,
+                ..RetryPolicy::quick()
+            },
+            BREAKER_THRESHOLD,
+        )
+    }
+
+    fn error(endpoint: &Endpoint, failure: Failure) -> RequestError {
+        RequestError::new(
+            endpoint.label.clone(),
+            "blob sha256:0123… of library/redis",
+            failure,
+        )
+    }
+
+    fn status(code: u16) -> Failure {
+        Failure::Status {
+            code,
+            error: None,
+            message: None,
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_glitching_source_keeps_the_request_until_it_is_served() {
+        let t = transport(2);
+        let mirror = Endpoint::daemon_mirror("http://127.0.0.1:15001");
+        let registry = Endpoint::registry("docker.io");
+        t.health().success(&mirror.host);
+        let tries = AtomicU32::new(0);
+        let retries = AtomicU32::new(0);
+        // Eight failures in a row on a serving source: far past 2 whole failures, well
+        // within 2 × 5 glitches; the registry is never asked.
+        let served = t
+            .request(
+                &[mirror.clone(), registry],
+                RequestKind::Other,
+                None,
+                &|r| {
+                    assert!(r.after.is_some());
+                    retries.fetch_add(1, Ordering::Relaxed);
+                },
+                |e| {
+                    let n = tries.fetch_add(1, Ordering::Relaxed);
+                    let e = e.clone();
+                    async move {
+                        assert_eq!(e.host, "127.0.0.1:15001");
+                        if n < 8 {
+                            Err(error(&e, Failure::Transport("EOF".into())))
+                        } else {
+                            Ok(Step::Done(n))
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((served.value, served.source), (8, 0));
+        assert_eq!(retries.load(Ordering::Relaxed), 8);
+        let stats = t.stats().snapshot();
+        assert_eq!(stats[0].requests, 9);
+        assert_eq!(stats[0].faults.transient, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_failing_as_a_whole_hands_the_request_on_at_once() {
+        let t = transport(3);
+        let mirror = Endpoint::daemon_mirror("http://127.0.0.1:15001");
+        let registry = Endpoint::registry("127.0.0.1:15000");
+        let started = Instant::now();
+        let served = t
+            .request(
+                &[mirror, registry],
+                RequestKind::Manifest,
+                None,
+                &|_| {},
+                |e| {
+                    let e = e.clone();
+                    async move {
+                        if e.role == Role::DaemonMirror {
+                            Err(error(&e, status(500)))
+                        } else {
+                            Ok(Step::Done(()))
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(served.source, 1);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait: the next source was ready"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_forgives_and_a_permanent_answer_ends_it() {
+        let t = transport(1);
+        let registry = Endpoint::registry("127.0.0.1:15000");
+        // Cut after some bytes, three times: each is progress, not a failure.
+        let tries = AtomicU32::new(0);
+        let served = t
+            .request(
+                std::slice::from_ref(&registry),
+                RequestKind::Other,
+                None,
+                &|_| {},
+                |e| {
+                    let n = tries.fetch_add(1, Ordering::Relaxed);
+                    let e = e.clone();
+                    async move {
+                        match n {
+                            0 | 2 | 4 => Ok(Step::Progress),
+                            1 | 3 => Err(error(&e, Failure::Transport("EOF".into()))),
+                            _ => Ok(Step::Done(n)),
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(served.value, 5);
+        // A drbuild mirror's 404 moves on; the registry's ends the request.
+        let mut mirrors = crate::resilience::mirror::MirrorSet::default();
+        mirrors.add_spec("127.0.0.1:15000=127.0.0.1:15009").unwrap();
+        let image = crate::vocab::ImageReference::parse("127.0.0.1:15000/x/y:1").unwrap();
+        let mirror = Endpoint::mirror(&mirrors.for_image(&image)[0]);
+        let asked = Mutex::new(Vec::new());
+        let e = t
+            .request::<(), RequestError, _, _>(
+                &[mirror, registry],
+                RequestKind::Manifest,
+                None,
+                &|_| {},
+                |e| {
+                    lock(&asked).push(e.host.clone());
+                    let e = e.clone();
+                    async move {
+                        Err(error(
+                            &e,
+                            Failure::Status {
+                                code: 404,
+                                error: Some("MANIFEST_UNKNOWN".into()),
+                                message: None,
+                                retry_after: None,
+                            },
+                        ))
+                    }
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(*lock(&asked), ["127.0.0.1:15009", "127.0.0.1:15000"]);
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(
+            e.to_string()
+                .starts_with("mirror 127.0.0.1:15009: HTTP 404"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("; then registry 127.0.0.1:15000: HTTP 404"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_source_spends_its_budget_with_growing_waits() {
+        let t = transport(3);
+        let registry = Endpoint::registry("127.0.0.1:15000");
+        let waits = Mutex::new(Vec::new());
+        let started = Instant::now();
+        let e = t
+            .request::<(), RequestError, _, _>(
+                std::slice::from_ref(&registry),
+                RequestKind::Other,
+                None,
+                &|r| lock(&waits).push(r.after.map(|a| a.as_millis())),
+                |e| {
+                    let e = e.clone();
+                    async move { Err(error(&e, Failure::Transport("connection refused".into()))) }
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            *lock(&waits),
+            [Some(50), Some(100), None],
+            "quick policy: 50 ms, then doubled, then the budget is spent"
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(150));
+        assert_eq!(e.class(), ErrorClass::Transient);
+        assert_eq!(t.stats().snapshot()[0].requests, 3);
+    }
+
+    use super::super::client::Role;
+}
