@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use super::{Check, CheckStatus};
-use crate::registry::client::{Endpoint, RegistryClient};
+use crate::registry::client::{Endpoint, RegistryClient, RequestError};
 use crate::registry::credentials::Credentials;
+use crate::registry::transport::{RequestKind, Step, Transport, BREAKER_THRESHOLD};
+use crate::resilience::retry::RetryPolicy;
 use crate::vocab::ImageReference;
 
 /// What a mirror said about one image.
@@ -16,22 +18,41 @@ pub(super) type Answer = Result<bool, String>;
 /// daemon's `registry-mirrors`).
 pub(super) async fn coverage(url: &str, images: &[ImageReference], timeout: Duration) -> Check {
     let endpoint = Endpoint::daemon_mirror(url);
-    let client = RegistryClient::new(Credentials::from_docker_config(), timeout);
+    // A glitch is tried once more; a check must not wait out a long backoff.
+    let transport = Transport::new(
+        RegistryClient::new(Credentials::from_docker_config(), timeout),
+        &RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::quick()
+        },
+        BREAKER_THRESHOLD,
+    );
     let answers = futures_util::future::join_all(images.iter().map(|image| {
-        let client = &client;
+        let transport = &transport;
         let endpoint = &endpoint;
         async move {
-            let answer = tokio::time::timeout(
-                timeout,
-                client.manifest_digest(
-                    endpoint,
-                    &endpoint.repository(image),
-                    image.tag_or_digest(),
-                ),
-            )
-            .await
-            .map_err(|_| format!("no answer in {}s", timeout.as_secs()))
-            .and_then(|r| r.map(|d| d.is_some()).map_err(|e| e.to_string()));
+            let repository = endpoint.repository(image);
+            let asked = transport.request(
+                std::slice::from_ref(endpoint),
+                RequestKind::Other,
+                None,
+                &|_| {},
+                |_| {
+                    let asked = transport.client().manifest_digest(
+                        endpoint,
+                        &repository,
+                        image.tag_or_digest(),
+                    );
+                    async move { asked.await.map(Step::Done) }
+                },
+            );
+            let answer = tokio::time::timeout(timeout, asked)
+                .await
+                .map_err(|_| format!("no answer in {}s", timeout.as_secs()))
+                .and_then(|r: Result<_, RequestError>| {
+                    r.map(|served| served.value.is_some())
+                        .map_err(|e| e.to_string())
+                });
             (image.clone(), answer)
         }
     }))

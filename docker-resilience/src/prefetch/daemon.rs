@@ -216,7 +216,13 @@ impl<E: Engine> Prefetcher<E> {
     async fn probe_daemon_mirrors(&self, image: &ImageReference) -> Option<(String, ProbeResult)> {
         let mut last = None;
         for mirror in &self.options.daemon_mirrors {
-            let result = probe_manifest(&self.http, mirror, image).await;
+            let result = probe_manifest(
+                self.transport.client(),
+                mirror,
+                image,
+                self.options.probe_timeout,
+            )
+            .await;
             let name = mirror.trim_end_matches('/').to_owned();
             match result {
                 ProbeResult::Unavailable { .. } => last = Some((name, result)),

@@ -44,7 +44,6 @@ use crate::fetch::handoff::Handoff;
 use crate::fetch::{EndpointStats, FetchedImage, Fetcher};
 use crate::registry::client::RegistryClient;
 use crate::registry::credentials::Credentials;
-use crate::registry::probe_client;
 use crate::registry::transport::Transport;
 use crate::resilience::classify::{Classification, ErrorClass};
 use crate::resilience::mirror::MirrorSet;
@@ -336,7 +335,6 @@ pub struct Prefetcher<E> {
     options: PrefetchOptions,
     events: EventSink<PrefetchEvent>,
     cancel: CancellationToken,
-    http: reqwest::Client,
     /// Every registry request of the run goes through it (health, breaker, statistics).
     transport: Arc<Transport>,
     /// The registry-native path's fetcher, made on first use (it opens the cache).
@@ -422,7 +420,6 @@ impl<E: Engine> Prefetcher<E> {
 
     /// A prefetcher sharing an engine with other work.
     pub fn with_shared_engine(engine: Arc<E>, options: PrefetchOptions) -> Self {
-        let http = probe_client(options.probe_timeout);
         let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
         let credentials = if options.credentials {
             Credentials::from_docker_config()
@@ -440,7 +437,6 @@ impl<E: Engine> Prefetcher<E> {
             options,
             events: EventSink::none(),
             cancel: CancellationToken::new(),
-            http,
             fetcher: tokio::sync::OnceCell::new(),
             fetched: Mutex::new(Vec::new()),
             fetch_only: false,

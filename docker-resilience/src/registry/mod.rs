@@ -57,39 +57,30 @@ pub enum ProbeResult {
 }
 
 /// Asks a registry (`http://127.0.0.1:5001`, a daemon mirror URL) for `image`'s
-/// manifest with `HEAD /v2/<repository>/manifests/<tag>`.
+/// manifest with `HEAD /v2/<repository>/manifests/<tag>`, through the registry client
+/// (its auth, its reading of statuses and `Retry-After`), waiting at most `timeout`.
 pub async fn probe_manifest(
-    client: &reqwest::Client,
+    client: &client::RegistryClient,
     registry: &str,
     image: &ImageReference,
+    timeout: Duration,
 ) -> ProbeResult {
-    let url = format!(
-        "{}/v2/{}/manifests/{}",
-        registry_url(registry),
-        image.repository(),
-        image.tag_or_digest()
-    );
-    match client
-        .head(&url)
-        .header(reqwest::header::ACCEPT, MANIFEST_ACCEPT)
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => ProbeResult::Found,
-        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => ProbeResult::Missing,
-        Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => ProbeResult::RateLimited {
-            retry_after: r
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-                .map(Duration::from_secs),
+    let endpoint = client::Endpoint::daemon_mirror(registry);
+    let repository = endpoint.repository(image);
+    let asked = client.manifest_digest(&endpoint, &repository, image.tag_or_digest());
+    match tokio::time::timeout(timeout, asked).await {
+        Err(_) => ProbeResult::Unavailable {
+            message: format!("no answer in {}s", timeout.as_secs_f64()),
         },
-        Ok(r) => ProbeResult::Unavailable {
-            message: format!("HTTP {}", r.status()),
-        },
-        Err(e) => ProbeResult::Unavailable {
-            message: error_chain(&e),
+        Ok(Ok(Some(_))) => ProbeResult::Found,
+        Ok(Ok(None)) => ProbeResult::Missing,
+        Ok(Err(e)) if e.class() == crate::resilience::classify::ErrorClass::RateLimited => {
+            ProbeResult::RateLimited {
+                retry_after: e.retry_after(),
+            }
+        }
+        Ok(Err(e)) => ProbeResult::Unavailable {
+            message: e.failure.to_string(),
         },
     }
 }
