@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bash our users ran before drbuild (seed 002, `prefetch_base_images`), kept as a
+# The bash our users ran before drbuild (the `prefetch_base_images` step of a monorepo's `build.sh build-all`), kept as a
 # benchmark baseline: grep the FROM lines, `docker image inspect` each image, pull the
 # missing ones with 3 tries and `sleep $((retry * 5))` between them.
 # Usage: baseline-prefetch.sh ROOT   (prints "ok N failed M" last; exit 1 if any failed)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prefetch benchmarks on the local test bed (scripts/testbed), 13 images, each in one run:
-#   1. no-op (all present): drbuild prefetch vs the bash baseline (seed 002)  target <= 0.2x
+#   1. no-op (all present): drbuild prefetch vs our users' bash (baseline-prefetch.sh)  target <= 0.2x
 #   2. cold, no faults: drbuild prefetch --jobs 4 vs `xargs -P4 docker pull`   target <= 1.1x
 #      (both commands first remove the 13 images, so both ratios include that equal cost)
 #   3. 30% manifest faults (EOF/500/429), 10 seeded runs: every run complete, and

@@ -147,6 +147,8 @@ pub struct Watch<'a> {
     pub progress: &'a (dyn Fn(u64) + Send + Sync),
     /// A failed try of a request (for the image's log and attempt count).
     pub retried: RetrySink<'a>,
+    /// A request served, with the tries it took at the source that served it.
+    pub served: &'a (dyn Fn(u32) + Send + Sync),
     /// The image's place among the run's jobs, held while a request is on the wire.
     pub slot: Option<&'a Slot>,
 }
@@ -163,6 +165,7 @@ impl Watch<'_> {
         Watch {
             progress: &|_| {},
             retried: &|_| {},
+            served: &|_| {},
             slot: None,
         }
     }
@@ -433,6 +436,7 @@ impl Fetcher {
                 },
             )
             .await?;
+        (watch.served)(served.tries);
         let fetched = served.value;
         self.cache.put(&fetched.digest, &fetched.bytes)?;
         Ok(ManifestBytes {
@@ -475,7 +479,8 @@ impl Fetcher {
         self.cache.has_room_for(digest, blob.size)?;
         let received = AtomicU64::new(0);
         let resumes = AtomicU64::new(0);
-        self.transport
+        let served = self
+            .transport
             .request(
                 sources,
                 RequestKind::Other,
@@ -491,6 +496,7 @@ impl Fetcher {
                 },
             )
             .await?;
+        (watch.served)(served.tries);
         lock(&self.verified).insert(digest.clone());
         Ok((
             received.load(Ordering::Relaxed),

@@ -62,12 +62,17 @@ impl<E: Engine> Prefetcher<E> {
             wanted,
             received: Mutex::new(0),
         };
-        // The image's attempts: the most tries one of its requests made at one source.
-        let most_tries = AtomicU32::new(0);
+        // The image's attempts: the most tries one of its requests took at the source
+        // that served it (or, when it failed, at any source).
+        let served_tries = AtomicU32::new(0);
+        let failed_tries = AtomicU32::new(0);
         let progress = |n: u64| counter.add(n);
+        let served = |tries: u32| {
+            served_tries.fetch_max(attempt - 1 + tries, Ordering::Relaxed);
+        };
         let retried = |r: &Retry<'_>| {
             let tries = attempt - 1 + r.tries;
-            most_tries.fetch_max(tries.max(attempt - 1 + r.next_try), Ordering::Relaxed);
+            failed_tries.fetch_max(tries, Ordering::Relaxed);
             if r.after.is_some() {
                 self.emit(PrefetchEvent::AttemptFailed {
                     image: wanted.clone(),
@@ -82,10 +87,16 @@ impl<E: Engine> Prefetcher<E> {
         let watch = Watch {
             progress: &progress,
             retried: &retried,
+            served: &served,
             slot: Some(&slot),
         };
         let outcome = self.fetch_and_load(fetcher, wanted, &sources, watch).await;
-        let attempts = most_tries.load(Ordering::Relaxed).max(attempt);
+        let most = if matches!(outcome, Ok(Loaded::Pulled(_))) {
+            &served_tries
+        } else {
+            &failed_tries
+        };
+        let attempts = most.load(Ordering::Relaxed).max(attempt);
         let bytes = *crate::support::lock(&counter.received);
         match outcome {
             Ok(Loaded::Pulled(mut pulled)) => {

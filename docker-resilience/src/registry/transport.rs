@@ -158,8 +158,6 @@ pub struct Retry<'a> {
     /// When the request goes again (on the same or the next source); `None` when it
     /// gives up.
     pub after: Option<Duration>,
-    /// The number the next try will have at its source (0 when the request gives up).
-    pub next_try: u32,
 }
 
 /// Observes the failed tries of a request (the image's attempt counter, its log lines).
@@ -209,6 +207,8 @@ pub struct Served<T> {
     pub value: T,
     /// Which of the sources served it (an index into the list given).
     pub source: usize,
+    /// Tries it took there (a resume after a cut that brought bytes is not a new try).
+    pub tries: u32,
 }
 
 /// The one way requests reach registries: see the module's documentation.
@@ -326,10 +326,18 @@ impl Transport {
                     }
                     self.breaker.success(&endpoint.host);
                     match step {
-                        Step::Done(value) => return Ok(Served { value, source: i }),
+                        Step::Done(value) => {
+                            return Ok(Served {
+                                value,
+                                source: i,
+                                tries: tries[i],
+                            })
+                        }
                         Step::Progress => {
-                            // It works: the request's failures on it so far are forgiven.
+                            // It works: the request's failures on it so far are forgiven,
+                            // and going on from where it stopped is not a new try.
                             spent[i] = 0;
+                            tries[i] = 0;
                             continue;
                         }
                     }
@@ -357,7 +365,6 @@ impl Transport {
                     error,
                     tries: tries[i],
                     after: current.map(|_| Duration::ZERO),
-                    next_try: current.map_or(0, |next| tries[next] + 1),
                 });
                 last[i] = Some(failure);
                 continue;
@@ -393,7 +400,6 @@ impl Transport {
                 error,
                 tries: tries[i],
                 after,
-                next_try: current.map_or(0, |next| tries[next] + 1),
             });
             last[i] = Some(failure);
         }
@@ -522,7 +528,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!((served.value, served.source), (8, 0));
+        assert_eq!((served.value, served.source, served.tries), (8, 0, 9));
         assert_eq!(retries.load(Ordering::Relaxed), 8);
         let stats = t.stats().snapshot();
         assert_eq!(stats[0].requests, 9);
@@ -588,7 +594,11 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(served.value, 5);
+        assert_eq!(
+            (served.value, served.tries),
+            (5, 1),
+            "resumes are not tries"
+        );
         // A drbuild mirror's 404 moves on; the registry's ends the request.
         let mut mirrors = crate::resilience::mirror::MirrorSet::default();
         mirrors.add_spec("127.0.0.1:15000=127.0.0.1:15009").unwrap();
