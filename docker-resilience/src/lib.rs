@@ -11,11 +11,12 @@
 //! | [`resilience`] | pure policy: error classes, retry schedules, the breaker, mirrors |
 //! | [`config`] | `drbuild.yaml` and the one resolution of settings (flags > file > defaults) |
 //! | [`plan`] | every external image a tree needs, and the services it builds, in order |
-//! | [`registry`] | the distribution API: probes, and a client that reports each request's true answer |
-//! | [`cache`] | the content-addressed blob cache (resumable, verified) |
+//! | [`registry`] | the distribution API: the one transport every request goes through (per-request retries, source health, fallback), and a client that reports each request's true answer |
+//! | [`cache`] | the content-addressed blob cache that several processes share (locked per blob, verified, renamed atomically) |
 //! | [`fetch`] | images from registries into the cache, resumed and verified; `docker load` archives |
 //! | [`engine`] | the Docker daemon (the only module that talks to it) |
 //! | [`prefetch`] | pulling a plan's images through flaky networks |
+//! | [`sync`] | a plan's images copied into a registry (a fleet's mirror), digests unchanged |
 //! | [`build`] | building services in dependency order, retrying what is transient |
 //! | [`bundle`] | offline bundles, verified before they load |
 //! | [`doctor`] | why pulls and builds fail on a machine |

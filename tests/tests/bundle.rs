@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use docker_resilience_tests::faultproxy::Config;
 use docker_resilience_tests::testbed::{data, interrupt, repo_root, Session, Testbed};
 
 const DEMO_IMAGES: [&str; 8] = [
@@ -315,4 +316,42 @@ fn hostile_bundles_load_nothing() {
     let (code, stdout, stderr) = bed.drbuild(&["import", "--unverified", saved]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(bed.has_image("busybox:1.36"), "{stdout}");
+}
+
+/// The offline site's flow with the defaults: the daemon (a graph driver's, on 20.10)
+/// holds the images and a registry answers, so the bundle comes from the registries
+/// with their manifests and `import --to` pushes it; with every source down it comes
+/// from the daemon's `docker save`, and says that it cannot go into a registry.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn export_with_defaults_then_import_to_a_registry() {
+    let bed = Testbed::get();
+    ensure_demo_images(&bed);
+    bed.lan_reset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("site.bundle");
+    let bundle_s = bundle.to_str().expect("utf-8");
+    let (code, out, err) = bed.drbuild(&["export", &demo(), "-o", bundle_s]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = bed.drbuild(&["import", bundle_s, "--to", &bed.lan, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["summary"]["failed"], 0, "{doc}");
+    // Every source down: the daemon writes it, and says what that means.
+    bed.set_faults(&Config {
+        down: true,
+        ..Config::default()
+    });
+    let saved = dir.path().join("saved.bundle");
+    let (code, out, err) = bed.drbuild(&["export", &demo(), "-o", saved.to_str().expect("utf-8")]);
+    bed.reset_faults();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("writing the bundle from the daemon (`docker save`)")
+            && err.contains("cannot push it"),
+        "{err}"
+    );
 }

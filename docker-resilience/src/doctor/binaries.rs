@@ -1,5 +1,5 @@
 //! Executables in build contexts that cannot run on the image's platform (the `exec
-//! format error` of a macOS binary copied into a Linux image, seed 004).
+//! format error` of a macOS binary copied into a Linux image).
 
 use std::collections::BTreeSet;
 use std::io::Read;

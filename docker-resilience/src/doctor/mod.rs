@@ -1,5 +1,6 @@
 //! Doctor: why pulls and services fail here, each reason one [`Check`] with a verdict
-//! and a concrete hint (seeds 000, 001, 003, 004). One file per check family; each
+//! and a concrete hint (mirrors that stopped answering, a broken daemon.json, a port
+//! already allocated, a wrong-architecture binary). One file per check family; each
 //! check is a function of what was read (daemon facts, files, sockets), so that it can
 //! be tested without a daemon, and [`doctor`] gathers the facts.
 //!

@@ -1,5 +1,5 @@
 //! Host ports that compose services publish and something already holds (`port is
-//! already allocated`, seed 003): a container, or a process found through
+//! already allocated`, the service that will not start): a container, or a process found through
 //! `/proc/net/tcp{,6}` and `/proc/*/fd`.
 
 use super::{Check, CheckStatus};

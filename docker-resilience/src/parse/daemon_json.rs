@@ -1,4 +1,5 @@
-//! `/etc/docker/daemon.json`: the mistakes that cost our users hours (seed 000):
+//! `/etc/docker/daemon.json`: the mistakes that cost our users hours when they switch
+//! registry mirrors after Docker Hub stops answering:
 //! a syntax error that keeps dockerd from starting, a mirror without its scheme.
 
 use serde_json::Value;

@@ -1,8 +1,9 @@
 //! Prefetch: pulling every image a plan needs, through flaky networks.
 //!
-//! One image-list call finds what is present (per platform); the rest is pulled with
-//! bounded concurrency (`jobs` attempts at once; an image waiting to retry holds no
-//! slot), by one of two paths:
+//! The daemon says what is present (per platform: one image-list call, or on the
+//! containerd store with API 1.48+ one inspect per wanted image); the rest is pulled
+//! with bounded concurrency (`jobs` images at once; an image waiting to retry holds
+//! no slot), by one of two paths:
 //!
 //! - **registry-native** (`native.rs`), the default where drbuild reaches the image's
 //!   registry or a mirror: drbuild resolves and downloads the image itself into its
@@ -14,11 +15,13 @@
 //! - **through the daemon** (`daemon.rs`): `docker pull`, watched for stalls, with the
 //!   daemon's words classified (and its mirror asked directly when the words hide it).
 //!
-//! Either way each image has an attempt budget, the wait before the next attempt comes
-//! from the source's health (a glitch is retried at once, a failing source backs off,
-//! a `429` holds every request to that source), a source that keeps failing (not one
-//! answering `429`) is skipped for the rest of the run (circuit breaker), and the whole
-//! run can be bounded
+//! Registry-native, every request goes through the run's
+//! [`Transport`]: a failed request is retried on
+//! its own (the image is not restarted), paced by its source's health, on the next
+//! source when this one fails as a whole. Through the daemon each image has an attempt
+//! budget and the wait before the next attempt comes from the same health. Either way a
+//! source that keeps failing (not one answering `429`) is skipped for the rest of the
+//! run (the breaker, keyed by host on both paths), and the whole run can be bounded
 //! (`deadline`).
 //!
 //! May import: `vocab`, `support`, `config`, `resilience`, `registry`, `cache`, `fetch`,
@@ -659,6 +662,15 @@ impl<E: Engine> Prefetcher<E> {
             error_class: Some(ErrorClass::Transient),
             ..ImageResult::new(wanted, ImageStatus::Failed)
         })
+    }
+
+    /// Whether every image of `wanted` has a source (a registry or mirror) that answers
+    /// `GET /v2/`.
+    pub async fn sources_answer(&self, wanted: &[Wanted]) -> bool {
+        self.native_reach_probe(wanted.iter().map(|w| &w.reference))
+            .await
+            .values()
+            .all(|up| *up)
     }
 
     /// For each image, whether the registry-native path pulls it: always with

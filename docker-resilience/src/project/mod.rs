@@ -71,6 +71,10 @@ pub struct BuildOutcome {
     pub build: Option<BuildReport>,
 }
 
+/// What is said when a bundle comes from the daemon's `docker save` though the caller
+/// did not ask for it.
+const SAVED_BUNDLE: &str = "writing the bundle from the daemon (`docker save`): it loads into any daemon, but on a graph-driver store it holds no registry manifests, so `drbuild import --to REGISTRY` cannot push it";
+
 /// What a [`Project::export`] did.
 #[derive(Debug, Clone)]
 pub struct ExportOutcome {
@@ -285,10 +289,13 @@ impl Project {
         crate::sync::sync(wanted, options).await
     }
 
-    /// Writes the `wanted` images to a bundle at `output`: from the daemon (`docker
-    /// save`) when it is reachable and holds them all (unless `--via registry`), else
-    /// straight from the registries through the registry-native path and its cache —
-    /// no daemon needed, and nothing already in the cache is downloaded again.
+    /// Writes the `wanted` images to a bundle at `output`: through the registry-native
+    /// fetch path and its cache (digests and registry manifests kept, so the bundle can
+    /// also be pushed into a registry with `import --to`; nothing already in the cache
+    /// is downloaded again; no daemon needed) whenever a source of the images answers;
+    /// from the daemon (`docker save`) with `--via daemon`, or when no source answers
+    /// and the daemon holds them all — saying that such a bundle cannot go into a
+    /// registry.
     pub async fn export(
         &self,
         wanted: &[Wanted],
@@ -308,30 +315,48 @@ impl Project {
                 None
             }
         };
-        let mut daemon_mirrors = Vec::new();
-        if let Some(engine) = &engine {
-            if self.settings.via != Via::Registry {
-                let references: Vec<_> = wanted.iter().map(|w| w.reference.clone()).collect();
-                let present = crate::engine::Engine::present_images(engine, &references).await?;
-                let all = wanted
-                    .iter()
-                    .all(|w| present.contains_for(&w.reference, w.platform.as_ref()));
-                if (all && !how.all_platforms) || self.settings.via == Via::Daemon {
-                    let manifest =
-                        export_bundle(engine, wanted, output, how.compression, &cancel, progress)
-                            .await?;
-                    return Ok(ExportOutcome {
-                        manifest,
-                        fetched: None,
-                    });
-                }
-            }
-            daemon_mirrors = engine.info().await.map(|i| i.mirrors).unwrap_or_default();
-        }
+        let daemon_mirrors = match &engine {
+            Some(engine) => engine.info().await.map(|i| i.mirrors).unwrap_or_default(),
+            None => Vec::new(),
+        };
         let options = PrefetchOptions {
             daemon_mirrors,
             ..PrefetchOptions::from(&self.settings)
         };
+        // Whether the daemon can write the bundle when the registries cannot.
+        let daemon_holds_all = match &engine {
+            Some(engine) if self.settings.via != Via::Registry && !how.all_platforms => {
+                let references: Vec<_> = wanted.iter().map(|w| w.reference.clone()).collect();
+                let present = crate::engine::Engine::present_images(engine, &references).await?;
+                wanted
+                    .iter()
+                    .all(|w| present.contains_for(&w.reference, w.platform.as_ref()))
+            }
+            _ => false,
+        };
+        let save_instead = match (&engine, self.settings.via) {
+            (Some(_), Via::Daemon) => true,
+            (Some(_), Via::Auto) if daemon_holds_all => {
+                let answers = Prefetcher::fetch_only(options.clone())
+                    .sources_answer(wanted)
+                    .await;
+                if !answers {
+                    tracing::warn!(
+                        "{SAVED_BUNDLE}: none of the images' registries and mirrors answers"
+                    );
+                }
+                !answers
+            }
+            _ => false,
+        };
+        if let (true, Some(engine)) = (save_instead, &engine) {
+            let manifest =
+                export_bundle(engine, wanted, output, how.compression, &cancel, progress).await?;
+            return Ok(ExportOutcome {
+                manifest,
+                fetched: None,
+            });
+        }
         let cache_dir = options
             .cache_dir
             .clone()
@@ -372,6 +397,19 @@ impl Project {
             .filter_map(|r| r.error.clone())
             .collect();
         if !failed.is_empty() {
+            if let (true, Some(engine)) = (daemon_holds_all, &engine) {
+                tracing::warn!(
+                    "{SAVED_BUNDLE}: not every image could be fetched ({})",
+                    failed.join("; ")
+                );
+                let manifest =
+                    export_bundle(engine, wanted, output, how.compression, &cancel, progress)
+                        .await?;
+                return Ok(ExportOutcome {
+                    manifest,
+                    fetched: None,
+                });
+            }
             return Err(BundleError::NotFetched { errors: failed }.into());
         }
         let manifest = export_fetched(

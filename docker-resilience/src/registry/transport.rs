@@ -5,8 +5,8 @@
 //! regclient's `internal/reghttp`):
 //!
 //! - **source order and fallback**: a request is given the sources of its image in the
-//!   order a pull tries them ([`crate::fetch::sources`]); with
-//!   [`Fallback::Never`](crate::config::Fallback) the caller gives one.
+//!   order a pull tries them (the daemon's mirrors, drbuild's mirrors, the registry);
+//!   with `--fallback never` the caller gives one.
 //! - **per-request retries**: a failed request is retried, not its image. While its
 //!   source *glitches* (it served another request in the last seconds) the request stays
 //!   on it and goes again after a few milliseconds; when the source fails as a whole

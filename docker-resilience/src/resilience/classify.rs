@@ -1,7 +1,10 @@
 //! Classifying pull and build errors: retry, retry later, or give up.
 //!
-//! The strings are the ones dockerd and registries really return (see the table
-//! in the project's notes). Anything unknown is treated as transient: on the
+//! The strings are the ones dockerd and registries really return, captured from
+//! every engine of the test bed into `tests/data/pull-errors/` (which the tests here
+//! read): `EOF`, `request canceled while waiting for connection`, `toomanyrequests`,
+//! `manifest unknown`, and the Docker Hub fallback error a graph-driver daemon
+//! reports for any fault of its mirror. Anything unknown is treated as transient: on the
 //! networks this crate is for, giving up on a flaky error costs a whole build,
 //! while retrying a permanent one costs a bounded number of attempts.
 
@@ -155,8 +158,9 @@ fn resolved_not_found(lower: &str) -> bool {
     lower.contains("failed to resolve reference") && lower.trim_end().ends_with(": not found")
 }
 
-/// Output of a build step that says the network failed, not the step (seed 004:
-/// apt, apk, pip and npm behind a flaky mirror).
+/// Output of a build step that says the network failed, not the step (a package
+/// mirror answering 500 or EOF inside `RUN apt-get`: apt, apk, pip and npm behind a
+/// flaky mirror).
 const STEP_NETWORK: &[&str] = &[
     "500 internal server error",
     "502 bad gateway",
