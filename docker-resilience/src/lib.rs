@@ -13,7 +13,8 @@
 //! | [`plan`] | every external image a tree needs, and the services it builds, in order |
 //! | [`registry`] | the distribution API: the one transport every request goes through (per-request retries, source health, fallback), and a client that reports each request's true answer |
 //! | [`cache`] | the content-addressed blob cache that several processes share (locked per blob, verified, renamed atomically) |
-//! | [`fetch`] | images from registries into the cache, resumed and verified; `docker load` archives |
+//! | [`fetch`] | images from registries into the cache, resumed and verified (no daemon) |
+//! | [`deliver`] | fetched images from the cache into a daemon: the loopback handoff registry, `docker load` archives |
 //! | [`engine`] | the Docker daemon (the only module that talks to it) |
 //! | [`prefetch`] | pulling a plan's images through flaky networks |
 //! | [`sync`] | a plan's images copied into a registry (a fleet's mirror), digests unchanged |
@@ -96,6 +97,7 @@ pub mod build;
 pub mod bundle;
 pub mod cache;
 pub mod config;
+pub mod deliver;
 pub mod discover;
 pub mod doctor;
 pub mod engine;

@@ -16,8 +16,8 @@ use super::format::{
 };
 use super::{io_err, BundleError, BytesProgress};
 use crate::cache::BlobCache;
+use crate::deliver::archive::write_archive;
 use crate::engine::{DockerEngine, Engine, EngineError};
-use crate::fetch::archive::write_archive;
 use crate::fetch::FetchedImage;
 use crate::support::chunks::blocking_stream;
 use crate::vocab::{ImageReference, Wanted};

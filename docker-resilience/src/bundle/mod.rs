@@ -17,7 +17,7 @@
 //! `import --to` pushes a bundle's images into a registry instead ([`push_bundle`]):
 //! the blobs and manifests as fetched, so their digests stay the registry's.
 //!
-//! May import: `vocab`, `support`, `engine`, `cache`, `fetch`, `registry`, `sync`.
+//! May import: `vocab`, `support`, `engine`, `cache`, `fetch`, `deliver`, `registry`, `sync`.
 
 mod export;
 mod format;

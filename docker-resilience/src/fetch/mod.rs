@@ -2,12 +2,10 @@
 //! way a registry client does it: resolve the reference (an index to the platform's
 //! manifest), download config and layers, resume a blob cut mid-way with `Range` from
 //! where it stopped, verify every blob by digest, and count what each endpoint did.
-//! [`archive`] turns fetched images into a `docker load` archive.
+//! Every request goes through the run's [`Transport`]. It knows no daemon: getting
+//! fetched images into one is the deliver stage's.
 //!
 //! May import: `vocab`, `support`, `resilience`, `registry`, `cache`.
-
-pub mod archive;
-pub mod handoff;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +23,9 @@ use crate::resilience::classify::ErrorClass;
 use crate::resilience::mirror::MirrorSet;
 use crate::support::lock;
 use crate::vocab::{ImageReference, Platform, Wanted, DOCKER_HUB};
+
+mod run;
+pub use run::{FetchEvent, FetchReport, FetchResult, FetchRun};
 
 /// Layers of one image downloaded at once (as dockerd's `max-concurrent-downloads`).
 const LAYER_JOBS: usize = 3;
@@ -62,6 +63,25 @@ pub enum FetchError {
     /// file): a local fault, whatever the sources do.
     #[error(transparent)]
     Cache(#[from] Arc<CacheError>),
+    /// None of the image's sources answers at all (`GET /v2/` as the run started).
+    #[error("none of the sources of `{image}` answers ({})", sources.join(", "))]
+    Unanswered {
+        /// The image.
+        image: ImageReference,
+        /// Its sources, as messages name them.
+        sources: Vec<String>,
+    },
+    /// The run's deadline passed before the image was fetched.
+    #[error(
+        "the run's deadline ({}) passed before `{image}` was fetched",
+        humantime::format_duration(*limit)
+    )]
+    Deadline {
+        /// The image.
+        image: ImageReference,
+        /// The deadline.
+        limit: Duration,
+    },
 }
 
 impl From<CacheError> for FetchError {
@@ -74,7 +94,7 @@ impl TryFailure for FetchError {
     fn request(&self) -> Option<&RequestError> {
         match self {
             FetchError::Request(e) => Some(e),
-            FetchError::Cache(_) => None,
+            _ => None,
         }
     }
 }
@@ -86,6 +106,7 @@ impl FetchError {
         match self {
             FetchError::Request(e) => e.class(),
             FetchError::Cache(_) => ErrorClass::Permanent,
+            FetchError::Unanswered { .. } | FetchError::Deadline { .. } => ErrorClass::Transient,
         }
     }
 
@@ -93,7 +114,7 @@ impl FetchError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             FetchError::Request(e) => e.hint(),
-            FetchError::Cache(_) => None,
+            _ => None,
         }
     }
 

@@ -9,8 +9,8 @@
 //!   registry or a mirror: drbuild resolves and downloads the image itself into its
 //!   blob cache (resuming cut layers, verifying every blob) and hands it to the daemon:
 //!   a daemon on this machine pulls it from drbuild's loopback registry
-//!   ([`crate::fetch::handoff`]) while the layers still arrive; any other daemon gets
-//!   a streamed `docker load` archive ([`crate::fetch::archive`]). Every failure is
+//!   ([`crate::deliver::handoff`]) while the layers still arrive; any other daemon gets
+//!   a streamed `docker load` archive ([`crate::deliver::archive`]). Every failure is
 //!   the endpoint's own answer.
 //! - **through the daemon** (`daemon.rs`): `docker pull`, watched for stalls, with the
 //!   daemon's words classified (and its mirror asked directly when the words hide it).
@@ -24,7 +24,7 @@
 //! run (the breaker, keyed by host on both paths), and the whole run can be bounded
 //! (`deadline`).
 //!
-//! May import: `vocab`, `support`, `config`, `resilience`, `registry`, `cache`, `fetch`,
+//! May import: `vocab`, `support`, `config`, `resilience`, `registry`, `cache`, `fetch`, `deliver`,
 //! `engine`.
 
 mod daemon;
@@ -42,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::BlobCache;
 use crate::config::Settings;
 pub use crate::config::{Fallback, Via};
+use crate::deliver::handoff::Handoff;
 use crate::engine::{Engine, EngineError, ImageStore};
-use crate::fetch::handoff::Handoff;
-use crate::fetch::{EndpointStats, FetchedImage, Fetcher};
+use crate::fetch::{EndpointStats, FetchEvent, FetchResult, FetchedImage, Fetcher};
 use crate::registry::client::RegistryClient;
 use crate::registry::credentials::Credentials;
 use crate::registry::transport::Transport;
@@ -94,6 +94,32 @@ pub struct PrefetchOptions {
 impl Default for PrefetchOptions {
     fn default() -> Self {
         PrefetchOptions::from(&Settings::default())
+    }
+}
+
+impl PrefetchOptions {
+    /// The endpoints `image` comes from, in order (with `Fallback::Never`, the first).
+    pub fn sources(&self, image: &ImageReference) -> Vec<crate::registry::client::Endpoint> {
+        let mut all = crate::fetch::sources(image, &self.daemon_mirrors, &self.mirrors);
+        if self.fallback == Fallback::Never {
+            all.truncate(1);
+        }
+        all
+    }
+
+    /// A transport for registry requests with these options: docker's credentials
+    /// (unless turned off), the stall timeout, the retry policy and breaker.
+    pub fn transport(&self) -> Transport {
+        let credentials = if self.credentials {
+            Credentials::from_docker_config()
+        } else {
+            Credentials::none()
+        };
+        Transport::new(
+            RegistryClient::new(credentials, self.stall_timeout),
+            &self.retry,
+            self.breaker_threshold,
+        )
     }
 }
 
@@ -192,6 +218,37 @@ pub struct PrefetchReport {
 }
 
 impl ImageResult {
+    /// The result of an image a daemon-free fetch brought into the cache (`pulled`
+    /// there means fetched), so that `export` and `sync` report it as `prefetch` does.
+    pub fn from_fetch(r: &FetchResult) -> Self {
+        let (status, source, resumes, error, error_class) = match &r.outcome {
+            Ok(image) => (
+                ImageStatus::Pulled,
+                Some(image.source.clone()),
+                image.resumes,
+                None,
+                None,
+            ),
+            Err(e) => (
+                ImageStatus::Failed,
+                None,
+                0,
+                Some(format!("failed to fetch `{}`: {e}", r.wanted.reference)),
+                Some(e.class()),
+            ),
+        };
+        ImageResult {
+            attempts: r.attempts,
+            source,
+            elapsed_ms: r.elapsed_ms,
+            bytes: r.bytes,
+            resumes,
+            error,
+            error_class,
+            ..ImageResult::new(&r.wanted, status)
+        }
+    }
+
     fn new(wanted: &Wanted, status: ImageStatus) -> Self {
         ImageResult {
             reference: wanted.reference.clone(),
@@ -285,6 +342,37 @@ pub enum PrefetchEvent {
     Finished(ImageResult),
 }
 
+impl PrefetchEvent {
+    /// What a daemon-free fetch's event stands for, so that its progress shows as a
+    /// prefetch's does.
+    pub fn from_fetch(event: &FetchEvent<'_>) -> Self {
+        match event {
+            FetchEvent::Started { image, source } => PrefetchEvent::Attempt {
+                image: (*image).clone(),
+                attempt: 1,
+                source: (*source).to_owned(),
+            },
+            FetchEvent::Bytes { image, received } => PrefetchEvent::Progress {
+                image: (*image).clone(),
+                current: *received,
+                total: 0,
+            },
+            FetchEvent::Retried {
+                image,
+                retry,
+                attempt,
+            } => PrefetchEvent::AttemptFailed {
+                image: (*image).clone(),
+                attempt: *attempt,
+                error: retry.error.to_string(),
+                class: retry.error.class(),
+                retry_in: retry.after,
+            },
+            FetchEvent::Finished(r) => PrefetchEvent::Finished(ImageResult::from_fetch(r)),
+        }
+    }
+}
+
 /// A successful attempt.
 #[derive(Debug)]
 struct Pulled {
@@ -344,8 +432,6 @@ pub struct Prefetcher<E> {
     fetcher: tokio::sync::OnceCell<Result<Arc<Fetcher>, String>>,
     /// Fetched images, kept for the report.
     fetched: Mutex<Vec<FetchedImage>>,
-    /// Fetch into the cache only (no daemon to load into).
-    fetch_only: bool,
     /// The loopback registry a local daemon takes fetched images from (started on
     /// first use; `None` where the daemon is elsewhere or cannot reach it).
     handoff: tokio::sync::OnceCell<Option<Handoff>>,
@@ -363,58 +449,6 @@ impl<E> std::fmt::Debug for Prefetcher<E> {
     }
 }
 
-impl Prefetcher<NoDaemon> {
-    /// A prefetcher with no daemon: images are fetched into the blob cache (always
-    /// registry-native) and listed in the report's `fetched`, to be written to a bundle.
-    pub fn fetch_only(options: PrefetchOptions) -> Self {
-        let mut p = Self::new(
-            NoDaemon,
-            PrefetchOptions {
-                via: Via::Registry,
-                always_pull: true,
-                ..options
-            },
-        );
-        p.fetch_only = true;
-        p
-    }
-}
-
-/// The engine of [`Prefetcher::fetch_only`]: holds nothing, pulls nothing, loads
-/// nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoDaemon;
-
-impl Engine for NoDaemon {
-    async fn present_images(
-        &self,
-        _wanted: &[ImageReference],
-    ) -> Result<crate::engine::PresentImages, EngineError> {
-        Ok(crate::engine::PresentImages::default().in_store(ImageStore::Containerd))
-    }
-
-    async fn pull(
-        &self,
-        _image: &ImageReference,
-        _platform: Option<&Platform>,
-    ) -> futures_util::stream::BoxStream<'static, Result<crate::engine::PullEvent, EngineError>>
-    {
-        stream::once(async { Err(EngineError::other("no daemon to pull with")) }).boxed()
-    }
-
-    async fn tag(&self, _: &ImageReference, _: &ImageReference) -> Result<(), EngineError> {
-        Ok(())
-    }
-
-    async fn untag(&self, _: &ImageReference) -> Result<(), EngineError> {
-        Ok(())
-    }
-
-    async fn load(&self, _: crate::engine::ContextStream) -> Result<Vec<String>, EngineError> {
-        Ok(Vec::new())
-    }
-}
-
 impl<E: Engine> Prefetcher<E> {
     /// A prefetcher pulling through `engine`.
     pub fn new(engine: E, options: PrefetchOptions) -> Self {
@@ -424,16 +458,7 @@ impl<E: Engine> Prefetcher<E> {
     /// A prefetcher sharing an engine with other work.
     pub fn with_shared_engine(engine: Arc<E>, options: PrefetchOptions) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
-        let credentials = if options.credentials {
-            Credentials::from_docker_config()
-        } else {
-            Credentials::none()
-        };
-        let transport = Arc::new(Transport::new(
-            RegistryClient::new(credentials, options.stall_timeout),
-            &options.retry,
-            options.breaker_threshold,
-        ));
+        let transport = Arc::new(options.transport());
         Prefetcher {
             engine,
             transport,
@@ -442,7 +467,6 @@ impl<E: Engine> Prefetcher<E> {
             cancel: CancellationToken::new(),
             fetcher: tokio::sync::OnceCell::new(),
             fetched: Mutex::new(Vec::new()),
-            fetch_only: false,
             handoff: tokio::sync::OnceCell::new(),
             handoff_unreachable: std::sync::atomic::AtomicBool::new(false),
             slots,
@@ -551,35 +575,6 @@ impl<E: Engine> Prefetcher<E> {
         let native = self
             .native_reach(to_pull.iter().map(|i| &wanted[*i].reference))
             .await;
-        if self.fetch_only {
-            // No daemon to fall back to: an image none of whose sources answers fails
-            // now, naming them, rather than after its whole retry budget.
-            let reachable = self
-                .native_reach_probe(to_pull.iter().map(|i| &wanted[*i].reference))
-                .await;
-            to_pull.retain(|&i| {
-                let w = wanted[i];
-                if reachable.get(&w.reference).copied().unwrap_or(true) {
-                    return true;
-                }
-                let tried: Vec<String> = self
-                    .sources(&w.reference)
-                    .iter()
-                    .map(|e| e.label.clone())
-                    .collect();
-                let result = ImageResult {
-                    error: Some(format!(
-                        "none of the sources of `{}` answers ({})",
-                        w.reference,
-                        tried.join(", ")
-                    )),
-                    error_class: Some(ErrorClass::Transient),
-                    ..ImageResult::new(w, ImageStatus::Failed)
-                };
-                results[i] = Some(self.finish(result));
-                false
-            });
-        }
         let cancel = self.cancel.clone();
         let pulled: Vec<(usize, Option<ImageResult>)> = stream::iter(to_pull)
             .map(|i| {
@@ -664,15 +659,6 @@ impl<E: Engine> Prefetcher<E> {
         })
     }
 
-    /// Whether every image of `wanted` has a source (a registry or mirror) that answers
-    /// `GET /v2/`.
-    pub async fn sources_answer(&self, wanted: &[Wanted]) -> bool {
-        self.native_reach_probe(wanted.iter().map(|w| &w.reference))
-            .await
-            .values()
-            .all(|up| *up)
-    }
-
     /// For each image, whether the registry-native path pulls it: always with
     /// [`Via::Registry`], never with [`Via::Daemon`], and with [`Via::Auto`] when one of
     /// its sources answers.
@@ -699,39 +685,16 @@ impl<E: Engine> Prefetcher<E> {
             .iter()
             .map(|i| ((*i).clone(), self.sources(i)))
             .collect();
-        let mut endpoints: Vec<crate::registry::client::Endpoint> =
-            sources.values().flatten().cloned().collect();
-        endpoints.sort_by(|a, b| a.base.cmp(&b.base));
-        endpoints.dedup_by(|a, b| a.base == b.base);
-        let client = self.transport.client().clone();
-        let answers: HashMap<String, bool> = stream::iter(endpoints)
-            .map(|e| {
-                let client = client.clone();
-                let timeout = self.options.probe_timeout;
-                async move {
-                    let up = client.reachable(&e, timeout).await;
-                    tracing::debug!(
-                        "{} {}",
-                        e.label,
-                        if up { "answers" } else { "does not answer" }
-                    );
-                    if up {
-                        // It is serving: a failure right after is a glitch, not an outage.
-                        self.transport.health().success(&e.host);
-                    }
-                    (e.base, up)
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
+        let all: Vec<_> = sources.values().flatten().cloned().collect();
+        let answers = self
+            .transport
+            .answering(&all, self.options.probe_timeout)
             .await;
         sources
             .into_iter()
             .map(|(image, list)| {
-                let up = list
-                    .iter()
-                    .any(|e| answers.get(&e.base).copied().unwrap_or(false));
-                if !up && !self.fetch_only {
+                let up = list.iter().any(|e| answers.contains(&e.base));
+                if !up {
                     tracing::info!(
                         "no registry or mirror of {image} answers drbuild: the daemon pulls it"
                     );
@@ -743,12 +706,7 @@ impl<E: Engine> Prefetcher<E> {
 
     /// The endpoints `image` comes from, in order (with `Fallback::Never`, the first).
     fn sources(&self, image: &ImageReference) -> Vec<crate::registry::client::Endpoint> {
-        let mut all =
-            crate::fetch::sources(image, &self.options.daemon_mirrors, &self.options.mirrors);
-        if self.options.fallback == Fallback::Never {
-            all.truncate(1);
-        }
-        all
+        self.options.sources(image)
     }
 
     /// One image, attempt after attempt, until it is there, its budget is spent or an

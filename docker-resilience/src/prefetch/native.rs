@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 
 use super::{ByteCounter, Failed, PrefetchEvent, Prefetcher, Pulled};
+use crate::deliver::archive::{write_archive_as_ready, BlobReady};
+use crate::deliver::handoff::Handoff;
 use crate::engine::{ContextStream, Engine};
-use crate::fetch::archive::{write_archive_as_ready, BlobReady};
-use crate::fetch::handoff::Handoff;
 use crate::fetch::{FetchError, FetchedImage, Fetcher, Watch};
 use crate::registry::client::Endpoint;
 use crate::registry::transport::{Retry, Slot};
@@ -25,7 +25,7 @@ use crate::vocab::Wanted;
 
 /// How an image's fetch and delivery ended, when the fetch worked.
 enum Loaded {
-    /// In the daemon (or, fetch-only, in the cache).
+    /// In the daemon.
     Pulled(Box<Pulled>),
     /// Fetched, but the daemon did not take it.
     Refused(Failed),
@@ -108,10 +108,11 @@ impl<E: Engine> Prefetcher<E> {
                 Err(refused)
             }
             Err(e) => {
-                let (source, mut message) = match &e {
-                    FetchError::Cache(_) => ("cache".to_owned(), e.to_string()),
-                    FetchError::Request(_) => (sources[0].host.clone(), e.to_string()),
+                let source = match &e {
+                    FetchError::Cache(_) => "cache".to_owned(),
+                    _ => sources[0].host.clone(),
                 };
+                let mut message = e.to_string();
                 if let Some(hint) = e.hint() {
                     message.push_str(&format!(" (hint: {hint})"));
                 }
@@ -145,12 +146,6 @@ impl<E: Engine> Prefetcher<E> {
         watch: Watch<'_>,
     ) -> Result<Loaded, FetchError> {
         let mut image = fetcher.resolve(wanted, sources, watch).await?;
-        if self.fetch_only {
-            fetcher
-                .download(&mut image, sources, watch, &|_| {})
-                .await?;
-            return Ok(Loaded::Pulled(Box::new(delivered(image))));
-        }
         if let Some(handoff) = self.handoff(fetcher).await {
             match self
                 .hand_off(handoff, fetcher, wanted, &mut image, sources, watch)

@@ -23,10 +23,11 @@ use crate::cache::BlobCache;
 use crate::config::Via;
 use crate::config::{Overrides, Settings};
 use crate::engine::{DockerEngine, EngineError};
+use crate::fetch::{FetchEvent, FetchReport, FetchRun, FetchedImage, Fetcher};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
 use crate::prefetch::{PrefetchEvent, PrefetchOptions, PrefetchReport, Prefetcher};
 use crate::registry::client::Endpoint;
-use crate::vocab::{SecretSpec, SecretValue, Wanted};
+use crate::vocab::{ImageReference, SecretSpec, SecretValue, Wanted};
 use tokio_util::sync::CancellationToken;
 
 /// A tree with its plan and resolved settings.
@@ -81,7 +82,7 @@ pub struct ExportOutcome {
     /// The bundle's manifest.
     pub manifest: BundleManifest,
     /// The fetch from registries, when the images did not come from the daemon.
-    pub fetched: Option<PrefetchReport>,
+    pub fetched: Option<FetchReport>,
 }
 
 impl Project {
@@ -334,22 +335,7 @@ impl Project {
             }
             _ => false,
         };
-        let save_instead = match (&engine, self.settings.via) {
-            (Some(_), Via::Daemon) => true,
-            (Some(_), Via::Auto) if daemon_holds_all => {
-                let answers = Prefetcher::fetch_only(options.clone())
-                    .sources_answer(wanted)
-                    .await;
-                if !answers {
-                    tracing::warn!(
-                        "{SAVED_BUNDLE}: none of the images' registries and mirrors answers"
-                    );
-                }
-                !answers
-            }
-            _ => false,
-        };
-        if let (true, Some(engine)) = (save_instead, &engine) {
+        if let (Via::Daemon, Some(engine)) = (self.settings.via, &engine) {
             let manifest =
                 export_bundle(engine, wanted, output, how.compression, &cancel, progress).await?;
             return Ok(ExportOutcome {
@@ -361,41 +347,42 @@ impl Project {
             .cache_dir
             .clone()
             .unwrap_or_else(BlobCache::default_dir);
-        let events = std::sync::Arc::new(events);
-        let sink = std::sync::Arc::clone(&events);
-        let mut report = Prefetcher::fetch_only(options.clone())
-            .on_event(move |e| sink(e))
-            .cancel_on(cancel.clone())
-            .run(wanted)
-            .await?;
         let cache = BlobCache::open(&cache_dir).map_err(|e| BundleError::Io {
             path: cache_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        let fetcher = Fetcher::new(
+            Arc::new(options.transport()),
+            cache.clone(),
+            options.stall_timeout,
+        );
+        let sources = |image: &ImageReference| options.sources(image);
+        let sink = |e: &FetchEvent<'_>| events(&PrefetchEvent::from_fetch(e));
+        let run = FetchRun {
+            jobs: options.jobs,
+            deadline: options.deadline,
+            probe_timeout: options.probe_timeout,
+            cancel: cancel.clone(),
+            sources: &sources,
+            events: &sink,
+        };
+        let mut report = fetcher.fetch_all(wanted, &run).await;
         if how.all_platforms && !report.interrupted {
             // Every platform of each index, so that the bundle pushes into a registry
             // with the index's digest (`import --to`).
-            let more = other_platforms(&cache, &report.fetched);
+            let fetched: Vec<FetchedImage> = report.fetched().cloned().collect();
+            let more = other_platforms(&cache, &fetched);
             if !more.is_empty() {
-                let sink = std::sync::Arc::clone(&events);
-                let extra = Prefetcher::fetch_only(options)
-                    .on_event(move |e| sink(e))
-                    .cancel_on(cancel.clone())
-                    .run(&more)
-                    .await?;
+                let extra = fetcher.fetch_all(&more, &run).await;
                 report.interrupted |= extra.interrupted;
                 report.images.extend(extra.images);
-                report.fetched.extend(extra.fetched);
+                report.endpoints = extra.endpoints;
             }
         }
         if report.interrupted {
             return Err(BundleError::Interrupted.into());
         }
-        let failed: Vec<String> = report
-            .images
-            .iter()
-            .filter_map(|r| r.error.clone())
-            .collect();
+        let failed = report.errors();
         if !failed.is_empty() {
             if let (true, Some(engine)) = (daemon_holds_all, &engine) {
                 tracing::warn!(
@@ -412,15 +399,9 @@ impl Project {
             }
             return Err(BundleError::NotFetched { errors: failed }.into());
         }
-        let manifest = export_fetched(
-            &cache,
-            &report.fetched,
-            output,
-            how.compression,
-            &cancel,
-            progress,
-        )
-        .await?;
+        let fetched: Vec<FetchedImage> = report.fetched().cloned().collect();
+        let manifest =
+            export_fetched(&cache, &fetched, output, how.compression, &cancel, progress).await?;
         Ok(ExportOutcome {
             manifest,
             fetched: Some(report),

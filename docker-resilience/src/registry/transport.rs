@@ -270,6 +270,38 @@ impl Transport {
         &self.stats
     }
 
+    /// Asks each of `endpoints` `GET /v2/` once (8 at a time, each within `timeout`),
+    /// as a run starts: which answer at all. One that answers is recorded as serving (a
+    /// failure right after is a glitch, not an outage). Returns the base URLs that
+    /// answered.
+    pub async fn answering(
+        &self,
+        endpoints: &[Endpoint],
+        timeout: Duration,
+    ) -> std::collections::HashSet<String> {
+        use futures_util::StreamExt;
+        let mut unique: Vec<&Endpoint> = endpoints.iter().collect();
+        unique.sort_by(|a, b| a.base.cmp(&b.base));
+        unique.dedup_by(|a, b| a.base == b.base);
+        futures_util::stream::iter(unique)
+            .map(|e| async move {
+                let up = self.client.reachable(e, timeout).await;
+                tracing::debug!(
+                    "{} {}",
+                    e.label,
+                    if up { "answers" } else { "does not answer" }
+                );
+                if up {
+                    self.health.success(&e.host);
+                }
+                up.then(|| e.base.clone())
+            })
+            .buffer_unordered(8)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
+    }
+
     /// Sends a request to `sources` (in order, see the module's documentation) until
     /// one serves it, the answer is final, or every source has spent the request's
     /// budget. `send` makes one try on the endpoint given; `retried` hears about each

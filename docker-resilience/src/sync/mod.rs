@@ -2,8 +2,8 @@
 //! site's registry) with their digests unchanged, so that every daemon behind it pulls
 //! them as usual.
 //!
-//! Images come in through the resilient fetch path and blob cache ([`crate::prefetch`]
-//! in fetch-only mode) and go out with a `HEAD` per blob (nothing already there is
+//! Images come in through the daemon-free fetcher and blob cache
+//! ([`Fetcher::fetch_all`]) and go out with a `HEAD` per blob (nothing already there is
 //! sent again), cross-repository mounts for blobs pushed earlier in the run, and the
 //! manifests' exact bytes. Docker Hub images land under their Hub names
 //! (`library/nginx:stable`, what a daemon's `registry-mirrors` asks for); others under
@@ -27,12 +27,13 @@ use serde::Serialize;
 
 use crate::cache::BlobCache;
 use crate::fetch::EndpointStats;
-use crate::prefetch::{PrefetchOptions, Prefetcher};
+use crate::fetch::{FetchRun, Fetcher};
+use crate::prefetch::PrefetchOptions;
 use crate::registry::client::{Endpoint, Failure, RegistryClient, RequestError};
 use crate::registry::credentials::Credentials;
 use crate::registry::manifest::{Descriptor, Manifest};
 use crate::registry::push::BlobPush;
-use crate::registry::transport::{RequestKind, Step, Transport, BREAKER_THRESHOLD};
+use crate::registry::transport::{RequestKind, Step, Transport};
 use crate::resilience::classify::ErrorClass;
 use crate::support::{lock, millis};
 use crate::vocab::{ImageReference, Platform, Wanted, DOCKER_HUB};
@@ -203,24 +204,23 @@ pub async fn sync(wanted: &[Wanted], options: SyncOptions) -> SyncReport {
             return report.finish(started);
         }
     };
-    let fetch_options = PrefetchOptions {
-        cache_dir: Some(cache_dir.clone()),
-        ..options.fetch.clone()
+    // Fetching and pushing share one transport's sources' health and statistics.
+    let fetcher = Fetcher::new(
+        Arc::new(options.fetch.transport()),
+        cache.clone(),
+        options.fetch.stall_timeout,
+    );
+    let sources = |image: &ImageReference| options.fetch.sources(image);
+    let jobs = options.fetch.jobs.max(1);
+    let run = FetchRun {
+        jobs,
+        deadline: options.fetch.deadline,
+        probe_timeout: options.fetch.probe_timeout,
+        cancel: tokio_util::sync::CancellationToken::new(),
+        sources: &sources,
+        events: &|_| {},
     };
-    let fetched = Prefetcher::fetch_only(fetch_options.clone())
-        .run(wanted)
-        .await;
-    let fetched = match fetched {
-        Ok(r) => r,
-        Err(e) => {
-            report.images = references(wanted)
-                .into_iter()
-                .map(|r| failed_item(&r, e.to_string(), ErrorClass::Transient))
-                .collect();
-            return report.finish(started);
-        }
-    };
-    report.endpoints = fetched.endpoints.clone();
+    let fetched = fetcher.fetch_all(wanted, &run).await;
     let client = RegistryClient::new(
         if options.fetch.credentials {
             Credentials::from_docker_config()
@@ -230,51 +230,41 @@ pub async fn sync(wanted: &[Wanted], options: SyncOptions) -> SyncReport {
         Duration::from_secs(60),
     );
     let pusher = Pusher {
-        transport: Arc::new(Transport::new(
-            client,
-            &options.fetch.retry,
-            BREAKER_THRESHOLD,
-        )),
+        transport: Arc::new(fetcher.transport().sharing(client, &options.fetch.retry)),
         endpoint,
         cache,
         pushed: Mutex::new(HashMap::new()),
         blob_locks: Mutex::new(HashMap::new()),
     };
-    let jobs = options.fetch.jobs.max(1);
     let references = references(wanted);
     let items = futures_util::StreamExt::collect::<Vec<_>>(futures_util::StreamExt::buffered(
         futures_util::stream::iter(references.iter().map(|reference| {
-            let errors: Vec<&str> = fetched
+            let failure = fetched
                 .images
                 .iter()
-                .filter(|i| &i.reference == reference)
-                .filter_map(|i| i.error.as_deref())
-                .collect();
+                .filter(|i| &i.wanted.reference == reference)
+                .find_map(|i| i.outcome.as_ref().err());
             let images: Vec<&crate::fetch::FetchedImage> = fetched
-                .fetched
-                .iter()
+                .fetched()
                 .filter(|f| &f.wanted.reference == reference)
                 .collect();
-            let fetch_options = &fetch_options;
-            let pusher = &pusher;
-            let fetched = &fetched;
+            let (pusher, fetcher, run) = (&pusher, &fetcher, &run);
             async move {
-                if let Some(error) = errors.first() {
-                    let class = fetched
-                        .images
-                        .iter()
-                        .find(|i| &i.reference == reference && i.error.is_some())
-                        .and_then(|i| i.error_class)
-                        .unwrap_or(ErrorClass::Transient);
-                    return failed_item(reference, (*error).to_owned(), class);
+                if let Some(e) = failure {
+                    return failed_item(
+                        reference,
+                        format!("failed to fetch `{reference}`: {e}"),
+                        e.class(),
+                    );
                 }
-                pusher.copy(reference, &images, fetch_options).await
+                pusher.copy(reference, &images, fetcher, run).await
             }
         })),
         jobs,
     ))
     .await;
     report.images = items;
+    report.endpoints = fetcher.transport().stats().snapshot();
     report.finish(started)
 }
 
@@ -360,7 +350,8 @@ impl Pusher {
         &self,
         reference: &ImageReference,
         images: &[&crate::fetch::FetchedImage],
-        fetch: &PrefetchOptions,
+        fetcher: &Fetcher,
+        run: &FetchRun<'_>,
     ) -> SyncItem {
         let repository = target_repository(reference);
         let Some(first) = images.first() else {
@@ -452,24 +443,15 @@ impl Pusher {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                let more = match Prefetcher::fetch_only(fetch.clone()).run(&wanted).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        return item(
-                            SyncStatus::Failed,
-                            progress,
-                            Some(unusable(&self.endpoint, &repository, e.to_string())),
-                        )
-                    }
-                };
-                if let Some(error) = more.images.iter().find_map(|i| i.error.clone()) {
+                let more = fetcher.fetch_all(&wanted, run).await;
+                if let Some(error) = more.errors().into_iter().next() {
                     return item(
                         SyncStatus::Failed,
                         progress,
                         Some(unusable(&self.endpoint, &repository, error)),
                     );
                 }
-                for image in &more.fetched {
+                for image in more.fetched() {
                     if let Err(e) = self
                         .push_image(
                             &repository,

@@ -18,8 +18,8 @@ use std::io::{self, Write};
 
 use serde_json::json;
 
-use super::FetchedImage;
 use crate::cache::BlobCache;
+use crate::fetch::FetchedImage;
 use crate::vocab::Platform;
 
 /// A blob the archive can take now, or the end of hope (the download failed).

@@ -25,8 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::FetchedImage;
 use crate::cache::BlobCache;
+use crate::fetch::FetchedImage;
 use crate::support::lock;
 use crate::vocab::ImageReference;
 
