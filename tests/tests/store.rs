@@ -166,6 +166,11 @@ fn processes_sharing_one_cache_fetch_each_blob_once() {
         }
         // Every blob once in all: only the tags' manifests are asked by each run.
         let unique = blob_bytes(cache.path());
+        eprintln!(
+            "{processes} processes on one cache: {} bytes through the proxy for {unique} bytes of blobs ({:.3}x)",
+            stats.bytes,
+            stats.bytes as f64 / unique as f64
+        );
         assert!(
             stats.bytes as f64 <= 1.05 * unique as f64,
             "{processes} processes moved {} bytes for {unique} bytes of blobs",
@@ -338,6 +343,7 @@ fn a_full_cache_disk_fails_at_once_naming_the_cache_not_a_source() {
     let (code, doc, stderr) = prefetch(&bed, tree.path(), &full, &[]);
     let elapsed = started.elapsed();
     let _ = Command::new("umount").arg(mount.path()).status();
+    eprintln!("a full cache disk: exit {code} after {elapsed:?}");
     assert_eq!(code, 1, "{doc}\n{stderr}");
     let error = doc["images"][0]["error"].as_str().unwrap_or_default();
     assert!(
