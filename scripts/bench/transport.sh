@@ -18,7 +18,7 @@ seeds_50=${SEEDS_50:-20}
 # shellcheck disable=SC1090
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
-drbuild="$repo/target/release/drbuild"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 cargo build -q -p docker-resilience-tests --bin faultproxy --manifest-path "$repo/Cargo.toml"
 faultproxy="${CARGO_TARGET_DIR:-$repo/target}/debug/faultproxy"
 docker=$DRBUILD_TESTBED_DOCKER
@@ -63,7 +63,10 @@ series() { # LABEL PROBABILITY COUNT: seeded runs, prints "complete/count, ms…
 
 echo "== engine ${DRBUILD_TESTBED_ENGINE:-?}, 13 images, registry-native, --jobs 4"
 curl -fsS -XPOST "$proxy/reset" >/dev/null
-run >/dev/null # warm the page cache
+# A fault-free run must work, or the numbers below mean nothing.
+"$docker" rmi -f "${images[@]}" >/dev/null 2>&1 || true
+"$drbuild" prefetch "$tree" -q --via registry --jobs 4 --cache-dir "$cache" >/dev/null ||
+  { echo "transport.sh: a fault-free prefetch failed" >&2; exit 1; }
 base=()
 for _ in $(seq "$runs"); do out=$(run); base+=("${out% *}"); done
 base_median=$(median "${base[@]}")
