@@ -14,7 +14,7 @@ mib=${CONTEXT_MIB:-1024}
 # shellcheck disable=SC1090
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
-drbuild="$repo/target/release/drbuild"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -15,7 +15,7 @@ mib=${IMAGE_MIB:-600}
 # shellcheck disable=SC1090
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
-drbuild="$repo/target/release/drbuild"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 docker=$DRBUILD_TESTBED_DOCKER # the client that matches the test bed's engine
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -10,7 +10,7 @@ runs=${RUNS:-10}
 tree=${TREE:-$(mktemp -d)/tree}
 
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
-drbuild="$repo/target/release/drbuild"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 python3 "$here/gen_tree.py" "$tree" "$n"
 
 images=$("$drbuild" plan "$tree" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["images"]), len(d["warnings"]))')

@@ -16,7 +16,7 @@ fault_runs=${FAULT_RUNS:-10}
 # shellcheck disable=SC1090
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
-drbuild="$repo/target/release/drbuild"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 cargo build -q -p docker-resilience-tests --bin faultproxy --manifest-path "$repo/Cargo.toml"
 faultproxy="${CARGO_TARGET_DIR:-$repo/target}/debug/faultproxy" # its presets are the tests' faults
 docker=$DRBUILD_TESTBED_DOCKER # the client that matches the test bed's engine

@@ -16,7 +16,7 @@ command -v skopeo >/dev/null || apt-get install -y -q skopeo >/dev/null
 # shellcheck disable=SC1090
 source <("$repo/scripts/testbed" env)
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
-drbuild="$repo/target/release/drbuild"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 curl -fsS -XPOST "http://$DRBUILD_TESTBED_PROXY/__faultproxy/reset" >/dev/null
 
 work=$(mktemp -d)
