@@ -371,3 +371,148 @@ fn failed(source: &str, message: String, class: ErrorClass) -> Failed {
         again: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::{digest_of, BlobCache};
+    use crate::fetch::{FetchEvent, FetchRun};
+    use crate::registry::client::RegistryClient;
+    use crate::registry::credentials::Credentials;
+    use crate::registry::manifest::Descriptor;
+    use crate::registry::transport::{Transport, BREAKER_THRESHOLD};
+    use crate::resilience::retry::RetryPolicy;
+    use crate::vocab::{ImageReference, Platform};
+    use crate::CancellationToken;
+    use docker_resilience_tests::faultproxy::{serve, Config};
+
+    fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: digest_of(bytes),
+            size: bytes.len() as u64,
+            platform: None,
+        }
+    }
+
+    /// A cache holding one image of three layers (64 KiB, 384 KiB, 1 MiB), and the image.
+    fn seeded(cache: &BlobCache) -> FetchedImage {
+        let layers: Vec<Vec<u8>> = [64 << 10, 384 << 10, 1 << 20]
+            .iter()
+            .enumerate()
+            .map(|(k, n)| {
+                (0..*n)
+                    .map(|i: usize| (i * 31 + k * 7 + i / 251) as u8)
+                    .collect()
+            })
+            .collect();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}"#.to_vec();
+        let layer_type = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+        let config_type = "application/vnd.docker.container.image.v1+json";
+        let manifest_type = "application/vnd.docker.distribution.manifest.v2+json";
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {"mediaType": config_type, "digest": digest_of(&config), "size": config.len()},
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "mediaType": layer_type, "digest": digest_of(l), "size": l.len()
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        for blob in layers.iter().chain([&config, &manifest]) {
+            cache.put(&digest_of(blob), blob).unwrap();
+        }
+        let top = descriptor(manifest_type, &manifest);
+        FetchedImage {
+            wanted: Wanted::any_platform("library/redis:7-alpine".parse().unwrap()),
+            top: top.clone(),
+            manifest: top,
+            platform: Platform::host(),
+            config: descriptor(config_type, &config),
+            layers: layers.iter().map(|l| descriptor(layer_type, l)).collect(),
+            source: String::new(),
+            bytes: 0,
+            resumes: 0,
+        }
+    }
+
+    /// The native fetch path against an in-process registry (the handoff serving a
+    /// cache) behind the fault proxy failing half of all manifest and blob requests
+    /// (EOF, 500, a body cut half-way): every seed brings the image whole, the failed
+    /// requests retried on their own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_of_all_requests_failing_still_brings_the_image_whole() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = BlobCache::open(source_dir.path()).unwrap();
+        let image = seeded(&source);
+        let handoff = Handoff::start(source).await.unwrap();
+        let published = handoff.publish(&image);
+        let mut retried_in_all = 0;
+        for seed in 1..=5 {
+            let proxy = serve(
+                "127.0.0.1:0".parse().unwrap(),
+                handoff.address(),
+                Config::request_faults(seed, 0.5),
+            )
+            .await
+            .unwrap();
+            let name = format!(
+                "{proxy}/{}:{}",
+                published.repository(),
+                published.tag().unwrap()
+            );
+            let wanted = Wanted::any_platform(name.parse().unwrap());
+            let dir = tempfile::tempdir().unwrap();
+            let cache = BlobCache::open(dir.path()).unwrap();
+            let transport = Transport::new(
+                RegistryClient::new(Credentials::none(), Duration::from_secs(5)),
+                &RetryPolicy::quick(),
+                BREAKER_THRESHOLD,
+            );
+            let fetcher = Fetcher::new(Arc::new(transport), cache.clone(), Duration::from_secs(5));
+            let retried = AtomicU32::new(0);
+            let events = |e: &FetchEvent<'_>| {
+                if let FetchEvent::Retried { .. } = e {
+                    retried.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+            let sources = |i: &ImageReference| vec![Endpoint::registry(i.registry())];
+            let report = fetcher
+                .fetch_all(
+                    std::slice::from_ref(&wanted),
+                    &FetchRun {
+                        jobs: 2,
+                        deadline: Some(Duration::from_secs(60)),
+                        probe_timeout: Duration::from_secs(5),
+                        cancel: CancellationToken::new(),
+                        sources: &sources,
+                        events: &events,
+                    },
+                )
+                .await;
+            let fetched = report.images[0]
+                .outcome
+                .as_ref()
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert_eq!(fetched.layers, image.layers, "seed {seed}");
+            for blob in image.blobs() {
+                assert!(cache.contains(&blob.digest), "seed {seed}: {}", blob.digest);
+            }
+            let verified = cache.verify_all(false).unwrap();
+            assert!(
+                verified.corrupt.is_empty() && verified.checked == 5,
+                "seed {seed}"
+            );
+            retried_in_all += retried.load(Ordering::Relaxed);
+        }
+        assert!(
+            retried_in_all >= 5,
+            "only {retried_in_all} requests retried in 5 seeds"
+        );
+    }
+}
