@@ -402,10 +402,12 @@ impl Transport {
                 continue;
             }
             let glitch = class == ErrorClass::Transient && self.health.glitching(&endpoint.host);
-            let wait = self
+            let backoff = self
                 .health
-                .failure(&endpoint.host, class, error.retry_after());
-            if class == ErrorClass::Transient && !glitch && self.breaker.failure(&endpoint.host) {
+                .record_failure(&endpoint.host, class, error.retry_after());
+            let wait = backoff.wait;
+            // A burst of failures is one step for the breaker too.
+            if backoff.escalated && self.breaker.failure(&endpoint.host) {
                 tracing::warn!(
                     "{} keeps failing: skipping it for the rest of this run while another source is left",
                     endpoint.label

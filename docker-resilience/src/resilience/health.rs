@@ -34,10 +34,24 @@ const GLITCH_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct SourceState {
+    /// Backoff steps taken since the last success (whole failures only).
     consecutive_failures: u32,
+    /// The end of the source's current backoff: a failure before it (a request sent
+    /// before the backoff was decided, one of a burst) joins it rather than doubling it.
+    backoff_until: Option<Instant>,
     last_success: Option<Instant>,
     last_rate_limited: Option<Instant>,
     closed_until: Option<Instant>,
+}
+
+/// What a failure means for the next request to its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// How long to wait.
+    pub wait: Duration,
+    /// Whether it took the source's backoff a step further (a whole failure, not one of
+    /// a burst): what the breaker counts.
+    pub escalated: bool,
 }
 
 /// The health of every source of a run.
@@ -121,6 +135,7 @@ impl Health {
         let mut states = self.states();
         let s = states.entry(source.to_owned()).or_default();
         s.consecutive_failures = 0;
+        s.backoff_until = None;
         s.last_success = Some(Instant::now());
         if reopen && s.closed_until.take().is_some() {
             drop(states);
@@ -136,12 +151,28 @@ impl Health {
         class: ErrorClass,
         retry_after: Option<Duration>,
     ) -> Duration {
+        self.record_failure(source, class, retry_after).wait
+    }
+
+    /// Records a failed request: how long to wait before the next request to `source`
+    /// for it, and whether this failure took the source's backoff a step further (a
+    /// glitch, a `429`, a permanent answer and a failure inside the current backoff
+    /// window do not: forty requests failing at once are one step, not forty).
+    pub fn record_failure(
+        &self,
+        source: &str,
+        class: ErrorClass,
+        retry_after: Option<Duration>,
+    ) -> Backoff {
+        let wait = |wait| Backoff {
+            wait,
+            escalated: false,
+        };
         let now = Instant::now();
         let mut states = self.states();
         let s = states.entry(source.to_owned()).or_default();
-        s.consecutive_failures = s.consecutive_failures.saturating_add(1);
         match class {
-            ErrorClass::Permanent => Duration::ZERO,
+            ErrorClass::Permanent => wait(Duration::ZERO),
             ErrorClass::RateLimited => {
                 let wait = retry_after.unwrap_or(self.rate_limit_delay);
                 let served_since = s.last_success.is_some_and(|t| {
@@ -150,26 +181,48 @@ impl Health {
                 });
                 s.last_rate_limited = Some(now);
                 if served_since {
-                    return wait;
+                    return Backoff {
+                        wait,
+                        escalated: false,
+                    };
                 }
                 let until = now + wait;
                 let until = s.closed_until.map_or(until, |u| u.max(until));
                 s.closed_until = Some(until);
-                until - now
+                Backoff {
+                    wait: until - now,
+                    escalated: false,
+                }
             }
             ErrorClass::Transient => {
                 let glitch = s
                     .last_success
                     .is_some_and(|t| now.saturating_duration_since(t) < GLITCH_WINDOW);
                 if glitch {
-                    return self.jittered(GLITCH_DELAY, true);
+                    return Backoff {
+                        wait: self.jittered(GLITCH_DELAY, true),
+                        escalated: false,
+                    };
                 }
+                if let Some(until) = s.backoff_until.filter(|u| *u > now) {
+                    // One of a burst: it waits out the backoff already decided.
+                    return Backoff {
+                        wait: until - now + self.jittered(GLITCH_DELAY, true),
+                        escalated: false,
+                    };
+                }
+                s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                 let exponent = s.consecutive_failures.saturating_sub(1).min(20);
                 let delay = self
                     .min_delay
                     .saturating_mul(1u32 << exponent)
                     .min(self.max_delay);
-                self.jittered(delay, false)
+                let delay = self.jittered(delay, false);
+                s.backoff_until = Some(now + delay);
+                Backoff {
+                    wait: delay,
+                    escalated: true,
+                }
             }
         }
     }
@@ -210,14 +263,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failing_source_backs_off_over_all_its_requests() {
         let h = health();
-        let waits: Vec<u64> = (0..7)
-            .map(|_| h.failure("dead", ErrorClass::Transient, None).as_secs())
-            .collect();
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let wait = h.failure("dead", ErrorClass::Transient, None);
+            waits.push(wait.as_secs());
+            tokio::time::advance(wait).await;
+        }
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
         // A success long ago does not make a failure a glitch.
         h.success("dead");
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(h.failure("dead", ErrorClass::Transient, None).as_secs(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_failures_is_one_step_of_backoff() {
+        let h = health();
+        // Forty requests under way fail at once: one step, not forty.
+        let burst: Vec<Backoff> = (0..40)
+            .map(|_| h.record_failure("mirror", ErrorClass::Transient, None))
+            .collect();
+        assert!(burst[0].escalated && burst[0].wait == Duration::from_secs(1));
+        assert!(burst[1..].iter().all(|b| !b.escalated));
+        assert!(burst[1..]
+            .iter()
+            .all(|b| b.wait >= Duration::from_secs(1)
+                && b.wait <= Duration::from_secs(1) + GLITCH_DELAY));
+        // After the window, the next failure is the next step.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let next = h.record_failure("mirror", ErrorClass::Transient, None);
+        assert_eq!((next.wait, next.escalated), (Duration::from_secs(2), true));
+        // Glitches, 429s and permanent answers are no steps.
+        h.success("mirror");
+        for class in [
+            ErrorClass::Transient,
+            ErrorClass::RateLimited,
+            ErrorClass::Permanent,
+        ] {
+            assert!(!h.record_failure("mirror", class, None).escalated);
+        }
     }
 
     #[tokio::test(start_paused = true)]
