@@ -328,19 +328,27 @@ impl Transport {
         let mut last: Vec<Option<E>> = (0..n).map(|_| None).collect();
         let budget = self.policy.attempts.saturating_mul(GLITCH_SHARE);
         let mut current = self.choose(sources, &done, &not_before, None);
-        while let Some(i) = current {
-            let endpoint = &sources[i];
-            tokio::time::sleep_until(not_before[i]).await;
+        while let Some(mut i) = current {
+            // Wait for the source chosen; when it is not ready by then (it began backing
+            // off, a 429 closed it, while this waited for its time or a place), choose
+            // again: another source may be ready now.
             loop {
-                self.health.ready(&endpoint.host).await;
-                let Some(slot) = slot else { break };
-                slot.enter().await;
-                // The source may have closed (a 429) while this waited for a place.
-                if self.health.wait(&endpoint.host).is_none() {
+                tokio::time::sleep_until(not_before[i]).await;
+                if let Some(slot) = slot {
+                    slot.enter().await;
+                }
+                if self.health.wait(&sources[i].host).is_none() {
                     break;
                 }
-                slot.leave().await;
+                if let Some(slot) = slot {
+                    slot.leave().await;
+                }
+                match self.choose(sources, &done, &not_before, None) {
+                    Some(j) if j != i => i = j,
+                    _ => self.health.ready(&sources[i].host).await,
+                }
             }
+            let endpoint = &sources[i];
             self.stats.with(endpoint, |s| s.requests += 1);
             tries[i] += 1;
             let started = Instant::now();

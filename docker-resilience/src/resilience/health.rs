@@ -5,7 +5,9 @@
 //!   retried at once (after a few milliseconds of jitter).
 //! - A source failing as a whole (no success lately) backs off exponentially with
 //!   jitter, counted over all its requests: forty images waiting on a dead mirror do
-//!   not make forty schedules of their own.
+//!   not make forty schedules of their own, forty requests failing at once are one
+//!   step, and while the backoff runs no request is sent to the source (a success
+//!   that a request already under way brings ends it).
 //! - A `429` closes the source to every request until its `Retry-After` (or the
 //!   policy's rate-limit delay) has passed: one budget per source, so retries never
 //!   multiply against a rate limit. The exception is a lone `429` from a source that
@@ -84,12 +86,15 @@ impl Health {
     }
 
     /// How long a request to `source` must wait before it may be sent (a rate limit
-    /// still running); `None` when it may go now.
+    /// or a backoff still running); `None` when it may go now.
     pub fn wait(&self, source: &str) -> Option<Duration> {
         let now = Instant::now();
         self.states()
             .get(source)
-            .and_then(|s| s.closed_until)
+            .and_then(|s| match (s.closed_until, s.backoff_until) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            })
             .filter(|until| *until > now)
             .map(|until| until - now)
     }
@@ -135,9 +140,11 @@ impl Health {
         let mut states = self.states();
         let s = states.entry(source.to_owned()).or_default();
         s.consecutive_failures = 0;
-        s.backoff_until = None;
         s.last_success = Some(Instant::now());
-        if reopen && s.closed_until.take().is_some() {
+        // It serves: its backoff is over, and (a manifest) no rate limit holds it.
+        let backed_off = s.backoff_until.take().is_some();
+        let reopened = reopen && s.closed_until.take().is_some();
+        if backed_off || reopened {
             drop(states);
             self.reopened.notify_waiters();
         }
