@@ -16,12 +16,6 @@ use std::time::Duration;
 use crate::support::error_chain;
 use crate::vocab::{registry_url, ImageReference};
 
-/// Manifest media types a registry may answer with.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json, \
-application/vnd.oci.image.manifest.v1+json";
-
 /// `host[:port]` of a registry URL.
 pub fn host_port(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
