@@ -191,6 +191,23 @@ impl Session<'_> {
         )
     }
 
+    /// Removes every name `127.0.0.1:PORT/…` from the test daemon: the temporary names
+    /// of drbuild's handoff registry that a `drbuild` killed with SIGKILL could not
+    /// remove (no test leaves such names on purpose; the native tests assert none).
+    pub fn remove_handoff_names(&self) {
+        let out = self.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("127.0.0.1:") && !l.ends_with(":<none>"))
+            .map(str::to_owned)
+            .collect();
+        if !names.is_empty() {
+            let mut args = vec!["rmi"];
+            args.extend(names.iter().map(String::as_str));
+            self.docker(&args);
+        }
+    }
+
     /// `docker ARGS` against the test daemon (the client that matches the engine).
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new(&self.bed.docker_cli)
