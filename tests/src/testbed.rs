@@ -195,11 +195,19 @@ impl Session<'_> {
     /// of drbuild's handoff registry that a `drbuild` killed with SIGKILL could not
     /// remove (no test leaves such names on purpose; the native tests assert none).
     pub fn remove_handoff_names(&self) {
-        let out = self.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        // With `--digests`, as the native tests list them: without it the containerd
+        // image store does not list these names.
+        let out = self.docker(&[
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}}:{{.Tag}}@{{.Digest}}",
+        ]);
         let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("127.0.0.1:") && !l.ends_with(":<none>"))
-            .map(str::to_owned)
+            .filter(|l| l.starts_with("127.0.0.1:"))
+            .filter_map(|l| l.split_once('@').map(|(name, _)| name.to_owned()))
+            .filter(|name| !name.ends_with(":<none>"))
             .collect();
         if !names.is_empty() {
             let mut args = vec!["rmi"];
