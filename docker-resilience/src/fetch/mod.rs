@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::stream::{self, TryStreamExt};
 
 use crate::cache::{BlobCache, CacheError, CachedRef};
-use crate::registry::client::{Endpoint, Failure, RequestError};
+use crate::registry::client::{blob_target, Endpoint, Failure, RequestError};
 use crate::registry::manifest::{Descriptor, Manifest};
 pub use crate::registry::transport::{EndpointStats, FaultCounts, Stats};
 use crate::registry::transport::{RequestKind, RetrySink, Slot, Step, Transport, TryFailure};
@@ -629,15 +629,6 @@ struct ManifestBytes {
     media_type: String,
     /// Which source served it.
     source: usize,
-}
-
-/// How messages name a blob: `blob sha256:0123456789ab… of library/redis`.
-fn blob_target(image: &ImageReference, digest: &str) -> String {
-    format!(
-        "blob {}… of {}",
-        digest.get(..19).unwrap_or(digest),
-        image.repository()
-    )
 }
 
 fn parse(

@@ -541,7 +541,7 @@ impl RegistryClient {
 }
 
 /// How messages name a blob: `blob sha256:0123456789ab… of library/redis`.
-fn blob_target(image: &ImageReference, digest: &str) -> String {
+pub(crate) fn blob_target(image: &ImageReference, digest: &str) -> String {
     let short = digest.get(..19).unwrap_or(digest);
     format!("blob {short}… of {}", image.repository())
 }
