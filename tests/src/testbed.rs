@@ -191,10 +191,21 @@ impl Session<'_> {
         )
     }
 
-    /// Removes every name `127.0.0.1:PORT/…` from the test daemon: the temporary names
+    /// Removes every name `127.0.0.1:PORT/drbuild-handoff/…` from the test daemon: the names
     /// of drbuild's handoff registry that a `drbuild` killed with SIGKILL could not
     /// remove (no test leaves such names on purpose; the native tests assert none).
     pub fn remove_handoff_names(&self) {
+        let names = self.handoff_names();
+        if !names.is_empty() {
+            let mut args = vec!["rmi"];
+            args.extend(names.iter().map(String::as_str));
+            self.docker(&args);
+        }
+    }
+
+    /// The names in the test daemon that drbuild's handoff gave
+    /// (`127.0.0.1:PORT/drbuild-handoff/…`).
+    pub fn handoff_names(&self) -> Vec<String> {
         // With `--digests`, as the native tests list them: without it the containerd
         // image store does not list these names.
         let out = self.docker(&[
@@ -203,17 +214,18 @@ impl Session<'_> {
             "--format",
             "{{.Repository}}:{{.Tag}}@{{.Digest}}",
         ]);
-        let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("127.0.0.1:"))
-            .filter_map(|l| l.split_once('@').map(|(name, _)| name.to_owned()))
-            .filter(|name| !name.ends_with(":<none>"))
-            .collect();
-        if !names.is_empty() {
-            let mut args = vec!["rmi"];
-            args.extend(names.iter().map(String::as_str));
-            self.docker(&args);
-        }
+            .filter(|l| l.starts_with("127.0.0.1:") && l.contains("/drbuild-handoff/"))
+            .filter_map(|l| {
+                let (name, digest) = l.split_once('@')?;
+                // A name by digest only lists as `REPOSITORY:<none>@DIGEST`.
+                Some(match name.strip_suffix(":<none>") {
+                    Some(repository) => format!("{repository}@{digest}"),
+                    None => name.to_owned(),
+                })
+            })
+            .collect()
     }
 
     /// `docker ARGS` against the test daemon (the client that matches the engine).

@@ -146,7 +146,7 @@ fn ctrl_c_halfway_then_the_next_run_moves_only_what_was_missing() {
     let first = bed.stats().bytes;
     assert!(!bed.has_image(BIG), "interrupted before it was whole");
     assert_eq!(
-        handoff_names(&bed),
+        bed.handoff_names(),
         Vec::<String>::new(),
         "the handoff's names are removed"
     );
@@ -166,22 +166,7 @@ fn ctrl_c_halfway_then_the_next_run_moves_only_what_was_missing() {
     );
     assert!(doc["images"][0]["resumes"].as_u64() >= Some(1), "{doc}");
     assert!(bed.has_image(BIG));
-    assert_eq!(handoff_names(&bed), Vec::<String>::new());
-}
-
-/// Images the daemon holds under a name of drbuild's handoff registry (127.0.0.1).
-fn handoff_names(bed: &Session<'_>) -> Vec<String> {
-    let out = bed.docker(&[
-        "images",
-        "--digests",
-        "--format",
-        "{{.Repository}}:{{.Tag}}@{{.Digest}}",
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("127.0.0.1:"))
-        .map(str::to_owned)
-        .collect()
+    assert_eq!(bed.handoff_names(), Vec::<String>::new());
 }
 
 #[test]
@@ -521,7 +506,7 @@ fn without_the_handoff_fetched_images_are_loaded() {
     for image in images {
         assert!(bed.has_image(image), "{image} loaded");
     }
-    assert_eq!(handoff_names(&bed), Vec::<String>::new());
+    assert_eq!(bed.handoff_names(), Vec::<String>::new());
     let log = bed.log();
     assert!(
         log.iter().any(|e| e.path.contains("/blobs/")),
@@ -577,7 +562,7 @@ fn the_deadline_stops_the_run_mid_download() {
             "{via}: {error}"
         );
         assert!(!bed.has_image(BIG), "{via}");
-        assert_eq!(handoff_names(&bed), Vec::<String>::new(), "{via}");
+        assert_eq!(bed.handoff_names(), Vec::<String>::new(), "{via}");
         // A daemon shares a layer's download between pulls: let the stalled one end,
         // or the next tests' pulls of images sharing that layer would wait on it.
         std::thread::sleep(Duration::from_secs(STALL + 1).saturating_sub(started.elapsed()));

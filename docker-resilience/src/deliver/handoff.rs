@@ -2,8 +2,11 @@
 //! so that a local daemon takes them with its own pull, which both image stores do
 //! about twice as fast as a `docker load` of the same blobs (measured on dockerd 20.10
 //! and 28.5 with the containerd store). Each image is published under a name of this
-//! registry's own (`127.0.0.1:PORT/library/redis:7-alpine`); the daemon pulls that,
-//! then the caller tags it with its real name and drops the handoff's.
+//! registry's own (`127.0.0.1:PORT/drbuild-handoff/library/redis:7-alpine-…`); the
+//! daemon pulls that, then the caller tags it with its real name and drops the
+//! handoff's. A run killed in between leaves such names in the daemon: a later run
+//! finds them by their namespace ([`stale_names`]) and removes those whose handoff no
+//! longer listens.
 //!
 //! A blob the fetch has not finished yet is served when it is ready, so the daemon
 //! unpacks the first layers while the last still arrive. Only what was published is
@@ -33,6 +36,10 @@ use crate::vocab::ImageReference;
 /// How long a request for a blob still downloading waits with no news before it
 /// gives up (the daemon retries it).
 const BLOB_WAIT: Duration = Duration::from_secs(60);
+
+/// The first path component of every name the handoff publishes: what tells its names
+/// from those of a registry the user runs on 127.0.0.1.
+pub const NAMESPACE: &str = "drbuild-handoff";
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -106,7 +113,7 @@ impl Handoff {
                 .get(..12)
                 .unwrap_or("0")
         );
-        let repository = reference.repository();
+        let repository = format!("{NAMESPACE}/{}", reference.repository());
         let name = format!("{}/{repository}:{tag}", self.address);
         let mut published = lock(&self.shared.published);
         published
@@ -138,7 +145,7 @@ impl Handoff {
         vec![
             published.to_string(),
             format!(
-                "{}/{}@{}",
+                "{}/{NAMESPACE}/{}@{}",
                 self.address,
                 image.wanted.reference.repository(),
                 image.top.digest
@@ -180,6 +187,31 @@ impl Handoff {
         drop(published);
         self.shared.news.send_modify(|n| *n += 1);
     }
+}
+
+/// The names among `names` (a daemon's tags and digests) that a handoff gave, by the
+/// port it listened on.
+pub fn stale_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(u16, String)> {
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let rest = name.strip_prefix("127.0.0.1:")?;
+            let (port, path) = rest.split_once('/')?;
+            let port = port.parse().ok()?;
+            let path = path.strip_prefix(NAMESPACE)?.strip_prefix('/')?;
+            let named = path.starts_with(|c: char| c.is_ascii_alphanumeric());
+            (named && !name.ends_with(":<none>")).then(|| (port, name.to_owned()))
+        })
+        .collect()
+}
+
+/// Whether a server listens on 127.0.0.1:`port` (a live handoff of another run).
+pub async fn listening(port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), connect).await,
+        Ok(Ok(_)) | Err(_)
+    )
 }
 
 impl Drop for Handoff {
@@ -425,7 +457,7 @@ mod tests {
         let client = reqwest::Client::new();
         let tag = name.tag().expect("tag").to_owned();
         let got = client
-            .get(format!("{base}library/redis/manifests/{tag}"))
+            .get(format!("{base}drbuild-handoff/library/redis/manifests/{tag}"))
             .send()
             .await
             .expect("manifest");
@@ -436,13 +468,13 @@ mod tests {
         );
         assert_eq!(got.bytes().await.expect("body").to_vec(), manifest);
         let unknown = client
-            .get(format!("{base}library/redis/manifests/other"))
+            .get(format!("{base}drbuild-handoff/library/redis/manifests/other"))
             .send()
             .await
             .expect("unknown");
         assert_eq!(unknown.status(), 404);
         // The layer is not in the cache yet: the request waits until it is.
-        let layer_url = format!("{base}library/redis/blobs/{}", digest(&layer));
+        let layer_url = format!("{base}drbuild-handoff/library/redis/blobs/{}", digest(&layer));
         let waiting = tokio::spawn({
             let client = client.clone();
             let url = layer_url.clone();
@@ -465,11 +497,31 @@ mod tests {
         // Blobs of nothing published are not served, even when cached.
         store(&cache, b"secret");
         let other = client
-            .get(format!("{base}library/redis/blobs/{}", digest(b"secret")))
+            .get(format!("{base}drbuild-handoff/library/redis/blobs/{}", digest(b"secret")))
             .send()
             .await
             .expect("other");
         assert_eq!(other.status(), 404);
+    }
+
+    #[test]
+    fn stale_names_are_the_handoffs_own() {
+        let names = [
+            "127.0.0.1:41234/drbuild-handoff/library/redis:7-alpine-0123456789ab",
+            "127.0.0.1:41234/drbuild-handoff/library/redis@sha256:00",
+            "127.0.0.1:5000/library/redis:7-alpine",
+            "127.0.0.1:5000/drbuild-handoffs/x:1",
+            "localhost:41234/drbuild-handoff/library/redis:1",
+            "127.0.0.1:41234/drbuild-handoff/:1",
+            "redis:7-alpine",
+        ];
+        assert_eq!(
+            stale_names(names),
+            vec![
+                (41234, names[0].to_owned()),
+                (41234, names[1].to_owned())
+            ]
+        );
     }
 
     #[tokio::test]

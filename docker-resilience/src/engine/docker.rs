@@ -553,6 +553,19 @@ impl Engine for DockerEngine {
         DockerEngine::load(self, archive).await
     }
 
+    async fn names(&self) -> Result<Vec<String>, EngineError> {
+        let images = self
+            .docker
+            .list_images(None::<ListImagesOptions>)
+            .await
+            .map_err(EngineError::from_bollard)?;
+        Ok(images
+            .into_iter()
+            .flat_map(|image| image.repo_tags.into_iter().chain(image.repo_digests))
+            .filter(|name| !name.starts_with("<none>"))
+            .collect())
+    }
+
     async fn untag(&self, image: &ImageReference) -> Result<(), EngineError> {
         let options = RemoveImageOptions {
             noprune: true,

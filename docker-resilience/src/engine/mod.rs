@@ -215,6 +215,11 @@ pub trait Engine: Send + Sync + 'static {
     fn untag(&self, image: &ImageReference)
         -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// Every name the daemon holds (tags and digests, one list call).
+    fn names(&self) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// Loads a `docker load` archive; returns what the daemon says it loaded.
     fn load(
         &self,

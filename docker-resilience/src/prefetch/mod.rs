@@ -612,6 +612,7 @@ impl<E: Engine> Prefetcher<E> {
                 }
             }
             handoff.settled(&names);
+            self.remove_stale_handoff_names(handoff).await;
         }
 
         let interrupted = self.cancel.is_cancelled();
@@ -644,6 +645,41 @@ impl<E: Engine> Prefetcher<E> {
             interrupted,
             fetched: std::mem::take(&mut *crate::support::lock(&self.fetched)),
         })
+    }
+
+    /// Removes the names a killed run's handoff left in the daemon: names in the
+    /// handoff's namespace whose port no longer listens (a live one is another run's).
+    async fn remove_stale_handoff_names(&self, ours: &Handoff) {
+        let names = match self.engine.names().await {
+            Ok(names) => names,
+            Err(why) => {
+                tracing::debug!("listing the daemon's names for stale handoff names: {why}");
+                return;
+            }
+        };
+        let stale = crate::deliver::handoff::stale_names(names.iter().map(String::as_str));
+        let mut ports: Vec<u16> = stale.iter().map(|(port, _)| *port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        for port in ports {
+            if port == ours.address().port() || crate::deliver::handoff::listening(port).await {
+                continue;
+            }
+            let mut removed = 0;
+            for (_, name) in stale.iter().filter(|(p, _)| *p == port) {
+                let Ok(reference) = name.parse::<ImageReference>() else {
+                    continue;
+                };
+                match self.engine.untag(&reference).await {
+                    Ok(()) => removed += 1,
+                    Err(why) => tracing::debug!("removing stale handoff name {name}: {why}"),
+                }
+            }
+            tracing::info!(
+                "removed {removed} name(s) an interrupted run left in the daemon (127.0.0.1:{port}/{}/…)",
+                crate::deliver::handoff::NAMESPACE
+            );
+        }
     }
 
     fn deadline_passed(&self, wanted: &Wanted) -> ImageResult {
