@@ -373,6 +373,17 @@ pub struct PullArgs {
     /// The blob cache of registry-native pulls [default: $XDG_CACHE_HOME/drbuild].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Ranged parts of one big blob fetched at once, over as many connections (1: one
+    /// stream per blob) [default: 8].
+    #[arg(long, value_name = "N")]
+    pub parts: Option<usize>,
+    /// Blobs at least this big are fetched in parts (`16MiB`; 0: none) [default: 16MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub part_threshold: Option<bytesize::ByteSize>,
+    /// Requests on the wire to one registry or mirror at once, for every image and
+    /// part of a run together [default: 16].
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
 }
 
 impl PullArgs {
@@ -396,6 +407,9 @@ impl PullArgs {
             cache_dir: self.cache_dir.clone(),
             credentials: self.no_credentials.then_some(false),
             hosts: None,
+            parts: self.parts,
+            part_threshold: self.part_threshold.map(|s| s.as_u64()),
+            connections: self.connections,
         }
     }
 }

@@ -259,11 +259,17 @@ fn endpoint_lines(out: &mut String, endpoints: &[docker_resilience::fetch::Endpo
     for e in endpoints {
         let _ = writeln!(
             out,
-            "  {}: {} request(s), {}, {} resume(s); faults: {} transient, {} rate-limited, {} permanent; {:.1}s",
+            "  {}: {} request(s){}, {}, {} resume(s), {} at once at most; faults: {} transient, {} rate-limited, {} permanent; {:.1}s",
             e.endpoint,
             e.requests,
+            if e.parts > 0 {
+                format!(" ({} ranged part(s))", e.parts)
+            } else {
+                String::new()
+            },
             bytesize::ByteSize(e.bytes).display().iec(),
             e.resumes,
+            e.max_connections,
             e.faults.transient,
             e.faults.rate_limited,
             e.faults.permanent,

@@ -3,7 +3,9 @@
 //! Per request, with given probabilities and a seed, it closes the connection
 //! (EOF), answers 500/502/503, answers 429 with `Retry-After`, stalls, adds
 //! latency, or truncates the response body; rules filter by path kind (base,
-//! manifest, blob, token) and path text. Counters are readable at
+//! manifest, blob, token) and path text. It can also be a long thin link (each
+//! connection's body capped at a rate, latency on every request) and a mirror that
+//! ignores `Range`; its stats count the requests forwarded at once. Counters are readable at
 //! `GET /__faultproxy/stats`; `POST /__faultproxy/config` (a JSON [`Config`]) sets the
 //! faults and `POST /__faultproxy/reset` clears them and the counters.
 //!
@@ -139,6 +141,12 @@ pub struct Config {
     pub latency_ms: u64,
     /// Refuse every connection with EOF (a mirror that is down).
     pub down: bool,
+    /// Cap each forwarded response body at this many bytes per second (0: no cap): a
+    /// long thin link, where every TCP connection is slow on its own.
+    pub rate_per_connection: u64,
+    /// Drop `Range` from forwarded requests (a mirror that ignores it and answers
+    /// every ranged request with the whole blob).
+    pub ignore_range: bool,
 }
 
 impl Config {
@@ -165,6 +173,16 @@ impl Config {
 }
 
 impl Config {
+    /// A long thin link: each connection capped at `rate` bytes per second, `latency_ms`
+    /// added to every request.
+    pub fn thin_link(rate: u64, latency_ms: u64) -> Config {
+        Config {
+            rate_per_connection: rate,
+            latency_ms,
+            ..Config::default()
+        }
+    }
+
     /// Every manifest and blob request fails with this probability, as EOF, 500 or a
     /// body cut half-way in turn: a link that breaks everything now and then.
     pub fn request_faults(seed: u64, probability: f64) -> Config {
@@ -206,6 +224,15 @@ pub struct Stats {
     /// Response body bytes sent to clients (forwarded responses).
     #[serde(default)]
     pub bytes: u64,
+    /// Requests being forwarded now.
+    #[serde(default)]
+    pub active: u64,
+    /// Most requests forwarded at once (connections to the registry through the proxy).
+    #[serde(default)]
+    pub peak_active: u64,
+    /// Ranged requests forwarded (`Range:` in the request, whether passed on or not).
+    #[serde(default)]
+    pub ranged: u64,
 }
 
 impl Stats {
@@ -508,7 +535,12 @@ async fn forward(
             return respond(&mut conn, "502 Bad Gateway", &[], b"upstream unreachable").await;
         }
     };
+    let (ignore_range, rate) = {
+        let s = lock(state);
+        (s.config.ignore_range, s.config.rate_per_connection)
+    };
     let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.path);
+    let mut ranged = false;
     for line in &request.head_lines {
         let name = line.split(':').next().unwrap_or("").trim();
         if ["connection", "keep-alive", "proxy-connection"]
@@ -517,13 +549,19 @@ async fn forward(
         {
             continue;
         }
+        if name.eq_ignore_ascii_case("range") {
+            ranged = true;
+            if ignore_range {
+                continue;
+            }
+        }
         head.push_str(line);
         head.push_str("\r\n");
     }
     head.push_str("Connection: close\r\n\r\n");
     up.write_all(head.as_bytes()).await?;
     up.write_all(&request.body).await?;
-    lock(state).stats.forwarded += 1;
+    let _active = Active::enter(state, ranged);
 
     let mut up = BufReader::new(up);
     let mut response_head = String::new();
@@ -566,7 +604,9 @@ async fn forward(
         mid.saturating_sub(32)..mid + 32
     });
     let mut sent = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
+    // Under a rate cap, small reads keep the pace even.
+    let mut buf = vec![0u8; if rate > 0 { 16 * 1024 } else { 64 * 1024 }];
+    let started = tokio::time::Instant::now();
     loop {
         let want = match cut {
             Some(limit) if sent >= limit => break,
@@ -587,6 +627,11 @@ async fn forward(
         conn.write_all(&buf[..n]).await?;
         sent += n as u64;
         lock(state).stats.bytes += n as u64;
+        if rate > 0 {
+            // The time these bytes take at the capped rate.
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(started + due).await;
+        }
     }
     if cut.is_some() {
         conn.flush().await?;
@@ -594,6 +639,30 @@ async fn forward(
         return Ok(());
     }
     conn.shutdown().await
+}
+
+/// A request being forwarded, counted in the stats while it lives.
+struct Active<'a> {
+    state: &'a Arc<Mutex<State>>,
+}
+
+impl<'a> Active<'a> {
+    fn enter(state: &'a Arc<Mutex<State>>, ranged: bool) -> Self {
+        let mut s = lock(state);
+        s.stats.forwarded += 1;
+        s.stats.ranged += u64::from(ranged);
+        s.stats.active += 1;
+        s.stats.peak_active = s.stats.peak_active.max(s.stats.active);
+        drop(s);
+        Active { state }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(self.state);
+        s.stats.active = s.stats.active.saturating_sub(1);
+    }
 }
 
 async fn control_request(

@@ -353,6 +353,11 @@ pub fn build(standin: &StandIn, rootfs: &(Blob, String)) -> Built {
     }
 }
 
+/// The busybox root filesystem layer (and its diff id), for [`build`].
+pub fn rootfs_layer(busybox: &Path) -> (Blob, String) {
+    busybox_rootfs(busybox)
+}
+
 /// Builds the whole catalog.
 pub fn build_catalog(busybox: &Path) -> Vec<Built> {
     let rootfs = busybox_rootfs(busybox);

@@ -39,6 +39,9 @@ use sha2::{Digest, Sha256};
 
 use crate::vocab::{ImageReference, Platform};
 
+mod ranged;
+pub use ranged::RangedBlob;
+
 /// What can go wrong with the cache: a local fault, never a registry's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -368,12 +371,20 @@ impl BlobCache {
         found
     }
 
-    /// Bytes of a partial download kept for `digest` (0 when none).
+    /// Bytes of a partial download kept for `digest` (0 when none); of one written in
+    /// parts, the bytes of its ranges on disk.
     pub fn partial_len(&self, digest: &str) -> u64 {
-        self.partial_path(digest)
-            .ok()
-            .and_then(|p| fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
+        let Ok(path) = self.partial_path(digest) else {
+            return 0;
+        };
+        let len = fs::metadata(&path).map_or(0, |m| m.len());
+        match ranged::read_ranges(&path) {
+            Some(done) => done
+                .iter()
+                .map(|r| r.end.min(len).saturating_sub(r.start))
+                .sum(),
+            None => len,
+        }
     }
 
     /// A small blob's bytes (manifests and configs), verified: one that no longer
@@ -490,6 +501,12 @@ impl BlobCache {
     /// the partial file is the lock holder's alone.
     pub fn writer(&self, digest: &str, resume: bool) -> Result<PartialBlob, CacheError> {
         let path = self.partial_path(digest)?;
+        // A partial file written in parts: a stream goes on from its bytes from 0.
+        if resume {
+            self.linearize_partial(digest)?;
+        } else {
+            let _ = fs::remove_file(ranged::ranges_path(&path));
+        }
         let final_path = self.path(digest)?;
         let mut hasher = Sha256::new();
         let mut len = 0u64;
@@ -531,6 +548,7 @@ impl BlobCache {
     /// Drops the partial download kept for `digest`.
     pub fn discard_partial(&self, digest: &str) {
         if let Ok(path) = self.partial_path(digest) {
+            let _ = fs::remove_file(ranged::ranges_path(&path));
             let _ = fs::remove_file(path);
         }
     }
@@ -577,7 +595,10 @@ impl BlobCache {
             usage.blobs += 1;
             usage.bytes += len;
         }
-        for (_, len, _) in list(&self.root.join("partial")) {
+        for (path, len, _) in list(&self.root.join("partial")) {
+            if path.extension().is_some_and(|e| e == "ranges") {
+                continue;
+            }
             usage.partial += 1;
             usage.partial_bytes += len;
         }
@@ -589,10 +610,14 @@ impl BlobCache {
     pub fn prune(&self, max_bytes: u64) -> PruneReport {
         let mut report = PruneReport::default();
         for (path, len, _) in list(&self.root.join("partial")) {
+            // A partial file's ranges (`….ranges`) go with it.
             let digest = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .map(|n| n.replacen("sha256-", "sha256:", 1))
+                .map(|n| {
+                    n.trim_end_matches(".ranges")
+                        .replacen("sha256-", "sha256:", 1)
+                })
                 .unwrap_or_default();
             // A partial file being written is its writer's.
             let Ok(Some(_held)) = self.try_lock(&digest) else {

@@ -16,6 +16,10 @@
 //! via: auto                    # registry | daemon | auto: who fetches images
 //! fallback: ordered            # ordered | never: try the next source when one fails
 //! cache-dir: .drbuild-cache    # the blob cache (default $XDG_CACHE_HOME/drbuild)
+//! multipart:                   # big blobs as ranged parts over several connections at once
+//!   threshold: 16MiB           # blobs at least this big (0: none)
+//!   parts: 8                   # parts of one blob at once (1: one stream)
+//! connections: 16              # requests on the wire to one registry or mirror at once
 //! hosts:                       # daemons to prefetch into, import into, check (default DOCKER_HOST)
 //!   - unix:///var/run/docker.sock
 //!   - tcp://runner-2:2376      # TLS from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set
@@ -45,6 +49,17 @@ use crate::vocab::{InputError, Located};
 
 /// The file name looked for at the root of a tree.
 pub const CONFIG_FILE: &str = "drbuild.yaml";
+
+/// How big blobs are fetched, as a user writes it (`multipart:` in drbuild.yaml);
+/// `None` is "not given".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MultipartSettings {
+    /// Blobs at least this big are fetched in parts (`16MiB`; `0`: none).
+    pub threshold: Option<bytesize::ByteSize>,
+    /// Parts of one blob at once (`1`: one stream).
+    pub parts: Option<usize>,
+}
 
 /// How to retry, as a user writes it (`retry:` in drbuild.yaml, or flags): every
 /// field optional, `None` meaning "not given", so that layers can be merged.
@@ -176,6 +191,12 @@ pub struct Config {
     /// The daemons `prefetch`, `import` and `doctor` work on (`unix:///…`, `tcp://…`).
     #[serde(default)]
     pub hosts: Option<Vec<String>>,
+    /// How big blobs are fetched (in ranged parts at once).
+    #[serde(default)]
+    pub multipart: MultipartSettings,
+    /// Requests on the wire to one registry or mirror at once.
+    #[serde(default)]
+    pub connections: Option<usize>,
     /// Services by name, in file order.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::file::Config;
 pub use super::file::{Fallback, Via};
 use crate::resilience::mirror::{MirrorError, MirrorSet};
+use crate::resilience::multipart::{Multipart, DEFAULT_CONNECTIONS};
 use crate::resilience::retry::RetryPolicy;
 
 /// What the caller asks for, over the file: flags of `drbuild`, setters of
@@ -45,6 +46,12 @@ pub struct Overrides {
     pub credentials: Option<bool>,
     /// The daemons to work on (`--docker-host`, repeatable).
     pub hosts: Option<Vec<String>>,
+    /// Ranged parts of one big blob at once (`--parts`).
+    pub parts: Option<usize>,
+    /// Blobs at least this big are fetched in parts (`--part-threshold`).
+    pub part_threshold: Option<u64>,
+    /// Requests on the wire to one source at once (`--connections`).
+    pub connections: Option<usize>,
 }
 
 /// A flag's value that cannot be used.
@@ -89,6 +96,10 @@ pub struct Settings {
     pub credentials: bool,
     /// The daemons `prefetch`, `import` and `doctor` work on (empty: `DOCKER_HOST`'s).
     pub hosts: Vec<String>,
+    /// How big blobs are fetched.
+    pub multipart: Multipart,
+    /// Requests on the wire to one registry or mirror at once.
+    pub connections: usize,
 }
 
 impl Default for Settings {
@@ -113,6 +124,8 @@ impl Default for Settings {
             deadline: None,
             credentials: true,
             hosts: Vec::new(),
+            multipart: Multipart::default(),
+            connections: DEFAULT_CONNECTIONS,
         }
     }
 }
@@ -137,6 +150,8 @@ impl Settings {
         };
         let build_jobs = at_least_one("--jobs", overrides.build_jobs)?;
         let pull_jobs = at_least_one("--pull-jobs", overrides.pull_jobs)?;
+        let parts = at_least_one("--parts", overrides.parts)?;
+        let connections = at_least_one("--connections", overrides.connections)?;
 
         // The file's retry section applies to pulls and builds; a flag to its own.
         let shared = Timing {
@@ -200,6 +215,20 @@ impl Settings {
                 .clone()
                 .or_else(|| file.hosts.clone())
                 .unwrap_or(defaults.hosts),
+            multipart: Multipart {
+                threshold: overrides
+                    .part_threshold
+                    .or(file.multipart.threshold.map(|s| s.as_u64()))
+                    .unwrap_or(defaults.multipart.threshold),
+                parts: parts
+                    .or(file.multipart.parts)
+                    .unwrap_or(defaults.multipart.parts)
+                    .max(1),
+            },
+            connections: connections
+                .or(file.connections)
+                .unwrap_or(defaults.connections)
+                .max(1),
         })
     }
 }
@@ -238,6 +267,33 @@ mod tests {
         ConfigFile::parse(Path::new("drbuild.yaml"), text)
             .unwrap()
             .config
+    }
+
+    #[test]
+    fn multipart_and_connections_resolve_field_by_field() {
+        let f = file("multipart:\n  threshold: 32MiB\n  parts: 4\nconnections: 8\n");
+        let from_file =
+            Settings::resolve(&Overrides::default(), Some(&f), Settings::default()).unwrap();
+        assert_eq!(from_file.multipart.threshold, 32 << 20);
+        assert_eq!(from_file.multipart.parts, 4);
+        assert_eq!(from_file.connections, 8);
+        let flags = Overrides {
+            parts: Some(1),
+            connections: Some(2),
+            ..Overrides::default()
+        };
+        let both = Settings::resolve(&flags, Some(&f), Settings::default()).unwrap();
+        assert_eq!(both.multipart.parts, 1, "the flag");
+        assert_eq!(both.multipart.threshold, 32 << 20, "the file");
+        assert_eq!(both.connections, 2);
+        let defaults = Settings::resolve(&Overrides::default(), None, Settings::default()).unwrap();
+        assert_eq!(defaults.multipart, Multipart::default());
+        assert_eq!(defaults.connections, DEFAULT_CONNECTIONS);
+        let zero = Overrides {
+            connections: Some(0),
+            ..Overrides::default()
+        };
+        assert!(Settings::resolve(&zero, None, Settings::default()).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! longer listens.
 //!
 //! A blob the fetch has not finished yet is served when it is ready, so the daemon
-//! unpacks the first layers while the last still arrive. Only what was published is
+//! unpacks the first layers while the last still arrive; a `Range` is honoured (a
+//! daemon resuming a cut pull). Only what was published is
 //! served, only on the loopback interface, only while the handoff lives.
 
 use std::collections::{HashMap, HashSet};
@@ -267,7 +268,12 @@ async fn answer(shared: &Shared, request: Request<hyper::body::Incoming>) -> Res
         return manifest(shared, name, reference, head);
     }
     if let Some((_, digest)) = rest.rsplit_once("/blobs/") {
-        return blob(shared, digest, head).await;
+        let range = request
+            .headers()
+            .get(hyper::header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_range);
+        return blob(shared, digest, head, range).await;
     }
     status(StatusCode::NOT_FOUND, "NOT_FOUND", "not a registry path")
 }
@@ -314,7 +320,23 @@ fn manifest(shared: &Shared, name: &str, reference: &str, head: bool) -> Respons
         .unwrap_or_else(|_| internal())
 }
 
-async fn blob(shared: &Shared, digest: &str, head: bool) -> Response<Body> {
+/// `bytes=START-` or `bytes=START-END` (one range; anything else is served whole).
+fn parse_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let (start, end) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let end = match end.trim() {
+        "" => None,
+        end => Some(end.parse().ok()?),
+    };
+    Some((start, end))
+}
+
+async fn blob(
+    shared: &Shared,
+    digest: &str,
+    head: bool,
+    range: Option<(u64, Option<u64>)>,
+) -> Response<Body> {
     let mut news = shared.news.subscribe();
     loop {
         {
@@ -343,24 +365,42 @@ async fn blob(shared: &Shared, digest: &str, head: bool) -> Response<Body> {
     let Ok(path) = shared.cache.path(digest) else {
         return internal();
     };
-    let file = match tokio::fs::File::open(&path).await {
+    let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => return status(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown"),
     };
-    let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    // A range within the blob is served as asked (a resumed pull, a part).
+    let range = range
+        .map(|(start, end)| (start, end.map_or(size, |e| e.saturating_add(1).min(size))))
+        .filter(|(start, end)| start < end);
+    let (start, length) = range.map_or((0, size), |(start, end)| (start, end - start));
+    if start > 0 {
+        use tokio::io::AsyncSeekExt;
+        if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            return internal();
+        }
+    }
     let body = if head {
         empty()
     } else {
-        let frames =
-            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map_ok(Frame::data);
+        use tokio::io::AsyncReadExt;
+        let frames = tokio_util::io::ReaderStream::with_capacity(file.take(length), 256 * 1024)
+            .map_ok(Frame::data);
         BodyExt::boxed(StreamBody::new(frames))
     };
-    Response::builder()
+    let mut response = Response::builder()
         .header("Content-Type", "application/octet-stream")
         .header("Content-Length", length)
         .header("Docker-Content-Digest", digest)
-        .body(body)
-        .unwrap_or_else(|_| internal())
+        .header("Accept-Ranges", "bytes");
+    if range.is_some() {
+        response = response.status(StatusCode::PARTIAL_CONTENT).header(
+            "Content-Range",
+            format!("bytes {start}-{}/{size}", start + length - 1),
+        );
+    }
+    response.body(body).unwrap_or_else(|_| internal())
 }
 
 fn full(bytes: Vec<u8>) -> Body {
@@ -457,7 +497,9 @@ mod tests {
         let client = reqwest::Client::new();
         let tag = name.tag().expect("tag").to_owned();
         let got = client
-            .get(format!("{base}drbuild-handoff/library/redis/manifests/{tag}"))
+            .get(format!(
+                "{base}drbuild-handoff/library/redis/manifests/{tag}"
+            ))
             .send()
             .await
             .expect("manifest");
@@ -468,13 +510,18 @@ mod tests {
         );
         assert_eq!(got.bytes().await.expect("body").to_vec(), manifest);
         let unknown = client
-            .get(format!("{base}drbuild-handoff/library/redis/manifests/other"))
+            .get(format!(
+                "{base}drbuild-handoff/library/redis/manifests/other"
+            ))
             .send()
             .await
             .expect("unknown");
         assert_eq!(unknown.status(), 404);
         // The layer is not in the cache yet: the request waits until it is.
-        let layer_url = format!("{base}drbuild-handoff/library/redis/blobs/{}", digest(&layer));
+        let layer_url = format!(
+            "{base}drbuild-handoff/library/redis/blobs/{}",
+            digest(&layer)
+        );
         let waiting = tokio::spawn({
             let client = client.clone();
             let url = layer_url.clone();
@@ -497,7 +544,10 @@ mod tests {
         // Blobs of nothing published are not served, even when cached.
         store(&cache, b"secret");
         let other = client
-            .get(format!("{base}drbuild-handoff/library/redis/blobs/{}", digest(b"secret")))
+            .get(format!(
+                "{base}drbuild-handoff/library/redis/blobs/{}",
+                digest(b"secret")
+            ))
             .send()
             .await
             .expect("other");
@@ -517,10 +567,7 @@ mod tests {
         ];
         assert_eq!(
             stale_names(names),
-            vec![
-                (41234, names[0].to_owned()),
-                (41234, names[1].to_owned())
-            ]
+            vec![(41234, names[0].to_owned()), (41234, names[1].to_owned())]
         );
     }
 

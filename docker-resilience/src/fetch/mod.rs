@@ -1,7 +1,8 @@
 //! Fetch: images from registries into the blob cache, over the distribution API, the
 //! way a registry client does it: resolve the reference (an index to the platform's
 //! manifest), download config and layers, resume a blob cut mid-way with `Range` from
-//! where it stopped, verify every blob by digest, and count what each endpoint did.
+//! where it stopped, fetch a big blob as several ranged parts at once ([`Multipart`]),
+//! verify every blob by digest, and count what each endpoint did.
 //! Every request goes through the run's [`Transport`]. It knows no daemon: getting
 //! fetched images into one is the deliver stage's.
 //!
@@ -24,11 +25,15 @@ use crate::resilience::mirror::MirrorSet;
 use crate::support::lock;
 use crate::vocab::{ImageReference, Platform, Wanted, DOCKER_HUB};
 
+mod parts;
 mod run;
+pub use crate::resilience::multipart::Multipart;
 pub use run::{FetchEvent, FetchReport, FetchResult, FetchRun};
 
-/// Layers of one image downloaded at once (as dockerd's `max-concurrent-downloads`).
-const LAYER_JOBS: usize = 3;
+/// Blobs of one image downloaded at once (dockerd's `max-concurrent-downloads` is 3;
+/// on a link with 100 ms per request the chain of an image's layers is its pull time,
+/// and the source's connection budget bounds the run as a whole).
+const LAYER_JOBS: usize = 8;
 
 /// How often a fetch waiting for another process's download of a blob looks again.
 const LOCK_POLL: Duration = Duration::from_millis(50);
@@ -198,6 +203,7 @@ pub struct Fetcher {
     transport: Arc<Transport>,
     cache: BlobCache,
     stall_timeout: Duration,
+    multipart: Multipart,
     blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Cached blobs hashed (and found whole) by this process.
     verified: Mutex<HashSet<String>>,
@@ -210,9 +216,16 @@ impl Fetcher {
             transport,
             cache,
             stall_timeout,
+            multipart: Multipart::default(),
             blob_locks: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The same fetcher, fetching big blobs as `multipart` says.
+    pub fn with_multipart(mut self, multipart: Multipart) -> Self {
+        self.multipart = multipart;
+        self
     }
 
     /// The cache blobs go into.
@@ -308,7 +321,7 @@ impl Fetcher {
         })
     }
 
-    /// Downloads a resolved image's config, then its layers (a few at a time), into the
+    /// Downloads a resolved image's config and layers (a few at a time) into the
     /// cache; calls `ready` with each blob's digest once it is there and verified (at
     /// once for blobs the cache had), so that a loader can stream them as they come.
     /// A failed request is retried on its own (see [`Transport`]): the image's other
@@ -321,8 +334,25 @@ impl Fetcher {
         ready: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), FetchError> {
         let reference = image.wanted.reference.clone();
-        let (bytes, resumes) = self.blob(sources, &reference, &image.config, watch).await?;
-        ready(&image.config.digest);
+        // The config and the layers at once: a round trip less per image on a slow
+        // link; the config's platform is checked once it is there.
+        let config = async {
+            let got = self.blob(sources, &reference, &image.config, watch).await?;
+            ready(&image.config.digest);
+            Ok::<_, FetchError>(got)
+        };
+        let layers = stream::iter(image.layers.iter().map(Ok))
+            .map_ok(|layer| async {
+                let got = self.blob(sources, &reference, layer, watch).await?;
+                ready(&layer.digest);
+                Ok::<_, FetchError>(got)
+            })
+            .try_buffer_unordered(LAYER_JOBS)
+            .try_fold((0u64, 0u64), |(b, r), (nb, nr)| async move {
+                Ok((b + nb, r + nr))
+            });
+        let ((bytes, resumes), (layer_bytes, layer_resumes)) =
+            futures_util::future::try_join(config, layers).await?;
         let config = self.cache.read(&image.config.digest)?.unwrap_or_default();
         let actual = config_platform(&config);
         if image.wanted.platform.is_some() && actual.as_ref().is_some_and(|a| *a != image.platform)
@@ -349,18 +379,6 @@ impl Fetcher {
         if let Some(actual) = actual {
             image.platform = actual;
         }
-        let layers = image.layers.clone();
-        let (layer_bytes, layer_resumes) = stream::iter(layers.iter().map(Ok))
-            .map_ok(|layer| async {
-                let got = self.blob(sources, &reference, layer, watch).await?;
-                ready(&layer.digest);
-                Ok::<_, FetchError>(got)
-            })
-            .try_buffer_unordered(LAYER_JOBS)
-            .try_fold((0u64, 0u64), |(b, r), (nb, nr)| async move {
-                Ok((b + nb, r + nr))
-            })
-            .await?;
         image.bytes += bytes + layer_bytes;
         image.resumes += resumes + layer_resumes;
         self.cache.remember(&CachedRef {
@@ -498,6 +516,12 @@ impl Fetcher {
             return Ok((0, 0));
         }
         self.cache.has_room_for(digest, blob.size)?;
+        if self.multipart.applies(blob.size) {
+            if let Some(parts) = self.blob_parts(sources, image, blob, watch).await? {
+                lock(&self.verified).insert(digest.clone());
+                return Ok((parts.received, parts.resumes));
+            }
+        }
         let received = AtomicU64::new(0);
         let resumes = AtomicU64::new(0);
         let served = self

@@ -28,6 +28,8 @@
 //! `engine`.
 
 mod daemon;
+#[cfg(test)]
+mod multipart_tests;
 mod native;
 
 use std::collections::{HashMap, HashSet};
@@ -50,6 +52,7 @@ use crate::registry::credentials::Credentials;
 use crate::registry::transport::Transport;
 use crate::resilience::classify::{Classification, ErrorClass};
 use crate::resilience::mirror::MirrorSet;
+use crate::resilience::multipart::Multipart;
 use crate::resilience::retry::RetryPolicy;
 use crate::support::{millis, EventSink};
 use crate::vocab::{ImageReference, Platform, Wanted};
@@ -89,6 +92,10 @@ pub struct PrefetchOptions {
     /// on 127.0.0.1, which the daemon pulls from (about twice as fast as loading them);
     /// `false` always streams a `docker load` archive instead.
     pub handoff: bool,
+    /// How big blobs are fetched (ranged parts at once).
+    pub multipart: Multipart,
+    /// Requests on the wire to one registry or mirror at once.
+    pub connections: usize,
 }
 
 impl Default for PrefetchOptions {
@@ -120,6 +127,12 @@ impl PrefetchOptions {
             &self.retry,
             self.breaker_threshold,
         )
+        .with_connections(self.connections)
+    }
+
+    /// A fetcher into `cache` with these options, its requests through `transport`.
+    pub fn fetcher(&self, transport: Arc<Transport>, cache: BlobCache) -> Fetcher {
+        Fetcher::new(transport, cache, self.stall_timeout).with_multipart(self.multipart)
     }
 }
 
@@ -141,6 +154,8 @@ impl From<&Settings> for PrefetchOptions {
             deadline: settings.deadline,
             credentials: settings.credentials,
             handoff: true,
+            multipart: settings.multipart,
+            connections: settings.connections,
         }
     }
 }
@@ -501,11 +516,9 @@ impl<E: Engine> Prefetcher<E> {
                     .clone()
                     .unwrap_or_else(BlobCache::default_dir);
                 let cache = BlobCache::open(&dir).map_err(|e| e.to_string())?;
-                Ok(Arc::new(Fetcher::new(
-                    Arc::clone(&self.transport),
-                    cache,
-                    self.options.stall_timeout,
-                )))
+                Ok(Arc::new(
+                    self.options.fetcher(Arc::clone(&self.transport), cache),
+                ))
             })
             .await
             .as_ref()

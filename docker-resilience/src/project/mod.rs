@@ -23,7 +23,7 @@ use crate::cache::BlobCache;
 use crate::config::Via;
 use crate::config::{Overrides, Settings};
 use crate::engine::{DockerEngine, EngineError};
-use crate::fetch::{FetchEvent, FetchReport, FetchRun, FetchedImage, Fetcher};
+use crate::fetch::{FetchEvent, FetchReport, FetchRun, FetchedImage};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
 use crate::prefetch::{PrefetchEvent, PrefetchOptions, PrefetchReport, Prefetcher};
 use crate::registry::client::Endpoint;
@@ -351,11 +351,7 @@ impl Project {
             path: cache_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let fetcher = Fetcher::new(
-            Arc::new(options.transport()),
-            cache.clone(),
-            options.stall_timeout,
-        );
+        let fetcher = options.fetcher(Arc::new(options.transport()), cache.clone());
         let sources = |image: &ImageReference| options.sources(image);
         let sink = |e: &FetchEvent<'_>| events(&PrefetchEvent::from_fetch(e));
         let run = FetchRun {

@@ -419,6 +419,52 @@ impl RegistryClient {
         })
     }
 
+    /// `GET /v2/REPO/blobs/DIGEST` for the bytes `range` (a part of a big blob). The
+    /// answer's `resumed` is `false` when the endpoint sent the whole blob instead (it
+    /// ignores `Range`); a `206` for other bytes than asked is unusable.
+    pub async fn blob_range(
+        &self,
+        endpoint: &Endpoint,
+        image: &ImageReference,
+        digest: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<BlobResponse, RequestError> {
+        let repository = endpoint.repository(image);
+        let target = blob_target(image, digest);
+        let url = format!("{}/v2/{repository}/blobs/{digest}", endpoint.base);
+        let scope = format!("repository:{repository}:pull");
+        let value = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
+        let response = self
+            .send(endpoint, &target, &scope, |c| {
+                c.get(&url).header(RANGE, &value)
+            })
+            .await?;
+        let ranged = response.status() == StatusCode::PARTIAL_CONTENT;
+        if ranged {
+            let served = header(response.headers(), "content-range");
+            let start = served
+                .as_deref()
+                .and_then(|v| v.trim().strip_prefix("bytes "))
+                .and_then(|v| v.split_once('-'))
+                .and_then(|(a, _)| a.trim().parse::<u64>().ok());
+            if start != Some(range.start) {
+                return Err(RequestError::new(
+                    endpoint.label.clone(),
+                    target,
+                    Failure::Unusable(format!(
+                        "asked for {value}, answered Content-Range {}",
+                        served.as_deref().unwrap_or("(none)")
+                    )),
+                ));
+            }
+        }
+        Ok(BlobResponse {
+            resumed: ranged,
+            length: response.content_length(),
+            response,
+        })
+    }
+
     /// Sends a request, answering an auth challenge once; an error status is a
     /// [`RequestError`] with what the endpoint said.
     pub(super) async fn send(

@@ -23,11 +23,18 @@
 //!   the source's requests, `429` with its `Retry-After`), and the **breaker**
 //!   ([`Breaker`], one key per host): a source failing five times in a row is skipped
 //!   for the rest of the run while another source is left.
-//! - **statistics** per endpoint ([`Stats`]): requests, bytes, resumes, faults by class.
+//! - **a connection budget per source** ([`DEFAULT_CONNECTIONS`], `--connections`):
+//!   a run never has more requests on the wire to one host at once, whatever its
+//!   images and the parts of their blobs ask for (registries rate-limit connections).
+//! - **what a source can do with parts of a blob** ([`Transport::part_width`]): one
+//!   that ignores `Range` gets one stream per blob (said once); one that answers parts
+//!   with 429/503 gets fewer parts at once, and more again as it serves them.
+//! - **statistics** per endpoint ([`Stats`]): requests, bytes, resumes, ranged parts,
+//!   connections at once, faults by class.
 //!
 //! May import what `registry` may.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,6 +80,15 @@ pub struct EndpointStats {
     pub faults: FaultCounts,
     /// Time spent in requests to it.
     pub elapsed_ms: u64,
+    /// Ranged parts of big blobs it served.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub parts: u64,
+    /// Most requests on the wire to it at once.
+    pub max_connections: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Statistics of every endpoint of a run.
@@ -84,13 +100,16 @@ pub struct Stats {
 impl Stats {
     /// Updates the statistics of `endpoint`.
     pub fn with(&self, endpoint: &Endpoint, f: impl FnOnce(&mut EndpointStats)) {
+        self.with_host(&endpoint.host, f);
+    }
+
+    /// Updates the statistics of the endpoint `host[:port]`.
+    pub fn with_host(&self, host: &str, f: impl FnOnce(&mut EndpointStats)) {
         let mut map = lock(&self.endpoints);
-        let entry = map
-            .entry(endpoint.host.clone())
-            .or_insert_with(|| EndpointStats {
-                endpoint: endpoint.host.clone(),
-                ..EndpointStats::default()
-            });
+        let entry = map.entry(host.to_owned()).or_insert_with(|| EndpointStats {
+            endpoint: host.to_owned(),
+            ..EndpointStats::default()
+        });
         f(entry);
     }
 
@@ -200,6 +219,82 @@ impl Slot {
     }
 }
 
+pub use crate::resilience::multipart::DEFAULT_CONNECTIONS;
+
+/// The connection budget of every source of a run: a semaphore per host.
+#[derive(Debug)]
+struct Connections {
+    limit: usize,
+    hosts: Mutex<HashMap<String, (Arc<tokio::sync::Semaphore>, u64)>>,
+}
+
+/// A request's place in its source's budget, given back when dropped.
+struct Connection<'a> {
+    connections: &'a Connections,
+    host: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connections {
+    fn new(limit: usize) -> Self {
+        Connections {
+            limit: limit.max(1),
+            hosts: Mutex::default(),
+        }
+    }
+
+    /// Waits for a place among `host`'s connections; returns it with the number now
+    /// on the wire to that host.
+    async fn acquire(&self, host: &str) -> (Connection<'_>, u64) {
+        let semaphore = {
+            let mut hosts = lock(&self.hosts);
+            let entry = hosts
+                .entry(host.to_owned())
+                .or_insert_with(|| (Arc::new(tokio::sync::Semaphore::new(self.limit)), 0));
+            Arc::clone(&entry.0)
+        };
+        let permit = semaphore
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let now = {
+            let mut hosts = lock(&self.hosts);
+            let entry = hosts.get_mut(host).expect("added above");
+            entry.1 += 1;
+            entry.1
+        };
+        (
+            Connection {
+                connections: self,
+                host: host.to_owned(),
+                _permit: permit,
+            },
+            now,
+        )
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = lock(&self.connections.hosts).get_mut(&self.host) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+}
+
+/// What the run learned about each source's handling of ranged parts.
+#[derive(Debug, Default)]
+struct Parts {
+    /// Hosts that answer a ranged request with the whole blob.
+    no_ranges: HashSet<String>,
+    /// Hosts that pushed back on parts (429/503): parts at once allowed now, and
+    /// parts served since the last change.
+    width: HashMap<String, (usize, u32)>,
+}
+
+/// Parts served at a narrowed width before it grows by one.
+const PARTS_TO_WIDEN: u32 = 4;
+
 /// What a request that succeeded came from.
 #[derive(Debug)]
 pub struct Served<T> {
@@ -219,6 +314,8 @@ pub struct Transport {
     breaker: Arc<Breaker>,
     stats: Arc<Stats>,
     policy: RequestPolicy,
+    connections: Arc<Connections>,
+    parts: Arc<Mutex<Parts>>,
 }
 
 /// Consecutive whole failures after which a source is skipped for the rest of the run.
@@ -235,7 +332,21 @@ impl Transport {
             breaker: Arc::new(Breaker::new(breaker_threshold)),
             stats: Arc::default(),
             policy: RequestPolicy::from(retry),
+            connections: Arc::new(Connections::new(DEFAULT_CONNECTIONS)),
+            parts: Arc::default(),
         }
+    }
+
+    /// The same transport with at most `limit` requests on the wire to one source at
+    /// once (at least 1).
+    pub fn with_connections(mut self, limit: usize) -> Self {
+        self.connections = Arc::new(Connections::new(limit));
+        self
+    }
+
+    /// Requests on the wire to one source at once, at most.
+    pub fn connection_limit(&self) -> usize {
+        self.connections.limit
     }
 
     /// The same sources' health, breaker and statistics with another client (a push
@@ -247,7 +358,52 @@ impl Transport {
             breaker: Arc::clone(&self.breaker),
             stats: Arc::clone(&self.stats),
             policy: RequestPolicy::from(retry),
+            connections: Arc::clone(&self.connections),
+            parts: Arc::clone(&self.parts),
         }
+    }
+
+    /// Parts of one blob to fetch at once from `host`, for `wanted` asked: 1 for a
+    /// source that ignores `Range`, fewer after it pushed back, never more than its
+    /// connection budget.
+    pub fn part_width(&self, host: &str, wanted: usize) -> usize {
+        let parts = lock(&self.parts);
+        if parts.no_ranges.contains(host) {
+            return 1;
+        }
+        let width = parts
+            .width
+            .get(host)
+            .map_or(wanted, |(w, _)| (*w).min(wanted));
+        width.clamp(1, self.connections.limit)
+    }
+
+    /// Says `host` answered a ranged request with the whole blob; `true` the first
+    /// time (for the caller to say it once).
+    pub fn ignores_ranges(&self, host: &str) -> bool {
+        lock(&self.parts).no_ranges.insert(host.to_owned())
+    }
+
+    /// Says `host` pushed back on a part (429, 503): half as many parts at once.
+    pub fn parts_pushed_back(&self, host: &str, wanted: usize) {
+        let mut parts = lock(&self.parts);
+        let entry = parts.width.entry(host.to_owned()).or_insert((wanted, 0));
+        entry.0 = (entry.0 / 2).max(1);
+        entry.1 = 0;
+    }
+
+    /// Says `host` served a part: after a few, one more part at once (up to `wanted`).
+    pub fn part_served(&self, host: &str, wanted: usize) {
+        let mut parts = lock(&self.parts);
+        if let Some(entry) = parts.width.get_mut(host) {
+            entry.1 += 1;
+            if entry.1 >= PARTS_TO_WIDEN {
+                entry.0 = (entry.0 + 1).min(wanted);
+                entry.1 = 0;
+            }
+        }
+        drop(parts);
+        self.stats.with_host(host, |s| s.parts += 1);
     }
 
     /// The client requests are sent with.
@@ -349,10 +505,15 @@ impl Transport {
                 }
             }
             let endpoint = &sources[i];
-            self.stats.with(endpoint, |s| s.requests += 1);
+            let (connection, at_once) = self.connections.acquire(&endpoint.host).await;
+            self.stats.with(endpoint, |s| {
+                s.requests += 1;
+                s.max_connections = s.max_connections.max(at_once);
+            });
             tries[i] += 1;
             let started = Instant::now();
             let outcome = send(endpoint).await;
+            drop(connection);
             let elapsed = millis(started.elapsed());
             if let Some(slot) = slot {
                 slot.leave().await;

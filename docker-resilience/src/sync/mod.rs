@@ -205,11 +205,9 @@ pub async fn sync(wanted: &[Wanted], options: SyncOptions) -> SyncReport {
         }
     };
     // Fetching and pushing share one transport's sources' health and statistics.
-    let fetcher = Fetcher::new(
-        Arc::new(options.fetch.transport()),
-        cache.clone(),
-        options.fetch.stall_timeout,
-    );
+    let fetcher = options
+        .fetch
+        .fetcher(Arc::new(options.fetch.transport()), cache.clone());
     let sources = |image: &ImageReference| options.fetch.sources(image);
     let jobs = options.fetch.jobs.max(1);
     let run = FetchRun {

@@ -1,7 +1,8 @@
 //! `faultproxy --listen 127.0.0.1:5001 --upstream 127.0.0.1:5000 [--config FILE]`:
 //! a fault-injecting proxy in front of a registry (see the library's `faultproxy` module).
 //!
-//! `faultproxy preset manifest-faults --seed 7 --probability 0.3` prints a preset fault
+//! `faultproxy preset manifest-faults --seed 7 --probability 0.3` (or `request-faults`,
+//! `thin-link --rate 4000000 --latency-ms 100`) prints a preset fault
 //! configuration as JSON (for `POST /__faultproxy/config`), so that scripts use the
 //! same faults as the tests.
 
@@ -59,6 +60,19 @@ enum Preset {
         #[arg(long, default_value_t = 0.3)]
         probability: f64,
     },
+    /// A long thin link: each connection's body capped at a rate, latency added to
+    /// every request.
+    ThinLink {
+        /// Bytes per second per connection.
+        #[arg(long, default_value_t = 4_000_000)]
+        rate: u64,
+        /// Milliseconds added to every request.
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        /// Also drop `Range` from requests (a mirror that ignores it).
+        #[arg(long)]
+        ignore_range: bool,
+    },
 }
 
 #[tokio::main]
@@ -72,6 +86,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Preset::RequestFaults { seed, probability } => {
                 Config::request_faults(seed, probability)
             }
+            Preset::ThinLink {
+                rate,
+                latency_ms,
+                ignore_range,
+            } => Config {
+                ignore_range,
+                ..Config::thin_link(rate, latency_ms)
+            },
         };
         println!("{}", serde_json::to_string(&config)?);
         return Ok(());

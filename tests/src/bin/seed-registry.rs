@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use docker_resilience_tests::seed::{build_catalog, fingerprint, Pusher};
+use docker_resilience_tests::seed::{
+    build, build_catalog, fingerprint, rootfs_layer, Format, Pusher, StandIn,
+};
 
 /// Seeds a loopback registry with the stand-in images.
 #[derive(Debug, Parser)]
@@ -20,6 +22,13 @@ struct Args {
     /// A file holding the fingerprint of the last seeding.
     #[arg(long)]
     marker: Option<PathBuf>,
+    /// Push only one extra image, `repository:tag`, whose last layer is `--size` bytes
+    /// of incompressible data (for benchmarks: a 1 GiB blob).
+    #[arg(long, requires = "size")]
+    extra: Option<String>,
+    /// The extra image's big layer, in bytes.
+    #[arg(long)]
+    size: Option<usize>,
 }
 
 #[tokio::main]
@@ -27,6 +36,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let print = fingerprint(&args.busybox)?;
     let pusher = Pusher::new(&args.registry);
+    if let (Some(name), Some(size)) = (args.extra.clone(), args.size) {
+        let busybox = args.busybox.clone();
+        let name: &'static str = Box::leak(name.into_boxed_str());
+        let built = tokio::task::spawn_blocking(move || {
+            let rootfs = rootfs_layer(&busybox);
+            build(
+                &StandIn {
+                    name,
+                    format: Format::Docker,
+                    multi_platform: false,
+                    layers: 1,
+                    big_layer: Some(size),
+                },
+                &rootfs,
+            )
+        })
+        .await?;
+        pusher.push(&built).await?;
+        eprintln!("seed-registry: {name} {}", built.top.1.digest);
+        return Ok(());
+    }
     if let Some(marker) = &args.marker {
         let same = std::fs::read_to_string(marker).is_ok_and(|m| m.trim() == print);
         if same && pusher.has_catalog().await {

@@ -1,0 +1,62 @@
+//! How big blobs are fetched over a long thin link: as several ranged parts at once
+//! (the fetcher's `fetch::parts` does it), within a budget of connections per source.
+
+/// Requests on the wire to one registry or mirror at once, by default (`--connections`,
+/// `connections:` in drbuild.yaml): the transport's budget per source.
+pub const DEFAULT_CONNECTIONS: usize = 16;
+
+/// How big blobs are fetched: one type for `drbuild.yaml`, flags and the fetcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multipart {
+    /// Blobs at least this big are fetched in parts (0: none is).
+    pub threshold: u64,
+    /// Parts of one blob on the wire at once (1: one stream).
+    pub parts: usize,
+}
+
+impl Multipart {
+    /// Blobs from 16 MiB on.
+    pub const DEFAULT_THRESHOLD: u64 = 16 * 1024 * 1024;
+    /// 8 parts at once (measured: see `scripts/bench/multipart.sh`).
+    pub const DEFAULT_PARTS: usize = 8;
+
+    /// One stream per blob, always.
+    pub fn off() -> Self {
+        Multipart {
+            threshold: 0,
+            parts: 1,
+        }
+    }
+
+    /// Whether a blob of `size` bytes is fetched in parts.
+    pub fn applies(&self, size: u64) -> bool {
+        self.parts > 1 && self.threshold > 0 && size >= self.threshold
+    }
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Multipart {
+            threshold: Self::DEFAULT_THRESHOLD,
+            parts: Self::DEFAULT_PARTS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_blobs_only() {
+        const MIB: u64 = 1024 * 1024;
+        assert!(Multipart::default().applies(16 * MIB));
+        assert!(!Multipart::default().applies(16 * MIB - 1));
+        assert!(!Multipart::off().applies(u64::MAX));
+        assert!(!Multipart {
+            threshold: 1,
+            parts: 1
+        }
+        .applies(MIB));
+    }
+}

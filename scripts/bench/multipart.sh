@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Big blobs in parallel ranged parts over a long thin link, on the local test bed
+# (scripts/testbed): the fault proxy, the daemon's mirror, caps each connection at RATE
+# bytes/s and adds LATENCY_MS to every request. Side by side in one run, pair by pair
+# (images removed and a fresh cache before each run), medians:
+#   1. the 64 MiB-layer image: `docker pull` vs `drbuild prefetch` (target <= 0.2x)
+#   2. the 13 stand-in images: `xargs -P4 docker pull` vs `drbuild prefetch` (<= 0.6x)
+#   3. the plain loopback link (no cap): `drbuild prefetch` vs the same with `--parts 1`
+#      (one stream per blob, as before parts), the 13 images and the big one (<= 1.05x)
+#   4. peak memory of `drbuild prefetch` of an image with a 1 GiB layer, on the plain
+#      link (target <= 64 MiB); its seeding takes a minute the first time.
+# Settings: RUNS (default 5), RATE (default 4000000), LATENCY_MS (default 100),
+# DRBUILD_ARGS (extra flags for every drbuild run, e.g. "--parts 16"), SKIP_HUGE=1,
+# DRBUILD_TESTBED_ENGINE (the test bed's engine).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+runs=${RUNS:-5}
+rate=${RATE:-4000000}
+latency=${LATENCY_MS:-100}
+read -r -a extra <<<"${DRBUILD_ARGS:-}"
+
+"$repo/scripts/testbed" up
+# shellcheck disable=SC1090
+source <("$repo/scripts/testbed" env)
+cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
+drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
+cargo build -q -p docker-resilience-tests --bins --manifest-path "$repo/Cargo.toml"
+bins="${CARGO_TARGET_DIR:-$repo/target}/debug"
+docker=$DRBUILD_TESTBED_DOCKER
+proxy="http://$DRBUILD_TESTBED_PROXY/__faultproxy"
+big=pytorch/pytorch:2.1.0-cuda12.1-cudnn8-runtime
+images=(ubuntu:22.04 nginx:stable nginx:stable-alpine node:18-alpine golang:1.21-alpine golang:1.20-alpine
+  postgres:15-alpine redis:7-alpine python:3.11-slim alpine:latest alpine:3.18 busybox:1.36 debian:bookworm-slim)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tree_of() { # DIR IMAGE...: a tree with one Dockerfile per image
+  local dir=$1 i=0
+  shift
+  for image in "$@"; do
+    mkdir -p "$dir/svc$i"
+    printf 'FROM %s\nRUN true\n' "$image" >"$dir/svc$i/Dockerfile"
+    i=$((i + 1))
+  done
+}
+tree_of "$work/big" "$big"
+tree_of "$work/all" "${images[@]}"
+tree_of "$work/both" "${images[@]}" "$big"
+
+link() { # thin | plain
+  curl -fsS -XPOST "$proxy/reset" >/dev/null
+  if [ "$1" = thin ]; then
+    curl -fsS -XPOST "$proxy/config" \
+      -d "$("$bins/faultproxy" preset thin-link --rate "$rate" --latency-ms "$latency")" >/dev/null
+  fi
+}
+ms() { # COMMAND...: runs it, prints its milliseconds (fails the script if it fails)
+  local start
+  start=$(date +%s%N)
+  "$@" >/dev/null 2>&1 || { echo "multipart.sh: failed: $*" >&2; exit 1; }
+  echo $((($(date +%s%N) - start) / 1000000))
+}
+clean() { "$docker" rmi -f "$@" >/dev/null 2>&1 || true; rm -rf "$work/cache"; }
+pull_all() { printf '%s\n' "$@" | xargs -P4 -n1 "$docker" pull -q; }
+prefetch() { # TREE [FLAG...]
+  local tree=$1
+  shift
+  "$drbuild" prefetch "$tree" -q --via registry --cache-dir "$work/cache" "${extra[@]}" "$@"
+}
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+pairs() { # LABEL TARGET LINK "BASELINE" "CANDIDATE" IMAGE...: RUNS pairs, medians, ratio
+  local label=$1 target=$2 how=$3 base_cmd=$4 cand_cmd=$5 a=() b=()
+  shift 5
+  for _ in $(seq "$runs"); do
+    clean "$@"; link "$how"; a+=("$(ms eval "$base_cmd")")
+    clean "$@"; link "$how"; b+=("$(ms eval "$cand_cmd")")
+  done
+  link plain
+  local ma mb
+  ma=$(median "${a[@]}")
+  mb=$(median "${b[@]}")
+  echo "$label: baseline ms ${a[*]} (median $ma); drbuild ms ${b[*]} (median $mb); ratio $(ratio "$mb" "$ma") (target $target)"
+}
+
+echo "== engine ${DRBUILD_TESTBED_ENGINE:-?}; thin link: $rate bytes/s per connection, +$latency ms per request; drbuild ${extra[*]:-(defaults)}"
+pairs "64 MiB layer, thin link, docker pull vs drbuild" "<= 0.2" thin \
+  "$docker pull -q $big" "prefetch $work/big" "$big"
+pairs "13 images, thin link, xargs -P4 docker pull vs drbuild" "<= 0.6" thin \
+  "pull_all ${images[*]}" "prefetch $work/all" "${images[@]}"
+pairs "13 images + the big one, plain link, drbuild --parts 1 vs drbuild" "<= 1.05" plain \
+  "prefetch $work/both --parts 1" "prefetch $work/both" "${images[@]}" "$big"
+# What the last thin-link run of drbuild did, from its own statistics.
+clean "$big"; link thin
+pick() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(json.dumps(eval(sys.argv[1])))' "$1"; }
+prefetch "$work/big" --json |
+  pick '[{k: e.get(k) for k in ("endpoint", "requests", "parts", "max_connections", "bytes")} for e in d["endpoints"]]'
+curl -fsS "$proxy/stats" | pick '{k: d[k] for k in ("forwarded", "ranged", "peak_active", "bytes")}'
+link plain
+
+if [ "${SKIP_HUGE:-}" != 1 ]; then
+  huge=bench/huge:1
+  # Seeded once: a 1 GiB layer of incompressible bytes.
+  if ! curl -fsS -o /dev/null "http://$DRBUILD_TESTBED_REGISTRY/v2/bench/huge/manifests/1" \
+      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json'; then
+    "$bins/seed-registry" --registry "$DRBUILD_TESTBED_REGISTRY" --extra "$huge" --size $((1 << 30))
+  fi
+  tree_of "$work/huge" "$huge"
+  clean "$huge"
+  /usr/bin/time -f '%M %e' -o "$work/time" "$drbuild" prefetch "$work/huge" -q --via registry \
+    --cache-dir "$work/cache" "${extra[@]}" >/dev/null
+  read -r kib secs <"$work/time"
+  echo "1 GiB layer, plain link: drbuild peak memory $((kib / 1024)) MiB in ${secs}s (target <= 64 MiB)"
+  clean "$huge"
+fi
