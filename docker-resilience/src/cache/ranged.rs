@@ -41,6 +41,8 @@ pub struct RangedBlob {
     ranges_path: PathBuf,
     final_path: PathBuf,
     state: Mutex<State>,
+    /// Committed or refused: nothing to write down when dropped.
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -145,6 +147,7 @@ impl BlobCache {
                 hashed: 0,
                 unsaved: 0,
             }),
+            ended: false,
         };
         {
             let mut state = lock(&blob.state);
@@ -287,7 +290,8 @@ impl RangedBlob {
     /// Verifies the whole blob and moves it into the cache (its bytes on disk first);
     /// on a mismatch the partial file is deleted (its ranges would resume into the
     /// same wrong bytes).
-    pub fn commit(self) -> Result<PathBuf, CacheError> {
+    pub fn commit(mut self) -> Result<PathBuf, CacheError> {
+        self.ended = true;
         let mut state = lock(&self.state);
         self.catch_up(&mut state)?;
         let whole = state.hashed == self.size;
@@ -307,6 +311,28 @@ impl RangedBlob {
         fs::rename(&self.path, &self.final_path).map_err(self.io(&self.final_path))?;
         let _ = fs::remove_file(&self.ranges_path);
         Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for RangedBlob {
+    /// A fetch cancelled (Ctrl-C, a deadline) or failed keeps what it wrote: the ranges
+    /// on disk are written down for the next run.
+    fn drop(&mut self) {
+        if !self.ended {
+            let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            if state.unsaved > 0 {
+                let mut state = std::mem::replace(
+                    state,
+                    State {
+                        done: Vec::new(),
+                        hasher: Sha256::new(),
+                        hashed: 0,
+                        unsaved: 0,
+                    },
+                );
+                let _ = self.save_locked(&mut state);
+            }
+        }
     }
 }
 
@@ -372,6 +398,19 @@ mod tests {
         w.write_at(10_000, &blob[10_000..50_000]).unwrap();
         w.commit().unwrap();
         assert!(cache.contains(&digest));
+    }
+
+    #[test]
+    fn a_dropped_writer_writes_its_ranges_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(dir.path()).unwrap();
+        let blob = data(100_000);
+        let digest = digest_of(&blob);
+        let w = cache.ranged(&digest, 100_000).unwrap();
+        w.write_at(20_000, &blob[20_000..30_000]).unwrap();
+        drop(w);
+        let w = cache.ranged(&digest, 100_000).unwrap();
+        assert_eq!(w.missing(), vec![0..20_000, 30_000..100_000]);
     }
 
     #[test]

@@ -33,6 +33,21 @@ const MIN_PART: u64 = 1024 * 1024;
 /// threads): with 8 parts, 8 MiB in memory at most.
 const WRITE_BATCH: usize = 1024 * 1024;
 
+/// A part's bytes received and not yet written, written when dropped.
+struct Pending<'a> {
+    ranged: &'a Arc<RangedBlob>,
+    at: u64,
+    batch: Vec<u8>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.ranged.write_at(self.at, &self.batch);
+        }
+    }
+}
+
 /// Cuts the `missing` ranges into pieces of about `total / parts` bytes (at least
 /// [`MIN_PART`]); a piece never spans two ranges.
 pub(super) fn split(missing: &[Range<u64>], parts: usize) -> Vec<Range<u64>> {
@@ -91,6 +106,11 @@ impl Fetcher {
             let ranged = tokio::task::spawn_blocking(move || cache.ranged(&digest, size))
                 .await
                 .map_err(|e| CacheError::other(self.cache.dir(), e.to_string()))??;
+            if round == 0 && ranged.done_bytes() > 0 {
+                // Going on from what an earlier run (or a stream) left.
+                resumes.fetch_add(1, Ordering::Relaxed);
+                self.transport.stats().with(&sources[0], |s| s.resumes += 1);
+            }
             let ranged = Arc::new(ranged);
             let wanted = self.multipart.parts;
             let mut queue = split(&ranged.missing(), wanted).into_iter();
@@ -267,8 +287,13 @@ impl Fetcher {
             stats.with(endpoint, |s| s.resumes += 1);
         }
         let mut body = response.response;
-        let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
-        let mut batch_at = start;
+        // Bytes received and not yet written; written even if this try is dropped
+        // (Ctrl-C, a deadline), so that the next run need not fetch them again.
+        let mut pending = Pending {
+            ranged,
+            at: start,
+            batch: Vec::with_capacity(WRITE_BATCH),
+        };
         let mut received = 0u64;
         let outcome = loop {
             match tokio::time::timeout(self.stall_timeout, body.chunk()).await {
@@ -282,19 +307,21 @@ impl Fetcher {
                             piece.end - start
                         )));
                     }
-                    batch.extend_from_slice(&chunk);
+                    pending.batch.extend_from_slice(&chunk);
                     received += chunk.len() as u64;
                     (watch.progress)(chunk.len() as u64);
-                    if batch.len() >= WRITE_BATCH {
-                        batch = self.write_batch(ranged, batch_at, batch).await?;
-                        batch_at = start + received;
-                        at.store(batch_at, Ordering::Relaxed);
+                    if pending.batch.len() >= WRITE_BATCH {
+                        let batch = std::mem::take(&mut pending.batch);
+                        pending.batch = self.write_batch(ranged, pending.at, batch).await?;
+                        pending.at = start + received;
+                        at.store(pending.at, Ordering::Relaxed);
                     }
                 }
             }
         };
         // What arrived is good whatever ended the body: keep it.
-        self.write_batch(ranged, batch_at, batch).await?;
+        let batch = std::mem::take(&mut pending.batch);
+        self.write_batch(ranged, pending.at, batch).await?;
         at.store(start + received, Ordering::Relaxed);
         received_total.fetch_add(received, Ordering::Relaxed);
         stats.with(endpoint, |s| s.bytes += received);
