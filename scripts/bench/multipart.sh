@@ -60,7 +60,13 @@ ms() { # COMMAND...: runs it, prints its milliseconds (fails the script if it fa
   "$@" >/dev/null 2>&1 || { echo "multipart.sh: failed: $*" >&2; exit 1; }
   echo $((($(date +%s%N) - start) / 1000000))
 }
-clean() { "$docker" rmi -f "$@" >/dev/null 2>&1 || true; rm -rf "$work/cache"; }
+# Images removed and unreferenced content pruned: the containerd store keeps an image's
+# blobs while any other name (a digest reference) still points at them.
+clean() {
+  "$docker" rmi -f "$@" >/dev/null 2>&1 || true
+  "$docker" image prune -af >/dev/null 2>&1 || true
+  rm -rf "$work/cache"
+}
 pull_all() { printf '%s\n' "$@" | xargs -P4 -n1 "$docker" pull -q; }
 prefetch() { # TREE [FLAG...]
   local tree=$1
