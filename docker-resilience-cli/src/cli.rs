@@ -89,7 +89,8 @@ pub struct SyncArgs {
     /// A build arg for every Dockerfile (`KEY=VALUE`), over the services' own.
     #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
     pub build_args: Vec<(String, String)>,
-    /// Images copied at once [default: `pull-jobs` in drbuild.yaml, else 4].
+    /// Images copied at once [default: `pull-jobs` in drbuild.yaml, else
+    /// `--connections`].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// How images are fetched.
@@ -215,7 +216,8 @@ pub struct BuildFlags {
     /// [default: `retry.attempts` in drbuild.yaml minus one, else 2].
     #[arg(long, value_name = "N")]
     pub build_retries: Option<u32>,
-    /// Pulls at once while prefetching [default: `pull-jobs` in drbuild.yaml, else 4].
+    /// Pulls at once while prefetching [default: `pull-jobs` in drbuild.yaml, else 4
+    /// through the daemon and `--connections` registry-native].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub pull_jobs: Option<usize>,
     /// Do not prefetch base images first.
@@ -317,7 +319,8 @@ pub struct PrefetchArgs {
     /// The tree.
     #[command(flatten)]
     pub tree: TreeArgs,
-    /// Pulls at once [default: `pull-jobs` in drbuild.yaml, else 4].
+    /// Pulls at once [default: `pull-jobs` in drbuild.yaml, else 4 through the daemon
+    /// and `--connections` registry-native].
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// A daemon to prefetch into (`unix:///…`, `tcp://HOST:PORT`); repeatable: each

@@ -68,10 +68,13 @@ clean() {
   rm -rf "$work/cache"
 }
 pull_all() { printf '%s\n' "$@" | xargs -P4 -n1 "$docker" pull -q; }
-prefetch() { # TREE [FLAG...]
+prefetch() { # TREE [FLAG...]: with DRBUILD_ARGS
   local tree=$1
   shift
   "$drbuild" prefetch "$tree" -q --via registry --cache-dir "$work/cache" "${extra[@]}" "$@"
+}
+one_stream() { # TREE: one stream per blob, without DRBUILD_ARGS (as before parts)
+  "$drbuild" prefetch "$1" -q --via registry --cache-dir "$work/cache" --parts 1
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -95,7 +98,7 @@ pairs "64 MiB layer, thin link, docker pull vs drbuild" "<= 0.2" thin \
 pairs "13 images, thin link, xargs -P4 docker pull vs drbuild" "<= 0.6" thin \
   "pull_all ${images[*]}" "prefetch $work/all" "${images[@]}"
 pairs "13 images + the big one, plain link, drbuild --parts 1 vs drbuild" "<= 1.05" plain \
-  "prefetch $work/both --parts 1" "prefetch $work/both" "${images[@]}" "$big"
+  "one_stream $work/both" "prefetch $work/both" "${images[@]}" "$big"
 # What the last thin-link run of drbuild did, from its own statistics.
 clean "$big"; link thin
 pick() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(json.dumps(eval(sys.argv[1])))' "$1"; }

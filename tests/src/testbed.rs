@@ -175,6 +175,15 @@ impl Session<'_> {
         self.drbuild_env(args, &[])
     }
 
+    /// `drbuild ARGS` (with `--json` among them): exit code, the JSON document it
+    /// printed, stderr.
+    pub fn drbuild_json(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let (code, stdout, stderr) = self.drbuild(args);
+        let doc =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+        (code, doc, stderr)
+    }
+
     /// `drbuild ARGS` with extra environment variables.
     pub fn drbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let out = Command::new(&self.bed.drbuild)

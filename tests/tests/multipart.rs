@@ -42,9 +42,7 @@ fn prefetch_big(bed: &Session<'_>, extra: &[&str]) -> (i32, Value, String) {
         "100ms",
     ];
     args.extend_from_slice(extra);
-    let (code, stdout, stderr) = bed.drbuild(&args);
-    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
-    (code, doc, stderr)
+    bed.drbuild_json(&args)
 }
 
 /// The proxy's endpoint statistics in drbuild's summary.

@@ -33,9 +33,7 @@ fn tree_of(image: &str) -> tempfile::TempDir {
 fn prefetch(bed: &Session<'_>, root: &std::path::Path, extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec!["prefetch", root.to_str().expect("utf-8"), "--json"];
     args.extend_from_slice(extra);
-    let (code, stdout, stderr) = bed.drbuild(&args);
-    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
-    (code, doc, stderr)
+    bed.drbuild_json(&args)
 }
 
 #[test]

@@ -28,9 +28,7 @@ fn prefetch(bed: &Session<'_>, root: &Path, cache: &Path, extra: &[&str]) -> (i3
     ];
     args.extend_from_slice(&QUICK);
     args.extend_from_slice(extra);
-    let (code, stdout, stderr) = bed.drbuild(&args);
-    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
-    (code, doc, stderr)
+    bed.drbuild_json(&args)
 }
 
 /// A tree whose one Dockerfile uses `images`.

@@ -263,11 +263,7 @@ impl BlobCache {
     }
 
     fn io<'a>(&'a self, path: &'a Path) -> impl Fn(io::Error) -> CacheError + 'a {
-        move |source| CacheError::Io {
-            dir: self.root.clone(),
-            path: path.to_path_buf(),
-            source,
-        }
+        io_error(&self.root, path)
     }
 
     /// The cache directory.
@@ -646,6 +642,15 @@ impl BlobCache {
     }
 }
 
+/// What an I/O failure on `path` of the cache in `dir` becomes.
+fn io_error<'a>(dir: &'a Path, path: &'a Path) -> impl Fn(io::Error) -> CacheError + 'a {
+    move |source| CacheError::Io {
+        dir: dir.to_path_buf(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Options for a new file of the cache: private to its owner.
 fn private_file() -> OpenOptions {
     let mut options = OpenOptions::new();
@@ -709,13 +714,8 @@ pub struct PartialBlob {
 }
 
 impl PartialBlob {
-    fn io(&self, path: &Path) -> impl Fn(io::Error) -> CacheError + '_ {
-        let path = path.to_path_buf();
-        move |source| CacheError::Io {
-            dir: self.dir.clone(),
-            path: path.clone(),
-            source,
-        }
+    fn io<'a>(&'a self, path: &'a Path) -> impl Fn(io::Error) -> CacheError + 'a {
+        io_error(&self.dir, path)
     }
 
     /// Bytes written so far (those kept from before included).

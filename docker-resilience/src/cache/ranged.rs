@@ -23,7 +23,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use super::{private_file, BlobCache, CacheError};
+use super::{io_error, private_file, BlobCache, CacheError};
 use crate::support::lock;
 
 /// New bytes after which the ranges on disk are written down again (what a `kill -9`
@@ -175,13 +175,8 @@ impl BlobCache {
 }
 
 impl RangedBlob {
-    fn io(&self, path: &Path) -> impl Fn(io::Error) -> CacheError + '_ {
-        let path = path.to_path_buf();
-        move |source| CacheError::Io {
-            dir: self.dir.clone(),
-            path: path.clone(),
-            source,
-        }
+    fn io<'a>(&'a self, path: &'a Path) -> impl Fn(io::Error) -> CacheError + 'a {
+        io_error(&self.dir, path)
     }
 
     /// The blob's size.

@@ -70,8 +70,13 @@ pub struct SettingsError {
 pub struct Settings {
     /// Services built at once.
     pub build_jobs: usize,
-    /// Images pulled at once.
+    /// Images pulled at once (through the daemon; and registry-native when given).
     pub pull_jobs: usize,
+    /// Images fetched at once on the registry-native path: `pull_jobs` when given
+    /// (flag or file), else the connection budget, which bounds the run's requests to
+    /// each source anyway (on a link with 100 ms per request, an image's chain of
+    /// requests is its fetch time: more images at once hide it).
+    pub registry_pull_jobs: usize,
     /// Network of every build's `RUN` steps, over the services' own (a flag).
     pub network_override: Option<String>,
     /// Network of the builds whose service sets none (`network` in drbuild.yaml).
@@ -109,6 +114,7 @@ impl Default for Settings {
         Settings {
             build_jobs: 2,
             pull_jobs: 4,
+            registry_pull_jobs: DEFAULT_CONNECTIONS,
             network_override: None,
             network_default: None,
             pull_retry: RetryPolicy::default(),
@@ -186,6 +192,12 @@ impl Settings {
         Ok(Settings {
             build_jobs: build_jobs.or(file.jobs).unwrap_or(defaults.build_jobs),
             pull_jobs: pull_jobs.or(file.pull_jobs).unwrap_or(defaults.pull_jobs),
+            registry_pull_jobs: pull_jobs
+                .or(file.pull_jobs)
+                .or(connections)
+                .or(file.connections)
+                .unwrap_or(defaults.registry_pull_jobs)
+                .max(1),
             network_override: overrides.network.clone().or(defaults.network_override),
             network_default: file.network.clone().or(defaults.network_default),
             pull_retry,
@@ -289,6 +301,18 @@ mod tests {
         let defaults = Settings::resolve(&Overrides::default(), None, Settings::default()).unwrap();
         assert_eq!(defaults.multipart, Multipart::default());
         assert_eq!(defaults.connections, DEFAULT_CONNECTIONS);
+        assert_eq!(defaults.pull_jobs, 4);
+        assert_eq!(
+            defaults.registry_pull_jobs, DEFAULT_CONNECTIONS,
+            "not given: the connection budget"
+        );
+        assert_eq!(from_file.registry_pull_jobs, 8, "the file's connections");
+        let jobs = Overrides {
+            pull_jobs: Some(3),
+            ..Overrides::default()
+        };
+        let given = Settings::resolve(&jobs, Some(&f), Settings::default()).unwrap();
+        assert_eq!((given.pull_jobs, given.registry_pull_jobs), (3, 3));
         let zero = Overrides {
             connections: Some(0),
             ..Overrides::default()

@@ -60,8 +60,11 @@ use crate::vocab::{ImageReference, Platform, Wanted};
 /// How to prefetch.
 #[derive(Debug, Clone)]
 pub struct PrefetchOptions {
-    /// Pulls at once (default 4).
+    /// Pulls at once through the daemon (default 4).
     pub jobs: usize,
+    /// Images fetched at once on the registry-native path (default: `jobs` when
+    /// given, else the connection budget; see [`Settings::registry_pull_jobs`]).
+    pub registry_jobs: usize,
     /// The retry budget of each image.
     pub retry: RetryPolicy,
     /// Cancel and retry a pull that reports no progress for this long (default 30 s).
@@ -141,6 +144,7 @@ impl From<&Settings> for PrefetchOptions {
     fn from(settings: &Settings) -> Self {
         PrefetchOptions {
             jobs: settings.pull_jobs,
+            registry_jobs: settings.registry_pull_jobs,
             retry: settings.pull_retry.clone(),
             stall_timeout: settings.stall_timeout,
             always_pull: false,
@@ -454,6 +458,8 @@ pub struct Prefetcher<E> {
     handoff_unreachable: std::sync::atomic::AtomicBool,
     /// Attempts in progress at once (`jobs`); an image waiting to retry holds none.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Places of images fetched registry-native (`registry_jobs`).
+    registry_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<E> std::fmt::Debug for Prefetcher<E> {
@@ -473,6 +479,7 @@ impl<E: Engine> Prefetcher<E> {
     /// A prefetcher sharing an engine with other work.
     pub fn with_shared_engine(engine: Arc<E>, options: PrefetchOptions) -> Self {
         let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.max(1)));
+        let registry_slots = Arc::new(tokio::sync::Semaphore::new(options.registry_jobs.max(1)));
         let transport = Arc::new(options.transport());
         Prefetcher {
             engine,
@@ -485,6 +492,7 @@ impl<E: Engine> Prefetcher<E> {
             handoff: tokio::sync::OnceCell::new(),
             handoff_unreachable: std::sync::atomic::AtomicBool::new(false),
             slots,
+            registry_slots,
         }
     }
 

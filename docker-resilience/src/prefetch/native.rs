@@ -83,7 +83,7 @@ impl<E: Engine> Prefetcher<E> {
                 });
             }
         };
-        let slot = Slot::new(Arc::clone(&self.slots));
+        let slot = Slot::new(Arc::clone(&self.registry_slots));
         let watch = Watch {
             progress: &progress,
             retried: &retried,

@@ -355,7 +355,7 @@ impl Project {
         let sources = |image: &ImageReference| options.sources(image);
         let sink = |e: &FetchEvent<'_>| events(&PrefetchEvent::from_fetch(e));
         let run = FetchRun {
-            jobs: options.jobs,
+            jobs: options.registry_jobs,
             deadline: options.deadline,
             probe_timeout: options.probe_timeout,
             cancel: cancel.clone(),

@@ -209,7 +209,7 @@ pub async fn sync(wanted: &[Wanted], options: SyncOptions) -> SyncReport {
         .fetch
         .fetcher(Arc::new(options.fetch.transport()), cache.clone());
     let sources = |image: &ImageReference| options.fetch.sources(image);
-    let jobs = options.fetch.jobs.max(1);
+    let jobs = options.fetch.registry_jobs.max(1);
     let run = FetchRun {
         jobs,
         deadline: options.fetch.deadline,
