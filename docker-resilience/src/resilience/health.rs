@@ -54,6 +54,10 @@ pub struct Backoff {
     /// Whether it took the source's backoff a step further (a whole failure, not one of
     /// a burst): what the breaker counts.
     pub escalated: bool,
+    /// Whether the wait is the source's backoff (a transient failure with no success
+    /// lately), which a success of another request ends at once
+    /// ([`Health::wait_out`]); not a glitch's jitter or a `Retry-After`.
+    pub backoff: bool,
 }
 
 /// The health of every source of a run.
@@ -109,6 +113,28 @@ impl Health {
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = reopened => {}
+            }
+        }
+    }
+
+    /// Waits until `deadline`, or until `source` serves a request (its backoff ends):
+    /// for a request that failed into the source's backoff, which should not sleep on
+    /// once the source works again (a burst of failures, then successes of other
+    /// requests a moment later).
+    pub async fn wait_out(&self, source: &str, deadline: Instant) {
+        loop {
+            // Registered before the check, so a success in between is not missed.
+            let reopened = self.reopened.notified();
+            let backing_off = self
+                .states()
+                .get(source)
+                .is_some_and(|s| s.backoff_until.is_some());
+            if !backing_off || Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
                 () = reopened => {}
             }
         }
@@ -174,6 +200,7 @@ impl Health {
         let wait = |wait| Backoff {
             wait,
             escalated: false,
+            backoff: false,
         };
         let now = Instant::now();
         let mut states = self.states();
@@ -191,6 +218,7 @@ impl Health {
                     return Backoff {
                         wait,
                         escalated: false,
+                        backoff: false,
                     };
                 }
                 let until = now + wait;
@@ -199,6 +227,7 @@ impl Health {
                 Backoff {
                     wait: until - now,
                     escalated: false,
+                    backoff: false,
                 }
             }
             ErrorClass::Transient => {
@@ -209,6 +238,7 @@ impl Health {
                     return Backoff {
                         wait: self.jittered(GLITCH_DELAY, true),
                         escalated: false,
+                        backoff: false,
                     };
                 }
                 if let Some(until) = s.backoff_until.filter(|u| *u > now) {
@@ -216,6 +246,7 @@ impl Health {
                     return Backoff {
                         wait: until - now + self.jittered(GLITCH_DELAY, true),
                         escalated: false,
+                        backoff: true,
                     };
                 }
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
@@ -229,6 +260,7 @@ impl Health {
                 Backoff {
                     wait: delay,
                     escalated: true,
+                    backoff: true,
                 }
             }
         }
