@@ -508,7 +508,10 @@ impl Transport {
                 }
                 match self.choose(sources, &done, &not_before, None) {
                     Some(j) if j != i => i = j,
-                    _ => self.health.ready(&sources[i].host).await,
+                    // Until it is ready, or another source's backoff ends: then
+                    // choose again (a source waited for must not hold the request
+                    // while the one before it serves again).
+                    _ => self.health.ready_or_reopened(&sources[i].host).await,
                 }
             }
             let endpoint = &sources[i];
