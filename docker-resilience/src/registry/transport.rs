@@ -428,8 +428,8 @@ impl Transport {
 
     /// Asks each of `endpoints` `GET /v2/` once (8 at a time, each within `timeout`),
     /// as a run starts: which answer at all. One that answers is recorded as serving (a
-    /// failure right after is a glitch, not an outage). Returns the base URLs that
-    /// answered.
+    /// failure right after is a glitch, not an outage); one that does not starts the
+    /// run backing off. Returns the base URLs that answered.
     pub async fn answering(
         &self,
         endpoints: &[Endpoint],
@@ -449,6 +449,11 @@ impl Transport {
                 );
                 if up {
                     self.health.success(&e.host);
+                } else {
+                    // It starts the run backing off: the first requests of every image
+                    // go to the next source rather than all to it at once.
+                    self.health
+                        .record_failure(&e.host, ErrorClass::Transient, None);
                 }
                 up.then(|| e.base.clone())
             })
