@@ -377,7 +377,7 @@ pub struct PullArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Ranged parts of one big blob fetched at once, over as many connections (1: one
-    /// stream per blob) [default: 8].
+    /// stream per blob) [default: 16].
     #[arg(long, value_name = "N")]
     pub parts: Option<usize>,
     /// Blobs at least this big are fetched in parts (`16MiB`; 0: none) [default: 16MiB].

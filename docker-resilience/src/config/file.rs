@@ -18,7 +18,7 @@
 //! cache-dir: .drbuild-cache    # the blob cache (default $XDG_CACHE_HOME/drbuild)
 //! multipart:                   # big blobs as ranged parts over several connections at once
 //!   threshold: 16MiB           # blobs at least this big (0: none)
-//!   parts: 8                   # parts of one blob at once (1: one stream)
+//!   parts: 16                  # parts of one blob at once (1: one stream)
 //! connections: 16              # requests on the wire to one registry or mirror at once
 //! hosts:                       # daemons to prefetch into, import into, check (default DOCKER_HOST)
 //!   - unix:///var/run/docker.sock
