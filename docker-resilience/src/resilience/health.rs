@@ -130,16 +130,8 @@ impl Health {
 
     /// Waits until a request to `source` may be sent.
     pub async fn ready(&self, source: &str) {
-        loop {
-            // Registered before the check, so a reopening in between is not missed.
-            let reopened = self.reopened.notified();
-            let Some(wait) = self.wait(source) else {
-                return;
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = reopened => {}
-            }
+        while self.wait(source).is_some() {
+            self.ready_or_reopened(source).await;
         }
     }
 
