@@ -179,11 +179,6 @@ impl RangedBlob {
         io_error(&self.dir, path)
     }
 
-    /// The blob's size.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The ranges still missing, in order.
     pub fn missing(&self) -> Vec<Range<u64>> {
         complement(&lock(&self.state).done, self.size)

@@ -15,21 +15,13 @@ use crate::deliver::handoff::Handoff;
 use crate::fetch::{FetchedImage, Fetcher, Multipart, Watch};
 use crate::registry::client::{Endpoint, RegistryClient};
 use crate::registry::credentials::Credentials;
-use crate::registry::manifest::Descriptor;
 use crate::registry::transport::{Transport, BREAKER_THRESHOLD};
 use crate::resilience::retry::RetryPolicy;
 use crate::vocab::{Platform, Wanted};
 
-const MIB: usize = 1024 * 1024;
+use super::native::tests::descriptor;
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest: digest_of(bytes),
-        size: bytes.len() as u64,
-        platform: None,
-    }
-}
+const MIB: usize = 1024 * 1024;
 
 /// A cache holding an image of one `size`-byte layer, and the image.
 fn seeded(cache: &BlobCache, size: usize) -> FetchedImage {

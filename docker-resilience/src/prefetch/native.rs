@@ -373,7 +373,7 @@ fn failed(source: &str, message: String, class: ErrorClass) -> Failed {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::atomic::AtomicU32;
     use std::sync::Arc;
     use std::time::Duration;
@@ -390,7 +390,8 @@ mod tests {
     use crate::CancellationToken;
     use docker_resilience_tests::faultproxy::{serve, Config};
 
-    fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
+    /// A descriptor of `bytes` (shared with the multipart tests).
+    pub(in crate::prefetch) fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
         Descriptor {
             media_type: media_type.into(),
             digest: digest_of(bytes),

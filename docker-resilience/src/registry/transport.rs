@@ -344,11 +344,6 @@ impl Transport {
         self
     }
 
-    /// Requests on the wire to one source at once, at most.
-    pub fn connection_limit(&self) -> usize {
-        self.connections.limit
-    }
-
     /// The same sources' health, breaker and statistics with another client (a push
     /// to a target with its own timeouts) or policy.
     pub fn sharing(&self, client: RegistryClient, retry: &RetryPolicy) -> Self {
