@@ -56,10 +56,17 @@ fn a_64_mib_layer_cut_every_8_mib_completes_moving_little_more_than_its_size() {
         ..Config::default()
     });
     let started = Instant::now();
+    // One stream: this is the single connection's resume (parts under cuts are
+    // tested in the multipart tests).
     let (code, doc, stderr) = prefetch(
         &bed,
         tree.path(),
-        &["--cache-dir", cache.path().to_str().expect("utf-8")],
+        &[
+            "--cache-dir",
+            cache.path().to_str().expect("utf-8"),
+            "--parts",
+            "1",
+        ],
     );
     let elapsed = started.elapsed();
     let stats = bed.stats();
