@@ -294,8 +294,9 @@ pub struct TreeArgs {
     /// Also read files that .gitignore / .drbuildignore exclude.
     #[arg(long)]
     pub no_ignore: bool,
-    /// A compose profile to activate; repeatable [default: COMPOSE_PROFILES, else every
-    /// profile, so that nothing a profile needs is missed].
+    /// A compose profile to activate; repeatable, `*` for every one [default:
+    /// COMPOSE_PROFILES from the environment (not from a `.env` file), else every profile,
+    /// so that nothing a profile needs is missed].
     #[arg(long = "profile", value_name = "NAME")]
     pub profiles: Vec<String>,
     /// The root project's compose file, relative to the tree; repeatable, merged in

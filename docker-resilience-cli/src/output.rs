@@ -129,6 +129,9 @@ pub fn plan_table(plan: &Plan) -> String {
     for local in &plan.local {
         let _ = writeln!(out, "local: {local}");
     }
+    if let Some(filter) = &plan.profiles {
+        let _ = writeln!(out, "profiles: {filter}");
+    }
     for w in &plan.warnings {
         let _ = writeln!(
             out,

@@ -223,3 +223,114 @@ fn compose_profiles_and_files_from_flags_and_environment() {
         "{merged:?}"
     );
 }
+
+/// Runs `drbuild plan DIR --json` in `tests/data/compose` with `env`; its document.
+fn plan_json(dir: &str, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_drbuild"))
+        .args(["plan", dir, "--json"])
+        .args(extra)
+        .current_dir(data("compose"))
+        .env_remove("COMPOSE_PROFILES")
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run drbuild");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("plan --json prints JSON")
+}
+
+fn references(doc: &serde_json::Value) -> Vec<String> {
+    doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["reference"].as_str().expect("a reference").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_variant_read_alone_pulls_its_prebuilt_images() {
+    let doc = plan_json("prebuilt", &[], &[]);
+    let external = references(&doc);
+    for image in [
+        "docker.io/acme/web:1",
+        "docker.io/acme/worker:1",
+        "docker.io/library/node:20-alpine",
+        "docker.io/library/python:3.12-slim",
+        "docker.io/library/postgres:16",
+    ] {
+        assert!(external.contains(&image.to_owned()), "{image}: {doc}");
+    }
+    // What the default project builds stays local; nothing is both.
+    let local: Vec<&str> = doc["local"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        local,
+        [
+            "docker.io/acme/web:dev",
+            "docker.io/library/prebuilt-worker:latest"
+        ]
+    );
+}
+
+#[test]
+fn an_optional_fragment_with_unset_required_variables_is_a_warning() {
+    let doc = plan_json("optional_fragment", &[], &[]);
+    let warnings = doc["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{doc}");
+    assert_eq!(warnings[0]["path"], "deploy/compose.secrets.yaml", "{doc}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DB_SECRET_FILE"),
+        "{doc}"
+    );
+    assert_eq!(references(&doc).len(), 4, "{doc}");
+    // With the variable given, nothing to warn about.
+    let doc = plan_json(
+        "optional_fragment",
+        &[],
+        &[("DB_SECRET_FILE", "/etc/acme/db-password")],
+    );
+    assert_eq!(doc["warnings"], serde_json::json!([]), "{doc}");
+}
+
+#[test]
+fn a_committed_env_does_not_narrow_the_profiles_the_environment_does() {
+    let doc = plan_json("dotenv_profiles", &[], &[]);
+    assert_eq!(references(&doc).len(), 4, "every profile: {doc}");
+    assert!(doc.get("profiles").is_none(), "{doc}");
+    let doc = plan_json("dotenv_profiles", &[], &[("COMPOSE_PROFILES", "git")]);
+    assert_eq!(
+        references(&doc),
+        ["docker.io/acme/app:1", "docker.io/gitea/gitea:1.21"]
+    );
+    assert_eq!(
+        doc["profiles"],
+        serde_json::json!({"active": ["git"], "from": "environment", "skipped": ["db", "scan"]})
+    );
+    let doc = plan_json(
+        "dotenv_profiles",
+        &["--profile", "*"],
+        &[("COMPOSE_PROFILES", "git")],
+    );
+    assert_eq!(references(&doc).len(), 4, "{doc}");
+    let (code, stdout, stderr) = drbuild(&["plan", "compose/dotenv_profiles", "--profile", "db"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(
+            "profiles: only compose profile `db` (--profile): services `git`, `scan` left out"
+        ),
+        "{stdout}"
+    );
+}

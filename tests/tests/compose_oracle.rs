@@ -42,6 +42,21 @@ fn run_oracle(
     env: &BTreeMap<String, String>,
     profiles: &[&str],
 ) -> Resolved {
+    try_oracle(dir, files, env, profiles).unwrap_or_else(|stderr| {
+        panic!(
+            "docker compose config failed in {}: {stderr}",
+            dir.display()
+        )
+    })
+}
+
+/// What `docker compose config` resolves, or what it says when it refuses the files.
+fn try_oracle(
+    dir: &Path,
+    files: &[&str],
+    env: &BTreeMap<String, String>,
+    profiles: &[&str],
+) -> Result<Resolved, String> {
     let mut command = Command::new(oracle());
     command.env_clear().current_dir(dir).envs(env);
     command.env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -55,18 +70,15 @@ fn run_oracle(
         .args(["config", "--format", "json"])
         .output()
         .expect("docker compose runs");
-    assert!(
-        out.status.success(),
-        "docker compose config failed in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let doc: Value = serde_json::from_slice(&out.stdout).expect("compose prints JSON");
     let mut resolved = Resolved::new();
     for (name, service) in doc["services"].as_object().cloned().unwrap_or_default() {
         resolved.insert(name, from_oracle(&service));
     }
-    resolved
+    Ok(resolved)
 }
 
 /// Compose escapes `$` as `$$` in what it prints (so that the output loads again).
@@ -142,6 +154,7 @@ fn ours(
     let files: Vec<PathBuf> = files.iter().map(|f| Path::new(name).join(f)).collect();
     let options = ComposeOptions {
         profiles: profiles.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        ..ComposeOptions::default()
     };
     let project = ComposeProject::load_with(root, &files, env, &options)
         .unwrap_or_else(|e| panic!("drbuild cannot load {}: {e}", dir.display()));
@@ -188,7 +201,7 @@ fn ours(
 
 fn agree(dir: &Path, files: &[&str], env: &BTreeMap<String, String>) {
     let theirs = run_oracle(dir, files, env, &["*"]);
-    let mine = ours(dir, files, env, None);
+    let mine = ours(dir, files, env, Some(&["*"]));
     assert_eq!(
         serde_json::to_string_pretty(&mine).expect("test input"),
         serde_json::to_string_pretty(&theirs).expect("test input"),
@@ -225,6 +238,8 @@ fn every_fixture_agrees_with_docker_compose() {
         files.sort_by_key(|f| f.contains("override"));
         let files: Vec<&str> = files.iter().map(String::as_str).collect();
         agree(&dir, &files, &BTreeMap::new());
+        // What Compose accepts, the plan takes (no false exit 2).
+        plan_of(&dir);
         cases += 1;
     }
     assert!(cases >= 12, "the corpus has {cases} fixtures");
@@ -254,6 +269,80 @@ fn the_environment_and_profiles_agree_with_docker_compose() {
     let mine = ours(&dir, &["compose.yaml"], &env, None);
     assert_eq!(mine, theirs);
     assert!(mine.contains_key("debug"));
+}
+
+/// The variants of a directory (files Compose reads only with `-f`): read alone and
+/// over the base, both sides agree; and what the plan makes of them.
+#[test]
+#[cfg_attr(
+    not(feature = "oracle"),
+    ignore = "compose oracle: needs docker compose; run scripts/test, or cargo test --features oracle"
+)]
+fn variants_read_alone_and_over_their_base_agree_with_docker_compose() {
+    let dir = data("compose/prebuilt");
+    let none = BTreeMap::new();
+    agree(&dir, &["compose.prebuilt.yml"], &none);
+    agree(&dir, &["compose.yaml", "compose.prebuilt.yml"], &none);
+    // Alone, Compose pulls the prebuilt images: the plan has them as external.
+    let plan = plan_of(&dir);
+    let external: Vec<String> = plan.references().map(ToString::to_string).collect();
+    for image in ["docker.io/acme/web:1", "docker.io/acme/worker:1"] {
+        assert!(external.contains(&image.to_owned()), "{external:?}");
+    }
+
+    // An opt-in fragment whose required variables the project's `.env` leaves unset:
+    // Compose refuses it (unless they are given), the default project is fine, and the
+    // plan goes on with a warning naming the file.
+    let dir = data("compose/optional_fragment");
+    run_oracle(&dir, &["compose.yaml"], &none, &["*"]);
+    let deploy = dir.join("deploy");
+    let files = ["compose.yaml", "compose.secrets.yaml"];
+    let refused = try_oracle(&deploy, &files, &none, &["*"]).expect_err("compose refuses it");
+    assert!(refused.contains("required variable"), "{refused}");
+    let given = BTreeMap::from(
+        [
+            ("DB_SECRET_FILE", "/etc/acme/db-password"),
+            ("BACKUP_HOST", "db"),
+            ("REVIEWER", "ops"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    agree(&deploy, &files, &given);
+    let plan = plan_of(&dir);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.path == Path::new("deploy/compose.secrets.yaml")
+                && w.message.contains("DB_SECRET_FILE")),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(plan
+        .references()
+        .any(|r| r.to_string() == "docker.io/hashicorp/vault:1.15"));
+
+    // `COMPOSE_PROFILES` in a committed `.env`: Compose starts that profile; the plan
+    // still covers every profile (drbuild's rule: only `--profile` or the environment
+    // narrow it).
+    let dir = data("compose/dotenv_profiles");
+    let theirs = run_oracle(&dir, &["compose.yaml"], &none, &[]);
+    let mine = ours(&dir, &["compose.yaml"], &none, None);
+    assert_eq!(mine, theirs);
+    assert_eq!(mine.keys().collect::<Vec<_>>(), ["app", "db"]);
+    let plan = plan_of(&dir);
+    assert_eq!(plan.images.len(), 4, "{:?}", plan.images);
+    assert!(plan.profiles.is_none());
+}
+
+/// The plan of a fixture tree, in a clean environment.
+fn plan_of(dir: &Path) -> docker_resilience::Plan {
+    let options = docker_resilience::PlanOptions {
+        env: Some(BTreeMap::new()),
+        platform: Some("linux/amd64".parse().expect("platform")),
+        ..Default::default()
+    };
+    docker_resilience::Plan::for_tree(dir, &options)
+        .unwrap_or_else(|e| panic!("plan of {}: {e}", dir.display()))
 }
 
 /// Random projects: anchors and merge keys, nested interpolation with and without

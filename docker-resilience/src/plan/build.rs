@@ -38,6 +38,9 @@ pub(super) struct Build {
     pub produces: Option<ImageReference>,
     /// Where it is defined.
     pub defined_in: (PathBuf, usize),
+    /// A variant's build (compose files read only with `-f`): what it makes is local to
+    /// that variant only.
+    pub variant: bool,
 }
 
 impl Build {
@@ -77,6 +80,7 @@ impl Build {
                 target: service.target.clone(),
                 produces,
                 defined_in,
+                variant: false,
             });
         }
         for project in projects {
@@ -129,6 +133,7 @@ impl Build {
                         target: build.target.clone(),
                         produces: produces.clone(),
                         defined_in: defined_in.clone(),
+                        variant: project.variant,
                     });
                 }
             }

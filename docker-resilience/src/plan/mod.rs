@@ -21,7 +21,7 @@ pub use services::{Service, ServiceError, ServiceOrigin, ServiceSet};
 
 use crate::config::ConfigFile;
 use crate::discover::{walk, DiscoverOptions, FileKind};
-use crate::parse::compose::{projects_of, ComposeOptions, ComposeProject};
+use crate::parse::compose::{profiles_from_env, projects_of, ComposeOptions, ComposeProject};
 use crate::parse::dockerfile::{Dockerfile, DockerfileError, ImageScan, ImageUse, ScanOptions};
 use crate::vocab::{ImageReference, InputError, Platform, ReferenceError, SourceKind};
 
@@ -133,12 +133,62 @@ pub struct PlanOptions {
     pub platform: Option<Platform>,
     /// Variables for compose interpolation; the process environment when `None`.
     pub env: Option<BTreeMap<String, String>>,
-    /// Compose profiles to activate (`--profile`); `None`: `COMPOSE_PROFILES`, else
-    /// every profile, so that a prefetch is never short.
+    /// Compose profiles to activate (`--profile`; `*` is every one); `None`:
+    /// `COMPOSE_PROFILES` of [`PlanOptions::env`], else every profile, so that a prefetch
+    /// is never short. A `COMPOSE_PROFILES` written in a project's `.env` says what `docker
+    /// compose up` starts there; it does not narrow the plan.
     pub profiles: Option<Vec<String>>,
     /// The compose files of the root's project, relative to the root (`-f`); `None`:
     /// `COMPOSE_FILE`, else the files Compose reads by default.
     pub compose_files: Option<Vec<PathBuf>>,
+}
+
+/// Where the compose profiles a plan is narrowed to were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProfileOrigin {
+    /// `--profile` ([`PlanOptions::profiles`]).
+    Flag,
+    /// `COMPOSE_PROFILES` in the environment drbuild runs in.
+    Environment,
+}
+
+/// The compose profiles a plan covers, when not every one: the images of services of
+/// other profiles are not planned (nor pulled, exported, synced or built).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProfileFilter {
+    /// The active profiles.
+    pub active: Vec<String>,
+    /// Where they were given.
+    pub from: ProfileOrigin,
+    /// The services left out, sorted.
+    pub skipped: Vec<String>,
+}
+
+impl std::fmt::Display for ProfileFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = match self.from {
+            ProfileOrigin::Flag => "--profile",
+            ProfileOrigin::Environment => "COMPOSE_PROFILES in the environment",
+        };
+        write!(
+            f,
+            "only compose profile{} `{}` ({from})",
+            if self.active.len() == 1 { "" } else { "s" },
+            self.active.join("`, `"),
+        )?;
+        if self.skipped.is_empty() {
+            Ok(())
+        } else {
+            write!(
+                f,
+                ": service{} `{}` left out",
+                if self.skipped.len() == 1 { "" } else { "s" },
+                self.skipped.join("`, `")
+            )
+        }
+    }
 }
 
 /// Every external image a tree needs, and what it builds.
@@ -151,6 +201,9 @@ pub struct Plan {
     pub local: Vec<ImageReference>,
     /// What could not be determined, sorted by file and line.
     pub warnings: Vec<PlanWarning>,
+    /// The compose profiles the plan is narrowed to; `None`: every profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<ProfileFilter>,
     /// The Dockerfiles found, relative to the root.
     #[serde(skip)]
     pub dockerfiles: Vec<PathBuf>,
@@ -183,19 +236,36 @@ impl Plan {
             .env
             .clone()
             .unwrap_or_else(|| std::env::vars().collect());
-        let compose_options = ComposeOptions {
-            profiles: options.profiles.clone(),
+        // The profiles are drbuild's rule, not the loader's: a project's `.env` does not
+        // narrow the plan.
+        let (profiles, origin) = match (&options.profiles, profiles_from_env(&env)) {
+            (Some(given), _) => (given.clone(), Some(ProfileOrigin::Flag)),
+            (None, Some(given)) => (given, Some(ProfileOrigin::Environment)),
+            (None, None) => (vec!["*".to_owned()], None),
         };
         let explicit = compose_file_list(options, &env);
-        let projects = projects_of(&compose_files, explicit.as_deref())
-            .into_iter()
-            .map(|(files, variant)| {
-                let mut project = ComposeProject::load_with(root, &files, &env, &compose_options)
-                    .map_err(|e| e.under(root))?;
-                project.variant = variant;
-                Ok(project)
-            })
-            .collect::<Result<Vec<_>, PlanError>>()?;
+        let mut projects = Vec::new();
+        for set in projects_of(&compose_files, explicit.as_deref()) {
+            let compose_options = ComposeOptions {
+                profiles: Some(profiles.clone()),
+                optional: set.variant,
+            };
+            let loaded = ComposeProject::load_with(root, &set.files, &env, &compose_options);
+            let mut project = match loaded {
+                Ok(project) => project,
+                // Read over its base, the variant says what is wrong.
+                Err(e) if set.alone => {
+                    tracing::debug!("{} is no project on its own: {e}", set.files[0].display());
+                    continue;
+                }
+                Err(e) => return Err(e.under(root).into()),
+            };
+            if set.alone && !project.stands_alone() {
+                continue;
+            }
+            project.variant = set.variant;
+            projects.push(project);
+        }
         let found: Vec<PathBuf> = dockerfiles.keys().cloned().collect();
         let mut services = ServiceSet::define(root, config.as_ref(), &projects, &found)?;
         for service in services.services.values_mut() {
@@ -253,6 +323,9 @@ impl Plan {
                     .entry(image.clone())
                     .or_default()
                     .insert(build.id);
+                if !build.variant {
+                    planner.default_local.insert(image.clone());
+                }
             }
         }
         for project in &projects {
@@ -327,6 +400,18 @@ impl Plan {
         }
         services.derive_dependencies();
         let mut plan = planner.finish();
+        plan.profiles = origin
+            .filter(|_| !profiles.iter().any(|p| p == "*"))
+            .map(|from| ProfileFilter {
+                active: profiles,
+                from,
+                skipped: projects
+                    .iter()
+                    .flat_map(|p| p.inactive.keys().cloned())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            });
         plan.dockerfiles = found;
         plan.compose = projects;
         plan.config = config;
@@ -517,6 +602,10 @@ struct Planner {
     images: BTreeMap<ImageReference, Entry>,
     /// Images the tree builds, and the builds that make each.
     local: BTreeMap<ImageReference, BTreeSet<usize>>,
+    /// What the builds of the tree's default projects and services make: a variant runs
+    /// those, and what its own builds make, as local images; any other image it names is
+    /// one it pulls (`compose.prebuilt.yaml`).
+    default_local: BTreeSet<ImageReference>,
     warnings: BTreeSet<PlanWarning>,
 }
 
@@ -538,6 +627,12 @@ impl Planner {
         project: &ComposeProject,
         target: &Platform,
     ) -> Result<(), PlanError> {
+        let own: BTreeSet<ImageReference> = project
+            .services
+            .values()
+            .filter_map(|s| project.built_image(s))
+            .filter_map(|i| ImageReference::parse(&i).ok())
+            .collect();
         for service in project.services.values() {
             let parse = |text: &str, path: &Path, line: usize| {
                 ImageReference::parse(text).map_err(|source| PlanError::Reference {
@@ -560,7 +655,12 @@ impl Planner {
             };
             let reference = parse(&image.value, &image.path, image.line)?;
             // The project runs the image another service builds.
-            if self.local.contains_key(&reference) {
+            let local = if project.variant {
+                self.default_local.contains(&reference) || own.contains(&reference)
+            } else {
+                self.local.contains_key(&reference)
+            };
+            if local {
                 continue;
             }
             let platform = service
@@ -653,6 +753,12 @@ impl Planner {
     }
 
     fn finish(self) -> Plan {
+        // An image only a variant's build makes, and another variant pulls, is external.
+        let local = self
+            .local
+            .into_keys()
+            .filter(|r| self.default_local.contains(r) || !self.images.contains_key(r))
+            .collect();
         Plan {
             images: self
                 .images
@@ -672,7 +778,7 @@ impl Planner {
                     }
                 })
                 .collect(),
-            local: self.local.into_keys().collect(),
+            local,
             warnings: self.warnings.into_iter().collect(),
             ..Plan::default()
         }

@@ -94,6 +94,9 @@ impl Project {
         overrides: &Overrides,
     ) -> Result<Project, Error> {
         let plan = Plan::for_tree(root, plan_options)?;
+        if let Some(filter) = &plan.profiles {
+            tracing::info!("{filter}");
+        }
         if let Some(file) = &plan.config {
             for w in &file.warnings {
                 tracing::warn!("{}:{}: {}", w.path.display(), w.line, w.value);

@@ -12,7 +12,7 @@ mod wanted;
 
 pub use location::{clean_path, InputError, Located, SourceKind};
 pub use platform::{Platform, PlatformError};
-pub use redact::{is_secret_name, redact, register_secret, Redacted};
+pub use redact::{holds_secret, is_secret_name, redact, register_secret, Redacted};
 pub use reference::{is_loopback_host, registry_url, ImageReference, ReferenceError, DOCKER_HUB};
 pub use secret::{SecretSource, SecretSpec, SecretSpecError, SecretValue};
 pub use wanted::Wanted;

@@ -73,6 +73,67 @@ pub fn is_secret_name(name: &str) -> bool {
         && !words.iter().any(|w| ALLOW.contains(&w.as_str()))
 }
 
+/// Whether a variable set to `value` (as written: `None` when the Dockerfile gives no
+/// value) holds a secret: its name says so ([`is_secret_name`]), and its value is not one
+/// of those that only point at or identify a secret:
+///
+/// - a path (`GOOGLE_APPLICATION_CREDENTIALS=/run/app/key.json`, `./`, `~/`, `${DIR}/…`,
+///   `C:\…`): where a secret is mounted, not the secret;
+/// - public key fingerprints or key ids in a variable named for GnuPG/PGP
+///   (`GPG_KEY 3F1C…1D70`, fed to `gpg --recv-keys` as official images do);
+/// - nothing (`ENV API_TOKEN=`).
+///
+/// A value given later (`ARG NPM_TOKEN` with no default) is a secret when the name says so.
+pub fn holds_secret(name: &str, value: Option<&str>) -> bool {
+    if !is_secret_name(name) {
+        return false;
+    }
+    let Some(value) = value else {
+        return true;
+    };
+    let value = value.trim().trim_matches(['"', '\'']).trim();
+    !(value.is_empty() || is_path(value) || is_key_fingerprint(name, value))
+}
+
+/// A file system path, absolute or relative (`/…`, `./…`, `../…`, `~/…`, `${VAR}/…`,
+/// `$VAR/…`, `C:\…`), with no space in it.
+fn is_path(value: &str) -> bool {
+    if value.contains(char::is_whitespace) {
+        return false;
+    }
+    let after_variable = value
+        .strip_prefix("${")
+        .and_then(|rest| rest.split_once('}'))
+        .map(|(_, rest)| rest)
+        .or_else(|| {
+            value.strip_prefix('$').map(|rest| {
+                rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            })
+        });
+    let drive = value.as_bytes();
+    value.starts_with('/')
+        || value.starts_with("./")
+        || value.starts_with("../")
+        || value.starts_with("~/")
+        || after_variable.is_some_and(|rest| rest.starts_with('/'))
+        || (drive.len() > 2
+            && drive[0].is_ascii_alphabetic()
+            && drive[1] == b':'
+            && (drive[2] == b'\\' || drive[2] == b'/'))
+}
+
+/// Public key ids or fingerprints (8, 16, 40 or 64 hex digits, optionally `0x`, several
+/// separated by spaces) in a variable whose name has a `gpg`, `pgp` or `gnupg` word.
+fn is_key_fingerprint(name: &str, value: &str) -> bool {
+    let pgp = name
+        .split('_')
+        .any(|w| ["gpg", "pgp", "gnupg"].contains(&w.to_ascii_lowercase().as_str()));
+    pgp && value.split_whitespace().all(|id| {
+        let hex = id.strip_prefix("0x").unwrap_or(id);
+        [8, 16, 40, 64].contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 /// `text` with every secret masked (the rule above). Borrowed when nothing is.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
@@ -233,6 +294,37 @@ mod tests {
         let json = serde_json::json!({"message": "arg was n0t-so-\"quoted\"-s3cret"}).to_string();
         assert!(!redact(&json).contains("s3cret"), "{json}");
         assert_eq!(redact("tab"), "tab", "too short to register");
+    }
+
+    #[test]
+    fn paths_fingerprints_and_nothing_hold_no_secret() {
+        for (name, value) in [
+            ("REGISTRY_PASSWORD", Some("Adm1n2024")),
+            ("NPM_TOKEN", None),
+            (
+                "GITHUB_TOKEN",
+                Some("3f1c0a5e7d2b94c8e61a07f53b9d2c4e8a6f1d70"),
+            ),
+            ("GPG_KEY", Some("hunter2 is not hex")),
+            ("API_KEY", Some("/not a path")),
+        ] {
+            assert!(holds_secret(name, value), "{name}={value:?}");
+        }
+        for (name, value) in [
+            ("GPG_KEY", Some("3F1C0A5E7D2B94C8E61A07F53B9D2C4E8A6F1D70")),
+            (
+                "PGP_KEY",
+                Some("0x6A010C5166006599 A4A9406876FCBD3C456770C88C718D3B5072E1F5"),
+            ),
+            ("GOOGLE_APPLICATION_CREDENTIALS", Some("/run/app/key.json")),
+            ("SSH_KEY", Some("\"~/.ssh/id_ed25519\"")),
+            ("AUTH_TOKEN", Some("${SECRETS_DIR}/token")),
+            ("SERVICE_KEY", Some("C:\\keys\\service.pem")),
+            ("API_TOKEN", Some("")),
+            ("GO_VERSION", None),
+        ] {
+            assert!(!holds_secret(name, value), "{name}={value:?}");
+        }
     }
 
     #[test]

@@ -120,17 +120,34 @@ pub struct ComposeProject {
     /// (`compose.prod.yaml`), which `docker compose` reads only with `-f`. Its images
     /// are needed too; its services do not define the tree's builds.
     pub variant: bool,
+    /// Services left out because none of their profiles is active, with their profiles.
+    pub inactive: BTreeMap<String, Vec<String>>,
 }
 
 /// How a project is loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ComposeOptions {
-    /// Active profiles (`--profile`, `COMPOSE_PROFILES`); `None`: every profile, so
-    /// that a prefetch is never short.
+    /// Active profiles (`--profile`, `COMPOSE_PROFILES`); `None`: `COMPOSE_PROFILES`
+    /// of the environment (`.env` included), as Compose reads it, else every profile.
     pub profiles: Option<Vec<String>>,
+    /// The files are not what `docker compose` reads by default (a variant, read only
+    /// with `-f`): a required variable with no value (`${X:?…}`) is a warning, and what
+    /// names it is left out, instead of an error that ends the plan.
+    pub optional: bool,
 }
 
 impl ComposeProject {
+    /// Whether Compose takes these files as a project: every service has an image or a
+    /// build, and depends only on services the project defines.
+    pub fn stands_alone(&self) -> bool {
+        self.services.values().all(|s| {
+            (s.image.is_some() || s.build.is_some())
+                && s.depends_on
+                    .iter()
+                    .all(|d| self.services.contains_key(d) || self.inactive.contains_key(d))
+        })
+    }
+
     /// The image a service's build produces: its `image:`, else `<project>-<service>`.
     pub fn built_image(&self, service: &ComposeService) -> Option<String> {
         service.build.as_ref()?;
@@ -173,14 +190,22 @@ impl ComposeProject {
             depth: 0,
             secrets: BTreeMap::new(),
             read: Vec::new(),
+            unresolved: BTreeMap::new(),
+            optional: options.optional,
         };
         loader.note_env_file(&dotenv);
         let (name, specs) = loader.project(files, &dir)?;
         let mut specs = loader.resolve_extends(specs)?;
+        let mut inactive = BTreeMap::new();
         if let Some(active) = options.profiles.clone().or_else(|| profiles_from_env(&env)) {
             let all = active.iter().any(|p| p == "*");
-            specs.retain(|_, s| {
-                all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p))
+            specs.retain(|name, s| {
+                let keep =
+                    all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p));
+                if !keep {
+                    inactive.insert(name.clone(), s.profiles.clone());
+                }
+                keep
             });
         }
         let name = normalize_project_name(&name.unwrap_or_else(|| {
@@ -191,6 +216,30 @@ impl ComposeProject {
                 .unwrap_or_else(|| "default".to_owned())
         }));
         let mut warnings = std::mem::take(&mut loader.warnings);
+        // A secret that cannot be resolved is an error for the build that mounts it,
+        // and a warning when none does.
+        for (secret, error) in std::mem::take(&mut loader.unresolved) {
+            let mounted = specs.values().any(|spec| {
+                spec.build
+                    .as_ref()
+                    .is_some_and(|b| b.secrets.iter().any(|(name, _, _)| *name == secret))
+            });
+            if mounted {
+                return Err(InputError::Invalid {
+                    path: error.path,
+                    line: error.line,
+                    message: error.value,
+                });
+            }
+            warnings.push(Located {
+                value: format!(
+                    "secret `{secret}`: {}; no build mounts it, so the plan goes on",
+                    error.value
+                ),
+                path: error.path,
+                line: error.line,
+            });
+        }
         let services = specs
             .into_iter()
             .map(|(n, spec)| {
@@ -206,12 +255,13 @@ impl ComposeProject {
             services,
             warnings,
             variant: false,
+            inactive,
         })
     }
 }
 
 /// `COMPOSE_PROFILES`, when set and not empty.
-fn profiles_from_env(env: &BTreeMap<String, String>) -> Option<Vec<String>> {
+pub fn profiles_from_env(env: &BTreeMap<String, String>) -> Option<Vec<String>> {
     let value = env.get("COMPOSE_PROFILES")?.trim();
     (!value.is_empty()).then(|| {
         value
@@ -222,15 +272,25 @@ fn profiles_from_env(env: &BTreeMap<String, String>) -> Option<Vec<String>> {
     })
 }
 
+/// The files of one compose project of a tree, as [`projects_of`] finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSet {
+    /// The files, base first, relative to the root.
+    pub files: Vec<PathBuf>,
+    /// Not what `docker compose` reads there by default: a variant, read with `-f`.
+    pub variant: bool,
+    /// A variant file read on its own, besides over its base
+    /// (`docker compose -f compose.prebuilt.yaml`): a project only when Compose takes it
+    /// alone (it loads, and every service has an image or a build).
+    pub alone: bool,
+}
+
 /// The projects of a tree's compose files: per directory, the base file (`compose.yaml`,
 /// else `docker-compose.yml`…) with its overrides (`*.override.*`) as `docker compose`
 /// loads them by default; each other file of the directory (`compose.prod.yaml`) as a
-/// variant over the base. `compose_file` (`COMPOSE_FILE`'s paths, relative to the root)
-/// replaces the root directory's default.
-pub fn projects_of(
-    files: &[PathBuf],
-    compose_file: Option<&[PathBuf]>,
-) -> Vec<(Vec<PathBuf>, bool)> {
+/// variant over the base, and on its own. `compose_file` (`COMPOSE_FILE`'s paths,
+/// relative to the root) replaces the root directory's default.
+pub fn projects_of(files: &[PathBuf], compose_file: Option<&[PathBuf]>) -> Vec<FileSet> {
     let mut groups: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
     for f in files {
         groups
@@ -242,7 +302,11 @@ pub fn projects_of(
     for (dir, mut group) in groups {
         group.sort_by_key(|f| file_rank(f));
         if let Some(explicit) = compose_file.filter(|_| dir.as_os_str().is_empty()) {
-            out.push((explicit.to_vec(), false));
+            out.push(FileSet {
+                files: explicit.to_vec(),
+                variant: false,
+                alone: false,
+            });
             continue;
         }
         let base = group.iter().find(|f| file_rank(f).0 == 0).cloned();
@@ -256,15 +320,34 @@ pub fn projects_of(
         default.extend(overrides.iter().cloned());
         for other in group.iter().filter(|f| !default.contains(f)) {
             // Another base spelling (`docker-compose.yml` beside `compose.yaml`) is a
-            // project of its own; anything else is a variant over the base.
-            let files = match (&base, file_rank(other).0) {
-                (Some(b), 1 | 2) => vec![b.clone(), other.clone()],
-                _ => vec![other.clone()],
-            };
-            out.push((files, true));
+            // project of its own; anything else is a variant over the base, and one on
+            // its own when Compose takes it alone (`compose.prebuilt.yaml`).
+            match (&base, file_rank(other).0) {
+                (Some(b), 1 | 2) => {
+                    out.push(FileSet {
+                        files: vec![b.clone(), other.clone()],
+                        variant: true,
+                        alone: false,
+                    });
+                    out.push(FileSet {
+                        files: vec![other.clone()],
+                        variant: true,
+                        alone: true,
+                    });
+                }
+                _ => out.push(FileSet {
+                    files: vec![other.clone()],
+                    variant: true,
+                    alone: false,
+                }),
+            }
         }
         if !default.is_empty() {
-            out.push((default, false));
+            out.push(FileSet {
+                files: default,
+                variant: false,
+                alone: false,
+            });
         }
     }
     out
@@ -521,6 +604,11 @@ struct Loader<'a> {
     /// Every compose file read (included and extended ones too) and every env file that
     /// exists, relative to the root.
     read: Vec<PathBuf>,
+    /// Top-level `secrets:` whose file names a required variable with no value: an
+    /// error only when a build mounts them.
+    unresolved: BTreeMap<String, Located<String>>,
+    /// [`ComposeOptions::optional`].
+    optional: bool,
 }
 
 impl Loader<'_> {
@@ -562,10 +650,29 @@ impl Loader<'_> {
             for (name, secret) in raw.secrets {
                 let line = secret.referenced.line() as usize;
                 let source = match (secret.value.file, secret.value.environment) {
-                    (Some(f), _) => {
-                        let f = self.interpolate(file, &f, line)?.unwrap_or(f);
-                        SecretSource::File(clean_path(&file_dir.join(f)))
-                    }
+                    (Some(f), _) => match expand(&f, Style::Compose, &|n| self.env.get(n).cloned())
+                    {
+                        Ok(value) => SecretSource::File(clean_path(&file_dir.join(value))),
+                        // Compose stops here; drbuild only when a build mounts it.
+                        Err(e) => {
+                            let value = match e {
+                                ExpandError::Required(variable, message) => format!(
+                                    "required variable `{variable}` is missing a value: {message}"
+                                ),
+                                e => format!("cannot interpolate `{f}`: {e}"),
+                            };
+                            self.secrets.remove(&name);
+                            self.unresolved.insert(
+                                name,
+                                Located {
+                                    value,
+                                    path: file.clone(),
+                                    line,
+                                },
+                            );
+                            continue;
+                        }
+                    },
                     // The project's environment (`.env` included), as Compose reads it.
                     (None, Some(var)) => match self.env.get(&var) {
                         Some(value) => {
@@ -580,6 +687,7 @@ impl Loader<'_> {
                     // `external:` and the like are for swarm: not a build's.
                     (None, None) => continue,
                 };
+                self.unresolved.remove(&name);
                 self.secrets.insert(name, source);
             }
             // Compose refuses a service both included and defined by the includer.
@@ -685,12 +793,17 @@ impl Loader<'_> {
             depth: self.depth + 1,
             secrets: BTreeMap::new(),
             read: Vec::new(),
+            unresolved: BTreeMap::new(),
+            optional: self.optional,
         };
         let (_, specs) = inner.project(&paths, &dir)?;
         let specs = inner.resolve_extends(specs)?;
         self.warnings.extend(inner.warnings);
         for (name, source) in inner.secrets {
             self.secrets.entry(name).or_insert(source);
+        }
+        for (name, error) in inner.unresolved {
+            self.unresolved.entry(name).or_insert(error);
         }
         for file in inner.read {
             if !self.read.contains(&file) {
@@ -853,6 +966,17 @@ impl Loader<'_> {
     ) -> Result<Option<String>, InputError> {
         match expand(text, Style::Compose, &|n| self.env.get(n).cloned()) {
             Ok(v) => Ok(Some(v)),
+            Err(ExpandError::Required(name, message)) if self.optional => {
+                self.warnings.push(Located {
+                    value: format!(
+                        "required variable `{name}` is missing a value ({message}); this file \
+                         is read only on request, so the plan goes on without `{text}`"
+                    ),
+                    path: file.to_path_buf(),
+                    line,
+                });
+                Ok(None)
+            }
             Err(ExpandError::Required(name, message)) => Err(InputError::Invalid {
                 path: file.to_path_buf(),
                 line,
@@ -1180,6 +1304,7 @@ mod tests {
         assert_eq!(all.services.len(), 3);
         let ops = ComposeOptions {
             profiles: Some(vec!["ops".into()]),
+            ..ComposeOptions::default()
         };
         let some = ComposeProject::load_with(root, &files, &BTreeMap::new(), &ops).unwrap();
         assert_eq!(some.services.keys().collect::<Vec<_>>(), ["app", "metrics"]);
@@ -1227,22 +1352,25 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
+        let set = |files: &[&str], variant, alone| FileSet {
+            files: files.iter().map(PathBuf::from).collect(),
+            variant,
+            alone,
+        };
         let projects = projects_of(&files, None);
-        assert!(projects.contains(&(
-            vec!["compose.yaml".into(), "compose.override.yaml".into()],
-            false
-        )));
-        assert!(projects.contains(&(
-            vec!["compose.yaml".into(), "compose.prod.yaml".into()],
-            true
-        )));
-        assert!(projects.contains(&(vec!["sub/docker-compose.yml".into()], false)));
-        let explicit = [
-            PathBuf::from("compose.yaml"),
-            PathBuf::from("compose.prod.yaml"),
-        ];
-        let projects = projects_of(&files, Some(&explicit));
-        assert!(projects.contains(&(explicit.to_vec(), false)));
+        assert_eq!(
+            projects,
+            [
+                set(&["compose.yaml", "compose.prod.yaml"], true, false),
+                set(&["compose.prod.yaml"], true, true),
+                set(&["compose.yaml", "compose.override.yaml"], false, false),
+                set(&["sub/docker-compose.yml"], false, false),
+            ]
+        );
+        let explicit = ["compose.yaml", "compose.prod.yaml"];
+        let given: Vec<PathBuf> = explicit.iter().map(PathBuf::from).collect();
+        let projects = projects_of(&files, Some(&given));
+        assert!(projects.contains(&set(&explicit, false, false)));
         assert_eq!(projects.len(), 2);
     }
 

@@ -608,6 +608,23 @@ mod tests {
     }
 
     #[test]
+    fn key_fingerprints_and_credential_paths_are_not_secrets() {
+        let s = scan(
+            "FROM alpine\n\
+             ENV GPG_KEY 3F1C0A5E7D2B94C8E61A07F53B9D2C4E8A6F1D70\n\
+             ENV GOOGLE_APPLICATION_CREDENTIALS=/run/app/key.json\n\
+             ARG SSH_KEY_PATH=~/.ssh/id_ed25519 SSH_KEY=/run/secrets/ssh\n\
+             ENV REGISTRY_PASSWORD=Adm1n2024\n",
+        );
+        let warned: Vec<(usize, &str)> = s
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.split(' ').nth(1).unwrap_or("")))
+            .collect();
+        assert_eq!(warned, [(5, "REGISTRY_PASSWORD`")], "{:?}", s.warnings);
+    }
+
+    #[test]
     fn named_contexts_and_target_pruning() {
         let text = "FROM base AS deps\nFROM golang:1.22 AS build\nCOPY --from=tools /x /x\n\
                     FROM scratch AS final\nCOPY --from=build /app /app\nFROM busybox AS debug\n";

@@ -7,7 +7,7 @@ use super::{
     ScanOptions, ScanWarning, Stage,
 };
 use crate::parse::expand::{expand, split_words, ExpandError, Style};
-use crate::vocab::{is_secret_name, ImageReference, Platform, SourceKind};
+use crate::vocab::{holds_secret, ImageReference, Platform, SourceKind};
 
 /// Variables in scope: `Some(v)` with a value, `None` declared without one.
 type Scope = BTreeMap<String, Option<String>>;
@@ -96,7 +96,7 @@ impl<'a> Scanner<'a> {
                 Some((n, d)) => (n.to_owned(), Some(d)),
                 None => (word.to_owned(), None),
             };
-            self.secret_name(ins.line, "ARG", &name);
+            self.secret_name(ins.line, "ARG", &name, default);
             let value = if let Some(v) = self.options.build_args.get(&name) {
                 Some(v.clone())
             } else if let Some(default) = default {
@@ -135,7 +135,7 @@ impl<'a> Scanner<'a> {
             }
         };
         for (k, v) in pairs {
-            self.secret_name(ins.line, "ENV", &k);
+            self.secret_name(ins.line, "ENV", &k, Some(&v));
             let value = self.expand_in(&self.stage_scope, &v).ok();
             self.stage_scope.insert(k, value);
         }
@@ -369,10 +369,11 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// A warning when an `ARG`/`ENV` name looks like a secret (BuildKit's
-    /// `SecretsUsedInArgOrEnv`): its value would stay in the image.
-    fn secret_name(&mut self, line: usize, keyword: &str, name: &str) {
-        if is_secret_name(name) {
+    /// A warning when an `ARG`/`ENV` looks like it holds a secret (BuildKit's
+    /// `SecretsUsedInArgOrEnv` by name, less paths and key fingerprints:
+    /// [`holds_secret`]): its value would stay in the image.
+    fn secret_name(&mut self, line: usize, keyword: &str, name: &str, value: Option<&str>) {
+        if holds_secret(name, value) {
             self.out.warnings.push(ScanWarning {
                 line,
                 message: format!(
