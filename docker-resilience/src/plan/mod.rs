@@ -10,7 +10,7 @@
 mod build;
 pub mod services;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -227,11 +227,25 @@ impl Plan {
             });
         }
         let config = ConfigFile::find(root)?;
-        let (parsed, compose_files) = read_tree(root, &options.discover);
-        let mut dockerfiles = BTreeMap::new();
+        let base = ScanOptions {
+            build_args: options.build_args.clone(),
+            build_platform: Platform::host(),
+            target_platform: options.platform.clone().unwrap_or_default(),
+            named_contexts: BTreeMap::new(),
+        };
+        let (parsed, compose_files) = read_tree(root, &options.discover, &base);
+        // In path order (`found`), and by path (`dockerfiles`).
+        let mut found: Vec<PathBuf> = Vec::with_capacity(parsed.len());
+        let mut dockerfiles: HashMap<PathBuf, Found> = HashMap::with_capacity(parsed.len());
         for (path, result) in parsed {
+            found.push(path.clone());
             dockerfiles.insert(path, result?);
         }
+        tracing::debug!(
+            "plan: walked {} Dockerfiles and {} compose files",
+            dockerfiles.len(),
+            compose_files.len()
+        );
         let env = options
             .env
             .clone()
@@ -266,7 +280,6 @@ impl Plan {
             project.variant = set.variant;
             projects.push(project);
         }
-        let found: Vec<PathBuf> = dockerfiles.keys().cloned().collect();
         let mut services = ServiceSet::define(root, config.as_ref(), &projects, &found)?;
         for service in services.services.values_mut() {
             // The run's `--build-arg`s reach every build, over the service's own.
@@ -279,20 +292,20 @@ impl Plan {
             }
         }
 
-        let base = ScanOptions {
-            build_args: options.build_args.clone(),
-            build_platform: Platform::host(),
-            target_platform: options.platform.clone().unwrap_or_default(),
-            named_contexts: BTreeMap::new(),
-        };
         let builds = Build::all(&projects, &services, &base);
+        tracing::debug!(
+            "plan: {} services, {} builds",
+            services.services.len(),
+            builds.len()
+        );
         let mut inline = BTreeMap::new();
         for build in &builds {
             match &build.dockerfile {
                 Source::File(path) => {
                     // A build may name a Dockerfile the walk does not find (`docker/build.df`).
                     if !dockerfiles.contains_key(path) && root.join(path).is_file() {
-                        dockerfiles.insert(path.clone(), read_dockerfile(root, path)?);
+                        let file = read_dockerfile(root, path)?;
+                        dockerfiles.insert(path.clone(), Found::new(&file, &base));
                     }
                 }
                 // Parsed once, however many platforms the build is scanned for.
@@ -331,7 +344,7 @@ impl Plan {
         for project in &projects {
             planner.compose_images(root, project, &base.target_platform)?;
         }
-        let built_files: BTreeSet<&Path> = builds
+        let built_files: HashSet<&Path> = builds
             .iter()
             .filter_map(|b| match &b.dockerfile {
                 Source::File(path) => Some(path.as_path()),
@@ -347,29 +360,36 @@ impl Plan {
             .filter(|b| b.dockerfile_inline.is_some())
             .map(|b| b.dockerfile.clone())
             .collect();
-        for (path, file) in &dockerfiles {
-            if !built_files.contains(path.as_path()) && !superseded.contains(path) {
-                planner.add_scan(path, None, scan(root, path, file, &base)?, None, None);
+        for path in &found {
+            if built_files.contains(path.as_path()) || superseded.contains(path) {
+                continue;
+            }
+            if let Some(file) = dockerfiles.get_mut(path) {
+                planner.add_scan(path, None, file.scan(root, path, &base, &base)?, None, None);
             }
         }
         for build in &builds {
-            let (file, path, inline_at) = match &build.dockerfile {
-                Source::File(path) => match dockerfiles.get(path) {
-                    Some(file) => (file, path, None),
+            // The scan, and whether the built-in frontend must take heredocs (a
+            // `# syntax=` frontend parses them itself).
+            let (found, heredocs, path, inline_at) = match &build.dockerfile {
+                Source::File(path) => match dockerfiles.get_mut(path) {
+                    Some(found) => {
+                        let scan = found.scan(root, path, &build.options, &base)?;
+                        (scan, found.heredocs, path, None)
+                    }
                     None => {
                         planner.warn(build, format!("Dockerfile `{}` not found", path.display()));
                         continue;
                     }
                 },
                 Source::Inline { path, line, .. } => {
-                    (&inline[&(path.clone(), *line)], path, Some(*line))
+                    let file = &inline[&(path.clone(), *line)];
+                    let scan = file
+                        .scan(&build.options)
+                        .map_err(|e| inline_error(root, build, path, *line, &e))?;
+                    let heredocs = file.has_heredocs() && file.syntax().is_none();
+                    (scan, heredocs, path, Some(*line))
                 }
-            };
-            let found = match inline_at {
-                None => scan(root, path, file, &build.options)?,
-                Some(line) => file
-                    .scan(&build.options)
-                    .map_err(|e| inline_error(root, build, path, line, &e))?,
             };
             let needed = match &build.target {
                 Some(target) => match found.needed_stages(Some(target)) {
@@ -386,8 +406,7 @@ impl Plan {
             };
             if let Some(name) = &build.service_key {
                 if let Some(service) = services.services.get_mut(name) {
-                    // A `# syntax=` frontend parses heredocs itself; the built-in one may not.
-                    service.has_heredocs = file.has_heredocs() && file.syntax().is_none();
+                    service.has_heredocs = heredocs;
                     service.uses = found
                         .images
                         .iter()
@@ -398,8 +417,10 @@ impl Plan {
             }
             planner.add_scan(path, Some(build.id), found, needed.as_ref(), inline_at);
         }
+        tracing::debug!("plan: scanned");
         services.derive_dependencies();
         let mut plan = planner.finish();
+        tracing::debug!("plan: done");
         plan.profiles = origin
             .filter(|_| !profiles.iter().any(|p| p == "*"))
             .map(|from| ProfileFilter {
@@ -490,27 +511,89 @@ impl ScanOptions {
     }
 }
 
-type Parsed = Vec<(PathBuf, Result<Dockerfile, PlanError>)>;
+/// A Dockerfile of the tree: its scan with the run's own options (most builds scan with
+/// exactly those), made on the walker's threads, and what the builds need to know of
+/// it. The parsed file is not kept (10,000 of them are most of a plan's memory): a
+/// build with other options reads and parses it again.
+struct Found {
+    /// Taken by the first scan that wants it; later ones read the file again.
+    base: Option<Result<ImageScan, DockerfileError>>,
+    /// It opens heredocs and names no `# syntax=` frontend (which would parse them).
+    heredocs: bool,
+}
 
-/// Walks the tree: every Dockerfile read and parsed on the walker's threads, and the
-/// compose files found; both sorted by path.
-fn read_tree(root: &Path, discover: &DiscoverOptions) -> (Parsed, Vec<PathBuf>) {
+impl Found {
+    fn new(file: &Dockerfile, base: &ScanOptions) -> Found {
+        Found {
+            base: Some(file.scan(base)),
+            heredocs: file.has_heredocs() && file.syntax().is_none(),
+        }
+    }
+
+    /// Its scan with `options`: the one made on the walk when they are `base`.
+    fn scan(
+        &mut self,
+        root: &Path,
+        path: &Path,
+        options: &ScanOptions,
+        base: &ScanOptions,
+    ) -> Result<ImageScan, PlanError> {
+        let scanned = match self.base.take_if(|_| options == base) {
+            Some(scan) => scan,
+            None => read_dockerfile(root, path)?.scan(options),
+        };
+        scanned.map_err(|source| PlanError::Dockerfile {
+            path: openable(root, path),
+            source,
+        })
+    }
+}
+
+type Parsed = Vec<(PathBuf, Result<Found, PlanError>)>;
+
+/// Walks the tree: every Dockerfile read, parsed and scanned with `base` on the
+/// walker's threads, and the compose files found; both sorted by path.
+fn read_tree(
+    root: &Path,
+    discover: &DiscoverOptions,
+    base: &ScanOptions,
+) -> (Parsed, Vec<PathBuf>) {
     let parsed: Mutex<Parsed> = Mutex::new(Vec::new());
     let compose_files: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     walk(root, discover, |path, kind| match kind {
         FileKind::Dockerfile => {
-            let result = read_dockerfile(root, path);
+            let result = read_dockerfile(root, path).map(|file| Found::new(&file, base));
             crate::support::lock(&parsed).push((path.to_path_buf(), result));
         }
         FileKind::Compose => crate::support::lock(&compose_files).push(path.to_path_buf()),
     });
     let mut parsed = parsed.into_inner().unwrap_or_else(|e| e.into_inner());
-    parsed.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
+    parsed.sort_unstable_by(|a, b| path_order(&a.0, &b.0));
     let mut compose_files = compose_files
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
     compose_files.sort();
     (parsed, compose_files)
+}
+
+/// [`Path`]'s order (component by component) for the clean relative paths of a walk,
+/// without its cost: the bytes compared with the separator below every other byte.
+fn path_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let (a, b) = (
+        a.as_os_str().as_encoded_bytes(),
+        b.as_os_str().as_encoded_bytes(),
+    );
+    let rank = |x: u8| {
+        if std::path::is_separator(char::from(x)) {
+            0
+        } else {
+            x
+        }
+    };
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(at) => rank(a[at]).cmp(&rank(b[at])),
+        None => a.len().cmp(&b.len()),
+    }
 }
 
 /// A path relative to the root, as one can open it from the current directory
@@ -530,18 +613,6 @@ fn read_dockerfile(root: &Path, path: &Path) -> Result<Dockerfile, PlanError> {
     })?;
     let text = String::from_utf8_lossy(&bytes);
     Dockerfile::parse(&text).map_err(|source| PlanError::Dockerfile {
-        path: openable(root, path),
-        source,
-    })
-}
-
-fn scan(
-    root: &Path,
-    path: &Path,
-    file: &Dockerfile,
-    options: &ScanOptions,
-) -> Result<ImageScan, PlanError> {
-    file.scan(options).map_err(|source| PlanError::Dockerfile {
         path: openable(root, path),
         source,
     })
@@ -591,7 +662,9 @@ fn inline_error(
 
 #[derive(Default)]
 struct Entry {
-    sources: BTreeSet<ImageSource>,
+    /// In the order found; sorted and deduplicated at the end (cheaper than a set: the
+    /// walk finds them nearly in order, and path comparisons are slow).
+    sources: Vec<ImageSource>,
     /// Platforms of the uses that are needed; of every use.
     needed_on: BTreeSet<Platform>,
     used_on: BTreeSet<Platform>,
@@ -745,11 +818,13 @@ impl Planner {
         needed: bool,
     ) {
         let entry = self.images.entry(reference).or_default();
-        entry.sources.insert(source);
-        if needed {
+        entry.sources.push(source);
+        if needed && !entry.needed_on.contains(&platform) {
             entry.needed_on.insert(platform.clone());
         }
-        entry.used_on.insert(platform);
+        if !entry.used_on.contains(&platform) {
+            entry.used_on.insert(platform);
+        }
     }
 
     fn finish(self) -> Plan {
@@ -770,9 +845,12 @@ impl Planner {
                     } else {
                         entry.needed_on
                     };
+                    let mut sources = entry.sources;
+                    sources.sort();
+                    sources.dedup();
                     PlannedImage {
                         reference,
-                        sources: entry.sources.into_iter().collect(),
+                        sources,
                         platforms: platforms.into_iter().collect(),
                         optional,
                     }
@@ -823,6 +901,27 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn path_order_is_paths_order() {
+        let mut paths: Vec<PathBuf> = [
+            "svc/Dockerfile",
+            "svc-a/Dockerfile",
+            "svc.b/x/Dockerfile",
+            "svc/a/Dockerfile",
+            "Dockerfile",
+            "a b/Dockerfile",
+            "svc",
+            "sv/Dockerfile",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let mut expected = paths.clone();
+        expected.sort();
+        paths.sort_by(|a, b| path_order(a, b));
+        assert_eq!(paths, expected);
     }
 
     #[test]

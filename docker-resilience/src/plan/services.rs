@@ -193,9 +193,17 @@ impl ServiceSet {
     /// Adds the dependencies the Dockerfiles imply: a service waits for the services
     /// whose image it uses.
     pub(crate) fn derive_dependencies(&mut self) {
+        // Only a service whose image's name (its last path segment) some service uses
+        // can be depended on: the others' images need not be parsed.
+        let used: BTreeSet<&str> = self
+            .services
+            .values()
+            .flat_map(|s| s.uses.iter().map(|u| last_segment(u.repository())))
+            .collect();
         let by_image: BTreeMap<ImageReference, String> = self
             .services
             .values()
+            .filter(|s| used.contains(last_segment(name_part(&s.image))))
             .filter_map(|s| Some((ImageReference::parse(&s.image).ok()?, s.name.clone())))
             .collect();
         for service in self.services.values_mut() {
@@ -438,6 +446,20 @@ fn from_directories(root: &Path, dockerfiles: &[PathBuf]) -> BTreeMap<String, Se
         );
     }
     services
+}
+
+/// The repository part of a reference as written: without `@digest` and `:tag`.
+fn name_part(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(name, _)| name);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
+/// A repository's last path segment (`library/redis` → `redis`).
+fn last_segment(repository: &str) -> &str {
+    repository.rsplit('/').next().unwrap_or(repository)
 }
 
 fn sanitize(name: &str) -> String {

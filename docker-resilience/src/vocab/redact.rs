@@ -68,9 +68,11 @@ pub fn is_secret_name(name: &str) -> bool {
         "token",
     ];
     const ALLOW: [&str; 3] = ["public", "file", "version"];
-    let words: Vec<String> = name.split('_').map(str::to_ascii_lowercase).collect();
-    words.iter().any(|w| DENY.contains(&w.as_str()))
-        && !words.iter().any(|w| ALLOW.contains(&w.as_str()))
+    let among = |list: &[&str]| {
+        name.split('_')
+            .any(|w| list.iter().any(|l| l.eq_ignore_ascii_case(w)))
+    };
+    among(&DENY) && !among(&ALLOW)
 }
 
 /// Whether a variable set to `value` (as written: `None` when the Dockerfile gives no

@@ -8,6 +8,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -60,12 +61,15 @@ pub enum ReferenceError {
 /// assert_eq!(r.repository(), "library/ubuntu");
 /// assert_eq!(r.familiar(), "ubuntu:22.04");
 /// ```
+///
+/// Cheap to clone (a plan holds one per place that names an image): its parts are
+/// shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageReference {
-    registry: String,
-    repository: String,
-    tag: Option<String>,
-    digest: Option<String>,
+    registry: Arc<str>,
+    repository: Arc<str>,
+    tag: Option<Arc<str>>,
+    digest: Option<Arc<str>>,
 }
 
 impl ImageReference {
@@ -97,7 +101,7 @@ impl ImageReference {
 
     /// Whether the image lives on Docker Hub.
     pub fn is_docker_hub(&self) -> bool {
-        self.registry == DOCKER_HUB
+        *self.registry == *DOCKER_HUB
     }
 
     /// `registry/repository`, without tag or digest.
@@ -298,10 +302,10 @@ fn parse(input: &str) -> Result<ImageReference, ReferenceError> {
         (None, Some(_)) => None,
     };
     Ok(ImageReference {
-        registry,
-        repository,
-        tag,
-        digest,
+        registry: registry.into(),
+        repository: repository.into(),
+        tag: tag.map(Into::into),
+        digest: digest.map(Into::into),
     })
 }
 

@@ -1,5 +1,7 @@
 //! Text to instructions: directives, continuations, flags and heredocs.
 
+use std::borrow::Cow;
+
 use super::{Dockerfile, DockerfileError, Flag, Heredoc, Instruction, SyntaxDirective};
 use crate::parse::expand::split_words;
 
@@ -47,7 +49,10 @@ impl<'a> Parser<'a> {
             let keyword = keyword.to_ascii_uppercase();
             let (flags, arguments) = self.flags(rest, start + 1)?;
             let mut heredocs = Vec::new();
-            if HEREDOC_INSTRUCTIONS.contains(&keyword.as_str()) && !arguments.starts_with('[') {
+            if HEREDOC_INSTRUCTIONS.contains(&keyword.as_str())
+                && !arguments.starts_with('[')
+                && arguments.contains("<<")
+            {
                 for (delimiter, strip_tabs) in heredoc_markers(&arguments, self.escape) {
                     let (body, next) =
                         self.heredoc_body(i, &delimiter, strip_tabs)
@@ -126,8 +131,18 @@ impl<'a> Parser<'a> {
     }
 
     /// Joins a line and its continuations; comment and blank lines inside a
-    /// continuation are skipped. Returns the joined text and the next line index.
-    fn logical_line(&self, mut i: usize) -> (String, usize) {
+    /// continuation are skipped. Returns the joined text (borrowed when it is one line)
+    /// and the next line index.
+    fn logical_line(&self, i: usize) -> (Cow<'a, str>, usize) {
+        let line = self.lines[i].trim_end_matches([' ', '\t']);
+        if !line.ends_with(self.escape) {
+            return (Cow::Borrowed(line), i + 1);
+        }
+        let (joined, next) = self.joined_line(i);
+        (Cow::Owned(joined), next)
+    }
+
+    fn joined_line(&self, mut i: usize) -> (String, usize) {
         let mut out = String::new();
         loop {
             let line = self.lines[i].trim_end_matches([' ', '\t']);

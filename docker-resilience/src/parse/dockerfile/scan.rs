@@ -12,11 +12,21 @@ use crate::vocab::{holds_secret, ImageReference, Platform, SourceKind};
 /// Variables in scope: `Some(v)` with a value, `None` declared without one.
 type Scope = BTreeMap<String, Option<String>>;
 
+/// Which scope a word is expanded in.
+#[derive(Clone, Copy)]
+enum Which {
+    /// The global (meta) args, before the first `FROM` and in `FROM` lines.
+    Global,
+    /// The current stage's.
+    Stage,
+}
+
 pub(super) struct Scanner<'a> {
     file: &'a Dockerfile,
     options: &'a ScanOptions,
     style: Style,
-    /// Global (meta) args: declared before the first `FROM`, plus the automatic ones.
+    /// Global (meta) args: declared before the first `FROM`; the automatic ones
+    /// ([`Scanner::automatic`]) stand behind them.
     global: Scope,
     stage_scope: Scope,
     out: ImageScan,
@@ -24,22 +34,13 @@ pub(super) struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub(super) fn new(file: &'a Dockerfile, options: &'a ScanOptions) -> Self {
-        let mut global = Scope::new();
-        for (k, v) in options
-            .build_platform
-            .args("BUILD")
-            .into_iter()
-            .chain(options.target_platform.args("TARGET"))
-        {
-            global.insert(k, Some(v));
-        }
         Scanner {
             file,
             options,
             style: Style::Dockerfile {
                 escape: file.escape,
             },
-            global,
+            global: Scope::new(),
             stage_scope: Scope::new(),
             out: ImageScan::default(),
         }
@@ -78,11 +79,35 @@ impl<'a> Scanner<'a> {
         Ok(self.out)
     }
 
-    fn lookup(&self, scope: &Scope, name: &str) -> Option<String> {
-        scope.get(name).cloned().flatten()
+    /// BuildKit's automatic platform args (`BUILDPLATFORM`, `TARGETARCH`, …), global
+    /// unless an `ARG` declares them otherwise; computed when asked for (most
+    /// Dockerfiles never do).
+    fn automatic(&self, name: &str) -> Option<String> {
+        let (platform, field) = if let Some(field) = name.strip_prefix("BUILD") {
+            (&self.options.build_platform, field)
+        } else {
+            (&self.options.target_platform, name.strip_prefix("TARGET")?)
+        };
+        match field {
+            "PLATFORM" => Some(platform.to_string()),
+            "OS" => Some(platform.os.clone()),
+            "ARCH" => Some(platform.architecture.clone()),
+            "VARIANT" => Some(platform.variant.clone().unwrap_or_default()),
+            _ => None,
+        }
     }
 
-    fn expand_in(&self, scope: &Scope, text: &str) -> Result<String, ExpandError> {
+    fn lookup(&self, scope: Which, name: &str) -> Option<String> {
+        match scope {
+            Which::Global => match self.global.get(name) {
+                Some(value) => value.clone(),
+                None => self.automatic(name),
+            },
+            Which::Stage => self.stage_scope.get(name).cloned().flatten(),
+        }
+    }
+
+    fn expand_in(&self, scope: Which, text: &str) -> Result<String, ExpandError> {
         if !text.contains('$') && !text.contains(['"', '\'', self.file.escape]) {
             return Ok(text.to_owned());
         }
@@ -101,16 +126,14 @@ impl<'a> Scanner<'a> {
                 Some(v.clone())
             } else if let Some(default) = default {
                 let scope = if in_stage {
-                    &self.stage_scope
+                    Which::Stage
                 } else {
-                    &self.global
+                    Which::Global
                 };
                 self.expand_in(scope, default).ok()
-            } else if in_stage {
-                // `ARG X` in a stage brings in the global value (and the automatic ones).
-                self.lookup(&self.global, &name)
             } else {
-                self.global.get(&name).cloned().flatten()
+                // `ARG X` in a stage brings in the global value (and the automatic ones).
+                self.lookup(Which::Global, &name)
             };
             if in_stage {
                 self.stage_scope.insert(name, value);
@@ -136,7 +159,7 @@ impl<'a> Scanner<'a> {
         };
         for (k, v) in pairs {
             self.secret_name(ins.line, "ENV", &k, Some(&v));
-            let value = self.expand_in(&self.stage_scope, &v).ok();
+            let value = self.expand_in(Which::Stage, &v).ok();
             self.stage_scope.insert(k, value);
         }
     }
@@ -145,7 +168,7 @@ impl<'a> Scanner<'a> {
     /// an earlier stage's (`FROM stage`), else the target's.
     fn platform_of_from(&mut self, ins: &Instruction, base: Option<&str>) -> Platform {
         if let Some(flag) = ins.flag_values("platform").last() {
-            match self.expand_in(&self.global, flag) {
+            match self.expand_in(Which::Global, flag) {
                 Ok(text) => match text.parse::<Platform>() {
                     Ok(p) => return p,
                     Err(e) => self.out.warnings.push(ScanWarning {
@@ -198,7 +221,7 @@ impl<'a> Scanner<'a> {
         // A stage named like a named context is replaced by it (BuildKit).
         let replaced = name.and_then(|n| self.named(n)).cloned();
         let mut needs = Vec::new();
-        let (base, platform) = match self.expand_in(&self.global, image) {
+        let (base, platform) = match self.expand_in(Which::Global, image) {
             Ok(base) if base.is_empty() => {
                 return Err(DockerfileError::MissingImage { line: ins.line })
             }
@@ -289,7 +312,7 @@ impl<'a> Scanner<'a> {
     ) -> Result<(), DockerfileError> {
         // Inside a stage only what the stage declares is visible (global args must be
         // re-declared with `ARG NAME`), as in BuildKit.
-        match self.expand_in(&self.stage_scope, value) {
+        match self.expand_in(Which::Stage, value) {
             Ok(v) if v.is_empty() => Err(DockerfileError::Malformed {
                 line,
                 message: "`--from` needs a stage or an image".to_owned(),
@@ -340,7 +363,7 @@ impl<'a> Scanner<'a> {
         written: &str,
         platform: Platform,
     ) -> Result<(), DockerfileError> {
-        match self.expand_in(&self.global, written) {
+        match self.expand_in(Which::Global, written) {
             Ok(v) => self.reference(line, kind, &v, platform),
             Err(e) => {
                 self.unresolved(line, written, &e);
