@@ -334,3 +334,43 @@ fn a_committed_env_does_not_narrow_the_profiles_the_environment_does() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_windows_dockerfile_is_planned_for_windows() {
+    let (code, stdout, stderr) = drbuild(&["plan", "windows", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let platforms: Vec<(String, String)> = doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            (
+                i["reference"].as_str().expect("reference").to_owned(),
+                i["platforms"][0].as_str().expect("platform").to_owned(),
+            )
+        })
+        .collect();
+    let host = docker_resilience::vocab::Platform::host().to_string();
+    let windows = format!(
+        "windows/{}",
+        docker_resilience::vocab::Platform::host().architecture
+    );
+    assert_eq!(
+        platforms,
+        [
+            ("docker.io/library/nginx:1.25-alpine".to_owned(), host),
+            (
+                "mcr.microsoft.com/dotnet/framework/sdk:4.8".to_owned(),
+                windows.clone()
+            ),
+            (
+                "mcr.microsoft.com/windows/servercore:ltsc2022".to_owned(),
+                windows
+            ),
+        ]
+    );
+    // A platform given is a platform chosen.
+    let (_, stdout, _) = drbuild(&["plan", "windows", "--json", "--platform", "linux/arm64"]);
+    assert!(!stdout.contains("\"windows/"), "{stdout}");
+}

@@ -582,3 +582,61 @@ fn the_deadline_stops_the_run_mid_download() {
         std::thread::sleep(Duration::from_secs(STALL + 1).saturating_sub(started.elapsed()));
     }
 }
+
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_windows_dockerfile_is_planned_for_windows_and_skipped_on_linux_in_one_line() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // On the test registry (loopback): were the skip to fail, the pull fails there.
+    let windows = format!("{}/windows/servercore:ltsc2022", bed.registry);
+    for (sub, text) in [
+        (
+            "app",
+            format!("# escape=`\nFROM {windows}\nRUN cmd /S /C echo ok\n"),
+        ),
+        ("web", "FROM redis:7-alpine\n".to_owned()),
+    ] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        std::fs::write(dir.path().join(sub).join("Dockerfile"), text).expect("write");
+    }
+    let (code, plan, stderr) =
+        bed.drbuild_json(&["plan", dir.path().to_str().expect("utf-8"), "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let platforms: Vec<(String, Value)> = plan["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            (
+                i["reference"].as_str().unwrap_or_default().to_owned(),
+                i["platforms"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        platforms.contains(&(windows.clone(), serde_json::json!(["windows/amd64"]))),
+        "{platforms:?}"
+    );
+    bed.remove_images(&["redis:7-alpine"]);
+    for via in ["registry", "daemon"] {
+        let (code, doc, stderr) = prefetch(&bed, dir.path(), &["--via", via]);
+        assert_eq!(code, 0, "{via}: {doc}\n{stderr}");
+        let images: Vec<&str> = doc["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .filter_map(|i| i["reference"].as_str())
+            .collect();
+        assert_eq!(images, ["docker.io/library/redis:7-alpine"], "{via}: {doc}");
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("for another OS than the daemon's (linux)"))
+            .collect();
+        assert_eq!(said.len(), 1, "{via}: {stderr}");
+        assert!(said[0].contains(&windows), "{said:?}");
+    }
+}

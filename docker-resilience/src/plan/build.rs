@@ -41,6 +41,9 @@ pub(super) struct Build {
     /// A variant's build (compose files read only with `-f`): what it makes is local to
     /// that variant only.
     pub variant: bool,
+    /// Its platform was given (the service's `platform:`, `build.platforms`), not the
+    /// host's by default.
+    pub platform_chosen: bool,
 }
 
 impl Build {
@@ -81,6 +84,7 @@ impl Build {
                 produces,
                 defined_in,
                 variant: false,
+                platform_chosen: service.platform.is_some(),
             });
         }
         for project in projects {
@@ -134,6 +138,7 @@ impl Build {
                         produces: produces.clone(),
                         defined_in: defined_in.clone(),
                         variant: project.variant,
+                        platform_chosen: platform.is_some(),
                     });
                 }
             }

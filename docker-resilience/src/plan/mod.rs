@@ -233,7 +233,9 @@ impl Plan {
             target_platform: options.platform.clone().unwrap_or_default(),
             named_contexts: BTreeMap::new(),
         };
-        let (parsed, compose_files) = read_tree(root, &options.discover, &base);
+        // The platform nothing chose is the host's, unless a Dockerfile is for Windows.
+        let chosen = options.platform.is_some();
+        let (parsed, compose_files) = read_tree(root, &options.discover, &base, chosen);
         // In path order (`found`), and by path (`dockerfiles`).
         let mut found: Vec<PathBuf> = Vec::with_capacity(parsed.len());
         let mut dockerfiles: HashMap<PathBuf, Found> = HashMap::with_capacity(parsed.len());
@@ -305,7 +307,7 @@ impl Plan {
                     // A build may name a Dockerfile the walk does not find (`docker/build.df`).
                     if !dockerfiles.contains_key(path) && root.join(path).is_file() {
                         let file = read_dockerfile(root, path)?;
-                        dockerfiles.insert(path.clone(), Found::new(&file, &base));
+                        dockerfiles.insert(path.clone(), Found::new(&file, &base, chosen));
                     }
                 }
                 // Parsed once, however many platforms the build is scanned for.
@@ -365,7 +367,8 @@ impl Plan {
                 continue;
             }
             if let Some(file) = dockerfiles.get_mut(path) {
-                planner.add_scan(path, None, file.scan(root, path, &base, &base)?, None, None);
+                let scan = file.scan(root, path, &base, &base, chosen)?;
+                planner.add_scan(path, None, scan, None, None);
             }
         }
         for build in &builds {
@@ -374,7 +377,8 @@ impl Plan {
             let (found, heredocs, path, inline_at) = match &build.dockerfile {
                 Source::File(path) => match dockerfiles.get_mut(path) {
                     Some(found) => {
-                        let scan = found.scan(root, path, &build.options, &base)?;
+                        let chosen = chosen || build.platform_chosen;
+                        let scan = found.scan(root, path, &build.options, &base, chosen)?;
                         (scan, found.heredocs, path, None)
                     }
                     None => {
@@ -384,8 +388,7 @@ impl Plan {
                 },
                 Source::Inline { path, line, .. } => {
                     let file = &inline[&(path.clone(), *line)];
-                    let scan = file
-                        .scan(&build.options)
+                    let scan = scan_for_os(file, &build.options, chosen || build.platform_chosen)
                         .map_err(|e| inline_error(root, build, path, *line, &e))?;
                     let heredocs = file.has_heredocs() && file.syntax().is_none();
                     (scan, heredocs, path, Some(*line))
@@ -523,9 +526,9 @@ struct Found {
 }
 
 impl Found {
-    fn new(file: &Dockerfile, base: &ScanOptions) -> Found {
+    fn new(file: &Dockerfile, base: &ScanOptions, chosen: bool) -> Found {
         Found {
-            base: Some(file.scan(base)),
+            base: Some(scan_for_os(file, base, chosen)),
             heredocs: file.has_heredocs() && file.syntax().is_none(),
         }
     }
@@ -537,16 +540,39 @@ impl Found {
         path: &Path,
         options: &ScanOptions,
         base: &ScanOptions,
+        chosen: bool,
     ) -> Result<ImageScan, PlanError> {
         let scanned = match self.base.take_if(|_| options == base) {
             Some(scan) => scan,
-            None => read_dockerfile(root, path)?.scan(options),
+            None => scan_for_os(&read_dockerfile(root, path)?, options, chosen),
         };
         scanned.map_err(|source| PlanError::Dockerfile {
             path: openable(root, path),
             source,
         })
     }
+}
+
+/// `file` scanned with `options`; when nothing chose the platform (`chosen` false) and
+/// one of its images is a Windows one ([`ImageReference::names_windows`]), scanned for
+/// `windows/ARCH` instead: a Windows Dockerfile builds on a Windows daemon, and the
+/// images it names (`mcr.microsoft.com/dotnet/sdk:8.0` too) are needed for Windows.
+fn scan_for_os(
+    file: &Dockerfile,
+    options: &ScanOptions,
+    chosen: bool,
+) -> Result<ImageScan, DockerfileError> {
+    let scan = file.scan(options)?;
+    let windows = !chosen
+        && options.target_platform.os != "windows"
+        && scan.images.iter().any(|u| u.reference.names_windows());
+    if !windows {
+        return Ok(scan);
+    }
+    let mut for_windows = options.clone();
+    for_windows.target_platform =
+        Platform::new("windows", &options.target_platform.architecture, None);
+    file.scan(&for_windows)
 }
 
 type Parsed = Vec<(PathBuf, Result<Found, PlanError>)>;
@@ -557,12 +583,13 @@ fn read_tree(
     root: &Path,
     discover: &DiscoverOptions,
     base: &ScanOptions,
+    chosen: bool,
 ) -> (Parsed, Vec<PathBuf>) {
     let parsed: Mutex<Parsed> = Mutex::new(Vec::new());
     let compose_files: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     walk(root, discover, |path, kind| match kind {
         FileKind::Dockerfile => {
-            let result = read_dockerfile(root, path).map(|file| Found::new(&file, base));
+            let result = read_dockerfile(root, path).map(|file| Found::new(&file, base, chosen));
             crate::support::lock(&parsed).push((path.to_path_buf(), result));
         }
         FileKind::Compose => crate::support::lock(&compose_files).push(path.to_path_buf()),

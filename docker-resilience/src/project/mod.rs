@@ -22,7 +22,7 @@ use crate::bundle::{
 use crate::cache::BlobCache;
 use crate::config::Via;
 use crate::config::{Overrides, Settings};
-use crate::engine::{DockerEngine, EngineError};
+use crate::engine::{DaemonInfo, DockerEngine, EngineError};
 use crate::fetch::{FetchEvent, FetchReport, FetchRun, FetchedImage};
 use crate::plan::{Plan, PlanOptions, ServiceError, ServiceSet};
 use crate::prefetch::{PrefetchEvent, PrefetchOptions, PrefetchReport, Prefetcher};
@@ -70,6 +70,30 @@ pub struct BuildOutcome {
     pub prefetch: Option<PrefetchReport>,
     /// The builds; `None` when the prefetch was interrupted.
     pub build: Option<BuildReport>,
+}
+
+/// The `wanted` images a daemon of one of `systems` (`linux`, `windows`; empty: not
+/// known) runs: those for another OS (a Windows Dockerfile's bases, on a Linux daemon)
+/// are left out, said in one line.
+fn for_daemon_os(wanted: &[Wanted], systems: &[&str]) -> Vec<Wanted> {
+    let runs = |w: &Wanted| {
+        w.platform.as_ref().is_none_or(|p| {
+            systems
+                .iter()
+                .any(|os| os.is_empty() || os.eq_ignore_ascii_case(&p.os))
+        })
+    };
+    let (kept, other): (Vec<Wanted>, Vec<Wanted>) = wanted.iter().cloned().partition(runs);
+    if !other.is_empty() {
+        let names: Vec<String> = other.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            "not pulling {} image(s) for another OS than the daemon's ({}): {}",
+            other.len(),
+            systems.join(", "),
+            names.join(", ")
+        );
+    }
+    kept
 }
 
 /// What is said when a bundle comes from the daemon's `docker save` though the caller
@@ -164,14 +188,17 @@ impl Project {
         events: impl Fn(&PrefetchEvent) + Send + Sync + 'static,
         cancel: CancellationToken,
     ) -> Result<PrefetchReport, EngineError> {
+        let info = engine.info().await?;
+        let wanted = for_daemon_os(wanted, &[info.os.as_str()]);
         let options = PrefetchOptions {
             always_pull,
-            ..self.prefetch_options(&engine).await?
+            daemon_mirrors: info.mirrors,
+            ..PrefetchOptions::from(&self.settings)
         };
         Prefetcher::new(engine, options)
             .on_event(events)
             .cancel_on(cancel)
-            .run(wanted)
+            .run(&wanted)
             .await
     }
 
@@ -192,21 +219,24 @@ impl Project {
             let engine = DockerEngine::connect_to(h)
                 .await
                 .map(|e| e.with_credentials(self.settings.credentials));
-            let mirrors = match &engine {
-                Ok(e) => e.info().await.map(|i| i.mirrors).unwrap_or_default(),
-                Err(_) => Vec::new(),
+            let info = match &engine {
+                Ok(e) => e.info().await.unwrap_or_default(),
+                Err(_) => DaemonInfo::default(),
             };
-            (h.clone(), engine, mirrors)
+            (h.clone(), engine, info)
         }))
         .await;
         let mut daemon_mirrors: Vec<String> = Vec::new();
-        for (_, _, mirrors) in &connected {
-            for m in mirrors {
+        for (_, _, info) in &connected {
+            for m in &info.mirrors {
                 if !daemon_mirrors.contains(m) {
                     daemon_mirrors.push(m.clone());
                 }
             }
         }
+        let systems: Vec<&str> = connected.iter().map(|(_, _, i)| i.os.as_str()).collect();
+        let kept = for_daemon_os(wanted, &systems);
+        let wanted = kept.as_slice();
         let options = PrefetchOptions {
             always_pull,
             daemon_mirrors,

@@ -104,6 +104,32 @@ impl ImageReference {
         *self.registry == *DOCKER_HUB
     }
 
+    /// Whether the name says it is a Windows image: Microsoft's Windows bases
+    /// (`mcr.microsoft.com/windows/servercore`, `…/windows/nanoserver`,
+    /// `…/dotnet/framework/…`), or a tag naming a Windows flavour or release
+    /// (`nanoserver`, `windowsservercore`, `servercore`, `ltsc2022`, `1809`).
+    pub fn names_windows(&self) -> bool {
+        const TAG_WORDS: [&str; 8] = [
+            "nanoserver",
+            "windowsservercore",
+            "servercore",
+            "ltsc2016",
+            "ltsc2019",
+            "ltsc2022",
+            "ltsc2025",
+            "1809",
+        ];
+        let microsoft = &*self.registry == "mcr.microsoft.com"
+            && (self.repository.starts_with("windows/")
+                || &*self.repository == "windows"
+                || self.repository.starts_with("dotnet/framework/"));
+        microsoft
+            || self.tag.as_deref().is_some_and(|tag| {
+                tag.split(['-', '_', '.'])
+                    .any(|word| TAG_WORDS.contains(&word.to_ascii_lowercase().as_str()))
+            })
+    }
+
     /// `registry/repository`, without tag or digest.
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
@@ -451,6 +477,35 @@ mod tests {
         ImageReference::parse(s)
             .unwrap_or_else(|e| panic!("{s}: {e}"))
             .to_string()
+    }
+
+    #[test]
+    fn windows_images_by_name() {
+        for name in [
+            "mcr.microsoft.com/windows/servercore:ltsc2022",
+            "mcr.microsoft.com/windows/nanoserver:1809",
+            "mcr.microsoft.com/windows:20H2",
+            "mcr.microsoft.com/dotnet/framework/sdk:4.8",
+            "mcr.microsoft.com/powershell:lts-nanoserver-ltsc2022",
+            "python:3.12-windowsservercore-ltsc2022",
+            "127.0.0.1:5000/windows/servercore:ltsc2022",
+        ] {
+            assert!(
+                ImageReference::parse(name).unwrap().names_windows(),
+                "{name}"
+            );
+        }
+        for name in [
+            "mcr.microsoft.com/dotnet/sdk:8.0",
+            "ubuntu:22.04",
+            "acme/windows-tools:1",
+            "node:20-alpine",
+        ] {
+            assert!(
+                !ImageReference::parse(name).unwrap().names_windows(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
