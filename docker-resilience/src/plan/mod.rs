@@ -267,7 +267,7 @@ impl Plan {
                 optional: set.variant,
             };
             let loaded = ComposeProject::load_with(root, &set.files, &env, &compose_options);
-            let mut project = match loaded {
+            let project = match loaded {
                 Ok(project) => project,
                 // Read over its base, the variant says what is wrong.
                 Err(e) if set.alone => {
@@ -279,7 +279,6 @@ impl Plan {
             if set.alone && !project.stands_alone() {
                 continue;
             }
-            project.variant = set.variant;
             projects.push(project);
         }
         let mut services = ServiceSet::define(root, config.as_ref(), &projects, &found)?;
@@ -372,8 +371,7 @@ impl Plan {
             }
         }
         for build in &builds {
-            // The scan, and whether the built-in frontend must take heredocs (a
-            // `# syntax=` frontend parses them itself).
+            // The scan, and whether the built-in frontend must take heredocs.
             let (found, heredocs, path, inline_at) = match &build.dockerfile {
                 Source::File(path) => match dockerfiles.get_mut(path) {
                     Some(found) => {
@@ -390,8 +388,7 @@ impl Plan {
                     let file = &inline[&(path.clone(), *line)];
                     let scan = scan_for_os(file, &build.options, chosen || build.platform_chosen)
                         .map_err(|e| inline_error(root, build, path, *line, &e))?;
-                    let heredocs = file.has_heredocs() && file.syntax().is_none();
-                    (scan, heredocs, path, Some(*line))
+                    (scan, builtin_heredocs(file), path, Some(*line))
                 }
             };
             let needed = match &build.target {
@@ -431,7 +428,7 @@ impl Plan {
                 from,
                 skipped: projects
                     .iter()
-                    .flat_map(|p| p.inactive.keys().cloned())
+                    .flat_map(|p| p.inactive.iter().cloned())
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect(),
@@ -521,7 +518,7 @@ impl ScanOptions {
 struct Found {
     /// Taken by the first scan that wants it; later ones read the file again.
     base: Option<Result<ImageScan, DockerfileError>>,
-    /// It opens heredocs and names no `# syntax=` frontend (which would parse them).
+    /// [`builtin_heredocs`].
     heredocs: bool,
 }
 
@@ -529,7 +526,7 @@ impl Found {
     fn new(file: &Dockerfile, base: &ScanOptions, chosen: bool) -> Found {
         Found {
             base: Some(scan_for_os(file, base, chosen)),
-            heredocs: file.has_heredocs() && file.syntax().is_none(),
+            heredocs: builtin_heredocs(file),
         }
     }
 
@@ -551,6 +548,12 @@ impl Found {
             source,
         })
     }
+}
+
+/// Whether the built-in frontend must take `file`'s heredocs: it opens some, and names
+/// no `# syntax=` frontend (which would parse them itself).
+fn builtin_heredocs(file: &Dockerfile) -> bool {
+    file.has_heredocs() && file.syntax().is_none()
 }
 
 /// `file` scanned with `options`; when nothing chose the platform (`chosen` false) and

@@ -166,16 +166,17 @@ impl Project {
         Ok(set)
     }
 
-    /// Pull options for a daemon: the settings, with the daemon's own mirrors.
-    pub async fn prefetch_options(
+    /// Pull options: the settings, with the daemons' own mirrors.
+    pub fn prefetch_options(
         &self,
-        engine: &DockerEngine,
-    ) -> Result<PrefetchOptions, EngineError> {
-        let info = engine.info().await?;
-        Ok(PrefetchOptions {
-            daemon_mirrors: info.mirrors,
+        daemon_mirrors: Vec<String>,
+        always_pull: bool,
+    ) -> PrefetchOptions {
+        PrefetchOptions {
+            always_pull,
+            daemon_mirrors,
             ..PrefetchOptions::from(&self.settings)
-        })
+        }
     }
 
     /// Pulls the `wanted` images that are not present for their platform (all of them
@@ -190,11 +191,7 @@ impl Project {
     ) -> Result<PrefetchReport, EngineError> {
         let info = engine.info().await?;
         let wanted = for_daemon_os(wanted, &[info.os.as_str()]);
-        let options = PrefetchOptions {
-            always_pull,
-            daemon_mirrors: info.mirrors,
-            ..PrefetchOptions::from(&self.settings)
-        };
+        let options = self.prefetch_options(info.mirrors, always_pull);
         Prefetcher::new(engine, options)
             .on_event(events)
             .cancel_on(cancel)
@@ -237,11 +234,7 @@ impl Project {
         let systems: Vec<&str> = connected.iter().map(|(_, _, i)| i.os.as_str()).collect();
         let kept = for_daemon_os(wanted, &systems);
         let wanted = kept.as_slice();
-        let options = PrefetchOptions {
-            always_pull,
-            daemon_mirrors,
-            ..PrefetchOptions::from(&self.settings)
-        };
+        let options = self.prefetch_options(daemon_mirrors, always_pull);
         let events = std::sync::Arc::new(events);
         let mut first: Option<Prefetcher<DockerEngine>> = None;
         let mut runs = Vec::new();

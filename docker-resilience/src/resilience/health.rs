@@ -38,21 +38,6 @@ const GLITCH_WINDOW: Duration = Duration::from_secs(3);
 /// under 30% faults (waits of 1, 2, 4 s with no request on the wire to end them).
 const GLITCH_OUTCOMES: u32 = 5;
 
-impl SourceState {
-    fn record(&mut self, served: bool) {
-        self.recent = (self.recent << 1) | u8::from(served);
-        self.outcomes = self.outcomes.saturating_add(1);
-    }
-
-    /// Whether a failure now is a glitch rather than a sign the source is down.
-    fn glitching(&self, now: Instant) -> bool {
-        let lately = self
-            .last_success
-            .is_some_and(|t| now.saturating_duration_since(t) < GLITCH_WINDOW);
-        let mask = (1u8 << GLITCH_OUTCOMES) - 1;
-        lately || self.recent & mask != 0
-    }
-}
 /// The longest jittered wait before retrying a glitch.
 const GLITCH_DELAY: Duration = Duration::from_millis(100);
 
@@ -64,11 +49,25 @@ struct SourceState {
     /// before the backoff was decided, one of a burst) joins it rather than doubling it.
     backoff_until: Option<Instant>,
     last_success: Option<Instant>,
-    /// The source's last outcomes, newest in bit 0 (1: served), and how many.
+    /// The source's last outcomes, newest in bit 0 (1: served).
     recent: u8,
-    outcomes: u8,
     last_rate_limited: Option<Instant>,
     closed_until: Option<Instant>,
+}
+
+impl SourceState {
+    fn record(&mut self, served: bool) {
+        self.recent = (self.recent << 1) | u8::from(served);
+    }
+
+    /// Whether a failure now is a glitch rather than a sign the source is down.
+    fn glitching(&self, now: Instant) -> bool {
+        let lately = self
+            .last_success
+            .is_some_and(|t| now.saturating_duration_since(t) < GLITCH_WINDOW);
+        let mask = (1u8 << GLITCH_OUTCOMES) - 1;
+        lately || self.recent & mask != 0
+    }
 }
 
 /// What a failure means for the next request to its source.

@@ -58,18 +58,16 @@ impl Platform {
         }
     }
 
-    /// The automatic args BuildKit defines for a platform, with a prefix
-    /// (`BUILD` or `TARGET`): `BUILDPLATFORM`, `BUILDOS`, `BUILDARCH`, `BUILDVARIANT`.
-    pub fn args(&self, prefix: &str) -> [(String, String); 4] {
-        [
-            (format!("{prefix}PLATFORM"), self.to_string()),
-            (format!("{prefix}OS"), self.os.clone()),
-            (format!("{prefix}ARCH"), self.architecture.clone()),
-            (
-                format!("{prefix}VARIANT"),
-                self.variant.clone().unwrap_or_default(),
-            ),
-        ]
+    /// The value of one of the automatic args BuildKit defines for a platform, by the
+    /// name after its `BUILD`/`TARGET` prefix: `PLATFORM`, `OS`, `ARCH`, `VARIANT`.
+    pub fn arg(&self, field: &str) -> Option<String> {
+        match field {
+            "PLATFORM" => Some(self.to_string()),
+            "OS" => Some(self.os.clone()),
+            "ARCH" => Some(self.architecture.clone()),
+            "VARIANT" => Some(self.variant.clone().unwrap_or_default()),
+            _ => None,
+        }
     }
 }
 
@@ -150,9 +148,9 @@ mod tests {
     #[test]
     fn automatic_args() {
         let p: Platform = "linux/amd64".parse().unwrap();
-        let args = p.args("TARGET");
-        assert_eq!(args[0], ("TARGETPLATFORM".into(), "linux/amd64".into()));
-        assert_eq!(args[2], ("TARGETARCH".into(), "amd64".into()));
-        assert_eq!(args[3], ("TARGETVARIANT".into(), String::new()));
+        assert_eq!(p.arg("PLATFORM").as_deref(), Some("linux/amd64"));
+        assert_eq!(p.arg("ARCH").as_deref(), Some("amd64"));
+        assert_eq!(p.arg("VARIANT").as_deref(), Some(""));
+        assert_eq!(p.arg("CPU"), None);
     }
 }

@@ -68,11 +68,13 @@ pub fn is_secret_name(name: &str) -> bool {
         "token",
     ];
     const ALLOW: [&str; 3] = ["public", "file", "version"];
-    let among = |list: &[&str]| {
-        name.split('_')
-            .any(|w| list.iter().any(|l| l.eq_ignore_ascii_case(w)))
-    };
-    among(&DENY) && !among(&ALLOW)
+    has_word(name, &DENY) && !has_word(name, &ALLOW)
+}
+
+/// Whether one of `name`'s `_`-separated words is among `words` (any case).
+fn has_word(name: &str, words: &[&str]) -> bool {
+    name.split('_')
+        .any(|w| words.iter().any(|l| l.eq_ignore_ascii_case(w)))
 }
 
 /// Whether a variable set to `value` (as written: `None` when the Dockerfile gives no
@@ -127,13 +129,11 @@ fn is_path(value: &str) -> bool {
 /// Public key ids or fingerprints (8, 16, 40 or 64 hex digits, optionally `0x`, several
 /// separated by spaces) in a variable whose name has a `gpg`, `pgp` or `gnupg` word.
 fn is_key_fingerprint(name: &str, value: &str) -> bool {
-    let pgp = name
-        .split('_')
-        .any(|w| ["gpg", "pgp", "gnupg"].contains(&w.to_ascii_lowercase().as_str()));
-    pgp && value.split_whitespace().all(|id| {
-        let hex = id.strip_prefix("0x").unwrap_or(id);
-        [8, 16, 40, 64].contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    })
+    has_word(name, &["gpg", "pgp", "gnupg"])
+        && value.split_whitespace().all(|id| {
+            let hex = id.strip_prefix("0x").unwrap_or(id);
+            [8, 16, 40, 64].contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 /// `text` with every secret masked (the rule above). Borrowed when nothing is.

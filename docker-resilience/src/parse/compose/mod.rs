@@ -118,10 +118,11 @@ pub struct ComposeProject {
     pub warnings: Vec<Located<String>>,
     /// A variant: the base file with another of the directory's files
     /// (`compose.prod.yaml`), which `docker compose` reads only with `-f`. Its images
-    /// are needed too; its services do not define the tree's builds.
+    /// are needed too; its services do not define the tree's builds. Loaded with
+    /// [`ComposeOptions::optional`].
     pub variant: bool,
-    /// Services left out because none of their profiles is active, with their profiles.
-    pub inactive: BTreeMap<String, Vec<String>>,
+    /// Services left out because none of their profiles is active.
+    pub inactive: BTreeSet<String>,
 }
 
 /// How a project is loaded.
@@ -144,7 +145,7 @@ impl ComposeProject {
             (s.image.is_some() || s.build.is_some())
                 && s.depends_on
                     .iter()
-                    .all(|d| self.services.contains_key(d) || self.inactive.contains_key(d))
+                    .all(|d| self.services.contains_key(d) || self.inactive.contains(d))
         })
     }
 
@@ -196,14 +197,14 @@ impl ComposeProject {
         loader.note_env_file(&dotenv);
         let (name, specs) = loader.project(files, &dir)?;
         let mut specs = loader.resolve_extends(specs)?;
-        let mut inactive = BTreeMap::new();
+        let mut inactive = BTreeSet::new();
         if let Some(active) = options.profiles.clone().or_else(|| profiles_from_env(&env)) {
             let all = active.iter().any(|p| p == "*");
             specs.retain(|name, s| {
                 let keep =
                     all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p));
                 if !keep {
-                    inactive.insert(name.clone(), s.profiles.clone());
+                    inactive.insert(name.clone());
                 }
                 keep
             });
@@ -254,7 +255,7 @@ impl ComposeProject {
             inputs: std::mem::take(&mut loader.read),
             services,
             warnings,
-            variant: false,
+            variant: options.optional,
             inactive,
         })
     }
@@ -351,6 +352,17 @@ pub fn projects_of(files: &[PathBuf], compose_file: Option<&[PathBuf]>) -> Vec<F
         }
     }
     out
+}
+
+/// What a failed interpolation of `text` says: a required variable with no value names
+/// itself, as Compose does.
+fn interpolation_failure(text: &str, error: &ExpandError) -> String {
+    match error {
+        ExpandError::Required(name, message) => {
+            format!("required variable `{name}` is missing a value: {message}")
+        }
+        e => format!("cannot interpolate `{text}`: {e}"),
+    }
 }
 
 /// Whether `file` is the override of `base` (`compose.override.yaml` of `compose.yaml`).
@@ -655,12 +667,7 @@ impl Loader<'_> {
                         Ok(value) => SecretSource::File(clean_path(&file_dir.join(value))),
                         // Compose stops here; drbuild only when a build mounts it.
                         Err(e) => {
-                            let value = match e {
-                                ExpandError::Required(variable, message) => format!(
-                                    "required variable `{variable}` is missing a value: {message}"
-                                ),
-                                e => format!("cannot interpolate `{f}`: {e}"),
-                            };
+                            let value = interpolation_failure(&f, &e);
                             self.secrets.remove(&name);
                             self.unresolved.insert(
                                 name,
@@ -966,25 +973,26 @@ impl Loader<'_> {
     ) -> Result<Option<String>, InputError> {
         match expand(text, Style::Compose, &|n| self.env.get(n).cloned()) {
             Ok(v) => Ok(Some(v)),
-            Err(ExpandError::Required(name, message)) if self.optional => {
+            Err(e @ ExpandError::Required(..)) if self.optional => {
                 self.warnings.push(Located {
                     value: format!(
-                        "required variable `{name}` is missing a value ({message}); this file \
-                         is read only on request, so the plan goes on without `{text}`"
+                        "{}; this file is read only on request, so the plan goes on without \
+                         `{text}`",
+                        interpolation_failure(text, &e)
                     ),
                     path: file.to_path_buf(),
                     line,
                 });
                 Ok(None)
             }
-            Err(ExpandError::Required(name, message)) => Err(InputError::Invalid {
+            Err(e @ ExpandError::Required(..)) => Err(InputError::Invalid {
                 path: file.to_path_buf(),
                 line,
-                message: format!("required variable `{name}` is missing a value: {message}"),
+                message: interpolation_failure(text, &e),
             }),
             Err(e) => {
                 self.warnings.push(Located {
-                    value: format!("cannot interpolate `{text}`: {e}"),
+                    value: interpolation_failure(text, &e),
                     path: file.to_path_buf(),
                     line,
                 });

@@ -83,17 +83,12 @@ impl<'a> Scanner<'a> {
     /// unless an `ARG` declares them otherwise; computed when asked for (most
     /// Dockerfiles never do).
     fn automatic(&self, name: &str) -> Option<String> {
-        let (platform, field) = if let Some(field) = name.strip_prefix("BUILD") {
-            (&self.options.build_platform, field)
-        } else {
-            (&self.options.target_platform, name.strip_prefix("TARGET")?)
-        };
-        match field {
-            "PLATFORM" => Some(platform.to_string()),
-            "OS" => Some(platform.os.clone()),
-            "ARCH" => Some(platform.architecture.clone()),
-            "VARIANT" => Some(platform.variant.clone().unwrap_or_default()),
-            _ => None,
+        match name.strip_prefix("BUILD") {
+            Some(field) => self.options.build_platform.arg(field),
+            None => self
+                .options
+                .target_platform
+                .arg(name.strip_prefix("TARGET")?),
         }
     }
 
