@@ -187,41 +187,64 @@ fn braced(
 /// Splits on unquoted white space, keeping quotes and escapes in each word
 /// (so that [`expand`] can later remove them).
 pub(crate) fn split_words(input: &str, escape: char) -> Vec<&str> {
-    let mut words = Vec::new();
-    let mut start = None;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in input.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        if c == escape && quote != Some('\'') {
-            escaped = true;
-            start.get_or_insert(i);
-            continue;
-        }
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => {
-                quote = Some(c);
-                start.get_or_insert(i);
+    words(input, escape).collect()
+}
+
+/// [`split_words`] one word at a time: taking the first costs no more than reading it.
+pub(crate) fn words(input: &str, escape: char) -> Words<'_> {
+    Words {
+        input,
+        at: 0,
+        escape,
+    }
+}
+
+/// The iterator of [`words`].
+pub(crate) struct Words<'a> {
+    input: &'a str,
+    at: usize,
+    escape: char,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let mut start = None;
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
+        for (i, c) in self.input[self.at..].char_indices() {
+            let i = self.at + i;
+            if escaped {
+                escaped = false;
+                continue;
             }
-            None if c.is_whitespace() => {
-                if let Some(s) = start.take() {
-                    words.push(&input[s..i]);
+            if c == self.escape && quote != Some('\'') {
+                escaped = true;
+                start.get_or_insert(i);
+                continue;
+            }
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => {
+                    quote = Some(c);
+                    start.get_or_insert(i);
+                }
+                None if c.is_whitespace() => {
+                    if let Some(s) = start {
+                        self.at = i;
+                        return Some(&self.input[s..i]);
+                    }
+                }
+                None => {
+                    start.get_or_insert(i);
                 }
             }
-            None => {
-                start.get_or_insert(i);
-            }
         }
+        self.at = self.input.len();
+        start.map(|s| &self.input[s..])
     }
-    if let Some(s) = start {
-        words.push(&input[s..]);
-    }
-    words
 }
 
 #[cfg(test)]

@@ -425,6 +425,7 @@ fn from_directories(root: &Path, dockerfiles: &[PathBuf]) -> BTreeMap<String, Se
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "drbuild".into());
+    let prefix = sanitize(&base);
     let mut services = BTreeMap::new();
     for dockerfile in dockerfiles {
         if dockerfile.file_name().is_none_or(|n| n != "Dockerfile") {
@@ -435,11 +436,11 @@ fn from_directories(root: &Path, dockerfiles: &[PathBuf]) -> BTreeMap<String, Se
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let name = if context.as_os_str().is_empty() {
-            sanitize(&base)
+            prefix.clone()
         } else {
             sanitize(&context.to_string_lossy())
         };
-        let image = format!("{}-{}", sanitize(&base), name);
+        let image = format!("{prefix}-{name}");
         services.insert(
             name.clone(),
             Service::new(name, image, context, dockerfile.clone()),

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{Dockerfile, DockerfileError, Flag, Heredoc, Instruction, SyntaxDirective};
-use crate::parse::expand::split_words;
+use crate::parse::expand::words;
 
 /// Instructions whose arguments may open heredocs (BuildKit's list).
 const HEREDOC_INSTRUCTIONS: [&str; 3] = ["RUN", "COPY", "ADD"];
@@ -202,7 +202,7 @@ impl<'a> Parser<'a> {
             if !t.starts_with("--") {
                 return Ok((flags, t.to_owned()));
             }
-            let word = split_words(t, self.escape).into_iter().next().unwrap_or("");
+            let word = words(t, self.escape).next().unwrap_or("");
             if word == "--" {
                 return Ok((flags, t[2..].trim_start().to_owned()));
             }
@@ -247,7 +247,7 @@ fn directive(line: &str) -> Option<(&str, &str)> {
 /// `<<` (not `<<<`). The delimiter may be quoted.
 fn heredoc_markers(arguments: &str, escape: char) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    for word in split_words(arguments, escape) {
+    for word in words(arguments, escape) {
         // A marker may be glued to a redirection (`<<EOF>file`): look inside the word.
         let Some(at) = word.find("<<") else { continue };
         if word[..at].contains(['"', '\'']) {

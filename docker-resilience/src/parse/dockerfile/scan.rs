@@ -6,7 +6,7 @@ use super::{
     ContextUse, Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, NamedContext,
     ScanOptions, ScanWarning, Stage,
 };
-use crate::parse::expand::{expand, split_words, ExpandError, Style};
+use crate::parse::expand::{expand, split_words, words, ExpandError, Style};
 use crate::vocab::{holds_secret, ImageReference, Platform, SourceKind};
 
 /// Variables in scope: `Some(v)` with a value, `None` declared without one.
@@ -111,7 +111,7 @@ impl<'a> Scanner<'a> {
 
     fn arg(&mut self, ins: &Instruction) {
         let in_stage = !self.out.stages.is_empty();
-        for word in split_words(&ins.arguments, self.file.escape) {
+        for word in words(&ins.arguments, self.file.escape) {
             let (name, default) = match word.split_once('=') {
                 Some((n, d)) => (n.to_owned(), Some(d)),
                 None => (word.to_owned(), None),
