@@ -36,6 +36,22 @@ pub enum Format {
     Oci,
 }
 
+/// The platforms of a stand-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platforms {
+    /// `linux/amd64` alone: one manifest, no index.
+    Linux,
+    /// `linux/amd64` and `linux/arm64`: an index.
+    LinuxMulti,
+    /// `windows/amd64` alone, in an index whose entry carries `os.version`, as
+    /// `mcr.microsoft.com/windows/*` tags are served. Its layers are small tars: nothing
+    /// here runs it.
+    Windows,
+}
+
+/// The `os.version` of the Windows stand-in (Windows Server 2022).
+pub const WINDOWS_OS_VERSION: &str = "10.0.20348.2461";
+
 /// One stand-in image of the catalog.
 #[derive(Debug, Clone, Copy)]
 pub struct StandIn {
@@ -43,8 +59,8 @@ pub struct StandIn {
     pub name: &'static str,
     /// Media types.
     pub format: Format,
-    /// `linux/amd64` alone, or with `linux/arm64` (an index).
-    pub multi_platform: bool,
+    /// The platforms it has.
+    pub platforms: Platforms,
     /// Layers per platform.
     pub layers: usize,
     /// A last layer of this many incompressible bytes.
@@ -55,14 +71,19 @@ const fn image(name: &'static str, format: Format, multi_platform: bool, layers:
     StandIn {
         name,
         format,
-        multi_platform,
+        platforms: if multi_platform {
+            Platforms::LinuxMulti
+        } else {
+            Platforms::Linux
+        },
         layers,
         big_layer: None,
     }
 }
 
 /// The stand-ins: the names of our users' builds (seeds 001, 002), the frontend image
-/// of `# syntax=`, and a large ML image.
+/// of `# syntax=`, a large ML image, and a Windows base (on the test registry under
+/// its `mcr.microsoft.com` path).
 pub const CATALOG: &[StandIn] = &[
     image("library/ubuntu:22.04", Format::Oci, true, 5),
     image("library/nginx:stable", Format::Docker, true, 6),
@@ -81,9 +102,16 @@ pub const CATALOG: &[StandIn] = &[
     StandIn {
         name: "pytorch/pytorch:2.1.0-cuda12.1-cudnn8-runtime",
         format: Format::Docker,
-        multi_platform: false,
+        platforms: Platforms::Linux,
         layers: 3,
         big_layer: Some(64 << 20),
+    },
+    StandIn {
+        name: "windows/servercore:ltsc2022",
+        format: Format::Docker,
+        platforms: Platforms::Windows,
+        layers: 2,
+        big_layer: None,
     },
 ];
 
@@ -226,12 +254,13 @@ fn busybox_rootfs(busybox: &Path) -> (Blob, String) {
 
 fn config(name: &str, platform: &str, diff_ids: &[String]) -> Blob {
     let (os, arch) = platform.split_once('/').expect("os/arch");
+    let os_version = (os == "windows").then_some(WINDOWS_OS_VERSION);
     let history: Vec<Value> = diff_ids
         .iter()
         .enumerate()
         .map(|(i, _)| json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("stand-in layer {i}")}))
         .collect();
-    let value = json!({
+    let mut value = json!({
         "architecture": arch,
         "os": os,
         "created": "2024-01-01T00:00:00Z",
@@ -243,6 +272,9 @@ fn config(name: &str, platform: &str, diff_ids: &[String]) -> Blob {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": history,
     });
+    if let Some(version) = os_version {
+        value["os.version"] = json!(version);
+    }
     Blob::new(serde_json::to_vec(&value).expect("json"))
 }
 
@@ -268,10 +300,10 @@ pub fn build(standin: &StandIn, rootfs: &(Blob, String)) -> Built {
             OCI_INDEX,
         ),
     };
-    let platforms: &[&str] = if standin.multi_platform {
-        &["linux/amd64", "linux/arm64"]
-    } else {
-        &["linux/amd64"]
+    let platforms: &[&str] = match standin.platforms {
+        Platforms::Linux => &["linux/amd64"],
+        Platforms::LinuxMulti => &["linux/amd64", "linux/arm64"],
+        Platforms::Windows => &["windows/amd64"],
     };
     let mut blobs: BTreeMap<String, Blob> = BTreeMap::new();
     let mut manifests = Vec::new();
@@ -322,13 +354,16 @@ pub fn build(standin: &StandIn, rootfs: &(Blob, String)) -> Built {
         }
         manifests.push((platform.to_string(), manifest));
     }
-    let top = if standin.multi_platform {
+    let top = if standin.platforms != Platforms::Linux {
         let entries: Vec<Value> = manifests
             .iter()
             .map(|(platform, m)| {
                 let (os, arch) = platform.split_once('/').expect("os/arch");
                 let mut d = descriptor(manifest_type, m);
                 d["platform"] = json!({"os": os, "architecture": arch});
+                if os == "windows" {
+                    d["platform"]["os.version"] = json!(WINDOWS_OS_VERSION);
+                }
                 d
             })
             .collect();

@@ -355,3 +355,133 @@ fn export_with_defaults_then_import_to_a_registry() {
         "{err}"
     );
 }
+
+/// A bundle for a Windows host, written on Linux: the Windows base comes from the
+/// registry for `windows/amd64` (a Linux daemon could never hold it), a Linux daemon's
+/// import loads the rest and leaves it out in one line, and `import --to` pushes it
+/// into the site's registry with its index's digest.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_windows_base_is_bundled_for_a_windows_host_and_left_out_on_a_linux_daemon() {
+    let bed = Testbed::get();
+    bed.lan_reset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    // On the test registry (loopback), as `mcr.microsoft.com` serves it: an index with
+    // one `windows/amd64` entry.
+    let windows = format!("{}/windows/servercore:ltsc2022", bed.registry);
+    for (sub, text) in [
+        (
+            "app",
+            format!("# escape=`\nFROM {windows}\nRUN cmd /S /C echo ok\n"),
+        ),
+        ("web", "FROM redis:7-alpine\n".to_owned()),
+    ] {
+        std::fs::create_dir_all(tree.join(sub)).expect("mkdir");
+        std::fs::write(tree.join(sub).join("Dockerfile"), text).expect("write");
+    }
+    let tree_s = tree.to_str().expect("utf-8");
+    let bundle = dir.path().join("windows.bundle");
+    let bundle_s = bundle.to_str().expect("utf-8");
+
+    // From the daemon it cannot be: said so, naming the way that works.
+    let (code, out, err) = bed.drbuild(&["export", tree_s, "-o", bundle_s, "--via", "daemon"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("a linux daemon cannot hold") && err.contains("without `--via daemon`"),
+        "{err}"
+    );
+    assert!(!bundle.exists());
+
+    let (code, doc, err) = bed.drbuild_json(&["export", tree_s, "-o", bundle_s, "--json"]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    let platforms: Vec<(String, serde_json::Value)> = doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            let name = i["reference"].as_str().unwrap_or_default().to_owned();
+            (name, i["platforms"].clone())
+        })
+        .collect();
+    assert!(
+        platforms.contains(&(windows.clone(), serde_json::json!(["windows/amd64"]))),
+        "{platforms:?}"
+    );
+    // The bundle holds the Windows image's config, for Windows.
+    let windows_id = doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["reference"] == windows.as_str())
+        .and_then(|i| i["id"].as_str())
+        .expect("the windows image's id")
+        .to_owned();
+    let config = bundle_entry(&bundle, &format!("blobs/sha256/{}", &windows_id[7..]));
+    let config: serde_json::Value = serde_json::from_slice(&config).expect("config json");
+    assert_eq!(config["os"], "windows", "{config}");
+
+    // A Linux daemon loads the rest and says, once, what it left out.
+    bed.remove_images(&["redis:7-alpine"]);
+    let (code, doc, err) = bed.drbuild_json(&["import", bundle_s, "--json"]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    assert_eq!(
+        doc["loaded"],
+        serde_json::json!(["redis:7-alpine"]),
+        "{doc}"
+    );
+    assert_eq!(doc["skipped"], serde_json::json!([windows]), "{doc}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("bundled for another OS than the daemon's (linux)"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(bed
+        .docker(&["image", "inspect", "redis:7-alpine"])
+        .status
+        .success());
+
+    // The site's registry takes it, digest unchanged, under the registry's host (its
+    // port joined with `_`: a repository path takes no `:`).
+    let (code, doc, err) = bed.drbuild_json(&["import", bundle_s, "--to", &bed.lan, "--json"]);
+    assert_eq!(code, 0, "{doc}\n{err}");
+    let item = doc["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find(|i| i["reference"] == windows.as_str())
+        .expect("the windows image")
+        .clone();
+    let host = bed.registry.replace(':', "_");
+    assert_eq!(
+        item["target"],
+        format!("{}/{host}/windows/servercore:ltsc2022", bed.lan),
+        "{item}"
+    );
+    let source = bed
+        .manifest_digest(&bed.registry, "windows/servercore", "ltsc2022")
+        .expect("the source's digest");
+    let pushed = bed
+        .manifest_digest(&bed.lan, &format!("{host}/windows/servercore"), "ltsc2022")
+        .expect("the pushed digest");
+    assert_eq!(pushed, source);
+    assert_eq!(item["digest"], source.as_str(), "{item}");
+}
+
+/// One entry of a bundle (a tar, uncompressed).
+fn bundle_entry(bundle: &Path, name: &str) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(std::fs::File::open(bundle).expect("open"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_str() == Some(name) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).expect("read");
+            return data;
+        }
+    }
+    panic!("no {name} in {}", bundle.display());
+}

@@ -142,6 +142,8 @@ struct ImportOutput<'a> {
     file: &'a Path,
     images: &'a [BundleImage],
     loaded: &'a [String],
+    /// Images bundled only for another OS than the daemon's, not loaded.
+    skipped: &'a [String],
     content_bytes: u64,
     content_sha256: &'a str,
 }
@@ -187,6 +189,7 @@ pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError>
             file: &args.file,
             images: &report.manifest.images,
             loaded: &report.loaded,
+            skipped: &report.skipped,
             content_bytes: report.manifest.content_bytes,
             content_sha256: &report.manifest.content_sha256,
         });
@@ -200,7 +203,15 @@ pub(crate) async fn import(cli: &Cli, args: &ImportArgs) -> Result<(), CliError>
         for name in &report.loaded {
             outln!("loaded {name}");
         }
-        outln!("imported {} image(s)", report.manifest.images.len());
+        let imported = report.manifest.images.len() - report.skipped.len();
+        if report.skipped.is_empty() {
+            outln!("imported {imported} image(s)");
+        } else {
+            outln!(
+                "imported {imported} image(s); not loaded, for another OS: {}",
+                report.skipped.join(", ")
+            );
+        }
     }
     Ok(())
 }

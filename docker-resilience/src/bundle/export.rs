@@ -38,6 +38,20 @@ pub async fn export_bundle(
     cancel: &CancellationToken,
     progress: BytesProgress,
 ) -> Result<BundleManifest, BundleError> {
+    let os = engine.info().await?.os;
+    let other = wanted.iter().find_map(|w| {
+        w.platform
+            .as_ref()
+            .filter(|p| !os.is_empty() && !p.os.eq_ignore_ascii_case(&os))
+            .map(|p| (w, p))
+    });
+    if let Some((w, platform)) = other {
+        return Err(BundleError::OtherOsImage {
+            image: w.reference.familiar(),
+            platform: platform.clone(),
+            os,
+        });
+    }
     let references: Vec<ImageReference> = wanted.iter().map(|w| w.reference.clone()).collect();
     let present = engine.present_images(&references).await?;
     let mut entries: Vec<BundleImage> = Vec::new();

@@ -1,6 +1,6 @@
 //! `import`: a verified bundle streamed into the daemon.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -8,11 +8,12 @@ use futures_util::Stream;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::format::{BundleManifest, Compression};
+use super::format::{BundleImage, BundleManifest, Compression};
 use super::verify::{check_plain_tar, verify_bundle, READ_CHUNK};
 use super::{io_err, BundleError, BytesProgress};
 use crate::engine::DockerEngine;
 use crate::support::chunks::blocking_stream;
+use crate::vocab::ImageReference;
 
 /// What an import loaded.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +22,8 @@ pub struct ImportReport {
     pub manifest: BundleManifest,
     /// What the daemon said it loaded (`Loaded image: …`).
     pub loaded: Vec<String>,
+    /// The bundle's images left out: bundled only for another OS than the daemon's.
+    pub skipped: Vec<String>,
 }
 
 /// Verifies a bundle, then loads it into the daemon; a bad bundle loads nothing.
@@ -34,7 +37,13 @@ pub async fn import_bundle(
     let zstd = manifest
         .compressed_bytes
         .filter(|_| manifest.compression == Compression::Zstd);
-    let loaded = load_file(engine, path, zstd, cancel, &progress).await?;
+    let os = engine.info().await.map(|i| i.os).unwrap_or_default();
+    let skipped = for_another_os(&manifest, &os, path)?;
+    let skip = skipped
+        .iter()
+        .filter_map(|r| ImageReference::parse(r).ok())
+        .collect();
+    let loaded = load_file(engine, path, zstd, skip, cancel, &progress).await?;
     let store = engine.features().await.image_store;
     if !store.holds_many_platforms() {
         for image in manifest.images.iter().filter(|i| i.platforms.len() > 1) {
@@ -46,7 +55,11 @@ pub async fn import_bundle(
             );
         }
     }
-    Ok(ImportReport { manifest, loaded })
+    Ok(ImportReport {
+        manifest,
+        loaded,
+        skipped,
+    })
 }
 
 /// Loads a plain tar (`docker save`) without a bundle's proof (`import --unverified`):
@@ -59,7 +72,7 @@ pub async fn import_unverified(
     progress: BytesProgress,
 ) -> Result<Vec<String>, BundleError> {
     blocking(path, check_plain_tar).await?;
-    load_file(engine, path, None, cancel, &progress).await
+    load_file(engine, path, None, Vec::new(), cancel, &progress).await
 }
 
 /// Streams the file (its zstd part decompressed, when `zstd_bytes`) into the daemon.
@@ -67,13 +80,14 @@ async fn load_file(
     engine: &DockerEngine,
     path: &Path,
     zstd_bytes: Option<u64>,
+    skip: Vec<ImageReference>,
     cancel: &CancellationToken,
     progress: &BytesProgress,
 ) -> Result<Vec<String>, BundleError> {
     let total = std::fs::metadata(path).map_err(io_err(path))?.len();
     progress(0, Some(total));
     let loaded = tokio::select! {
-        loaded = engine.load(file_stream(path.to_path_buf(), zstd_bytes)) => loaded.map_err(|e| BundleError::Load {
+        loaded = engine.load(file_stream(path.to_path_buf(), zstd_bytes, skip)) => loaded.map_err(|e| BundleError::Load {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?,
@@ -121,13 +135,19 @@ pub async fn import_bundle_hosts(
     let zstd = manifest
         .compressed_bytes
         .filter(|_| manifest.compression == Compression::Zstd);
+    let manifest = &manifest;
     let loads = hosts.iter().map(|host| async move {
         let host = host.clone();
         let engine = DockerEngine::connect_to(&host).await.map_err(|e| e.to_string());
         let (loaded, error) = match engine {
             Err(e) => (Vec::new(), Some(e)),
             Ok(engine) => {
-                let stream = file_stream(path.to_path_buf(), zstd);
+                let os = engine.info().await.map(|i| i.os).unwrap_or_default();
+                let skip = match for_another_os(manifest, &os, path) {
+                    Ok(skipped) => skipped.iter().filter_map(|r| ImageReference::parse(r).ok()).collect(),
+                    Err(e) => return HostImport { host, loaded: Vec::new(), error: Some(e.to_string()) },
+                };
+                let stream = file_stream(path.to_path_buf(), zstd, skip);
                 tokio::select! {
                     loaded = engine.load(stream) => match loaded {
                         Ok(loaded) => (loaded, None),
@@ -143,7 +163,7 @@ pub async fn import_bundle_hosts(
     if cancel.is_cancelled() {
         return Err(BundleError::Interrupted);
     }
-    Ok((manifest, hosts))
+    Ok((manifest.clone(), hosts))
 }
 
 /// The bundle's manifest once the whole file is proven (on a blocking thread).
@@ -163,19 +183,118 @@ async fn verified(
 fn file_stream(
     path: PathBuf,
     zstd_bytes: Option<u64>,
+    skip: Vec<ImageReference>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     blocking_stream(move |out| {
         let file = std::fs::File::open(&path)?;
-        match zstd_bytes {
-            None => std::io::copy(
-                &mut std::io::BufReader::with_capacity(READ_CHUNK, file),
-                out,
-            ),
-            Some(len) => std::io::copy(
-                &mut zstd::stream::read::Decoder::new(Read::take(file, len))?,
-                out,
-            ),
+        let mut reader: Box<dyn Read> = match zstd_bytes {
+            None => Box::new(std::io::BufReader::with_capacity(READ_CHUNK, file)),
+            Some(len) => Box::new(zstd::stream::read::Decoder::new(Read::take(file, len))?),
+        };
+        if skip.is_empty() {
+            std::io::copy(&mut reader, out).map(|_| ())
+        } else {
+            copy_without(reader, out, &skip)
         }
-        .map(|_| ())
     })
 }
+
+/// The images of the bundle a daemon of `os` cannot run (each bundled only for other
+/// systems: a Windows base, bundled for a Windows host, on a Linux daemon), said in one
+/// line; an error when that is every image. `os` empty (not known): none.
+fn for_another_os(
+    manifest: &BundleManifest,
+    os: &str,
+    path: &Path,
+) -> Result<Vec<String>, BundleError> {
+    if os.is_empty() {
+        return Ok(Vec::new());
+    }
+    let other: Vec<&BundleImage> = manifest
+        .images
+        .iter()
+        .filter(|i| {
+            !i.platforms.is_empty() && i.platforms.iter().all(|p| !p.os.eq_ignore_ascii_case(os))
+        })
+        .collect();
+    if other.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = other
+        .iter()
+        .map(|i| {
+            let platforms: Vec<String> = i.platforms.iter().map(ToString::to_string).collect();
+            format!("{} ({})", i.reference, platforms.join(", "))
+        })
+        .collect();
+    if other.len() == manifest.images.len() {
+        return Err(BundleError::OtherOs {
+            path: path.to_path_buf(),
+            os: os.to_owned(),
+            images: names,
+        });
+    }
+    tracing::warn!(
+        "not loading {} image(s) bundled for another OS than the daemon's ({os}): {}",
+        other.len(),
+        names.join(", ")
+    );
+    Ok(other.iter().map(|i| i.reference.clone()).collect())
+}
+
+/// Copies a bundle's archive with the `skip`ped images left out of its `manifest.json`
+/// (the docker loader's list) and `index.json` (the OCI one). Their blobs still pass:
+/// both loaders make images only of what those lists name.
+fn copy_without(
+    reader: impl Read,
+    out: impl Write,
+    skip: &[ImageReference],
+) -> std::io::Result<()> {
+    let skipped = |name: &str| ImageReference::parse(name).is_ok_and(|r| skip.contains(&r));
+    let mut archive = tar::Archive::new(reader);
+    let mut copy = tar::Builder::new(out);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let mut header = entry.header().clone();
+        let path = entry.path()?.into_owned();
+        let list = match path.to_str() {
+            Some(DOCKER_LIST) => Some(("RepoTags", None)),
+            Some(OCI_LIST) => Some(("manifests", Some(IMAGE_NAME))),
+            _ => None,
+        };
+        let Some((field, annotation)) = list else {
+            copy.append_data(&mut header, &path, &mut entry)?;
+            continue;
+        };
+        let mut text = Vec::new();
+        entry.read_to_end(&mut text)?;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(std::io::Error::other)?;
+        let keep = |item: &serde_json::Value| match annotation {
+            // index.json: `{"manifests": [{…, "annotations": {NAME: reference}}]}`.
+            Some(key) => !item["annotations"][key].as_str().is_some_and(skipped),
+            // manifest.json: `[{"RepoTags": [reference…], …}]`.
+            None => !item[field]
+                .as_array()
+                .is_some_and(|tags| tags.iter().filter_map(|t| t.as_str()).any(skipped)),
+        };
+        let items = match annotation {
+            Some(_) => value[field].as_array_mut(),
+            None => value.as_array_mut(),
+        };
+        if let Some(items) = items {
+            items.retain(keep);
+        }
+        let text = serde_json::to_vec(&value).map_err(std::io::Error::other)?;
+        header.set_size(text.len() as u64);
+        copy.append_data(&mut header, &path, text.as_slice())?;
+    }
+    copy.into_inner()?.flush()
+}
+
+/// The docker loader's list of a bundle's images.
+const DOCKER_LIST: &str = "manifest.json";
+/// The OCI loader's list.
+const OCI_LIST: &str = "index.json";
+/// The annotation of an OCI list's entry naming its image.
+const IMAGE_NAME: &str = "io.containerd.image.name";

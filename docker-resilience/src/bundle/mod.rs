@@ -59,6 +59,17 @@ pub enum BundleError {
         /// The platform asked for.
         platform: Option<Platform>,
     },
+    /// An image to export from the daemon is for another OS than the daemon's: it can
+    /// never be there.
+    #[error("a {os} daemon cannot hold `{image}` ({platform}): export it from the registries (without `--via daemon`)")]
+    OtherOsImage {
+        /// The image.
+        image: String,
+        /// The platform asked for.
+        platform: Platform,
+        /// The daemon's OS.
+        os: String,
+    },
     /// The file is not a drbuild bundle.
     #[error("{}: not a drbuild bundle: {reason}", path.display())]
     NotABundle {
@@ -110,6 +121,17 @@ pub enum BundleError {
         path: PathBuf,
         /// The daemon's message.
         message: String,
+    },
+    /// Every image of the bundle is for another OS than the daemon's (a bundle for a
+    /// Windows host, on a Linux daemon).
+    #[error("every image of {} is for another OS than the daemon's ({os}): {}; load it on such a host, or push it into a registry with `--to REGISTRY`", path.display(), images.join(", "))]
+    OtherOs {
+        /// The file.
+        path: PathBuf,
+        /// The daemon's OS.
+        os: String,
+        /// The images, with their platforms.
+        images: Vec<String>,
     },
     /// The run was cancelled; nothing was left behind.
     #[error("interrupted")]

@@ -165,12 +165,15 @@ impl SyncReport {
 }
 
 /// Where `image` lives in a fleet registry: Docker Hub images under their Hub names,
-/// others under their registry's host.
+/// others under their registry's host, lower-cased, a port joined with `_`
+/// (`registry.local:5000/team/base` → `registry.local_5000/team/base`): a repository
+/// path takes no `:`, and no host name holds a `_`.
 pub fn target_repository(image: &ImageReference) -> String {
     if image.registry() == DOCKER_HUB {
         image.repository().to_owned()
     } else {
-        format!("{}/{}", image.registry(), image.repository())
+        let host = image.registry().to_ascii_lowercase().replace(':', "_");
+        format!("{host}/{}", image.repository())
     }
 }
 
@@ -769,7 +772,7 @@ mod tests {
         );
         assert_eq!(
             target_repository(&r("127.0.0.1:5000/team/base:1")),
-            "127.0.0.1:5000/team/base"
+            "127.0.0.1_5000/team/base"
         );
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use docker_resilience_tests::seed::{
-    build, build_catalog, fingerprint, rootfs_layer, Format, Pusher, StandIn,
+    build, build_catalog, fingerprint, rootfs_layer, Format, Platforms, Pusher, StandIn,
 };
 
 /// Seeds a loopback registry with the stand-in images.
@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &StandIn {
                     name,
                     format: Format::Docker,
-                    multi_platform: false,
+                    platforms: Platforms::Linux,
                     layers: 1,
                     big_layer: Some(size),
                 },
