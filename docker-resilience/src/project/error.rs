@@ -2,6 +2,7 @@
 //! (the CLI's exit codes come from [`ErrorKind`]).
 
 use super::DockerBuildReport;
+#[cfg(feature = "bundle")]
 use crate::bundle::BundleError;
 use crate::config::SettingsError;
 use crate::engine::EngineError;
@@ -24,6 +25,7 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// A bundle cannot be written, verified or loaded.
+    #[cfg(feature = "bundle")]
     #[error(transparent)]
     Bundle(#[from] BundleError),
     /// A build secret's source cannot be read (an unset variable, a missing file).
@@ -70,14 +72,16 @@ impl Error {
             Error::Plan(_) | Error::Service(_) | Error::Settings(_) | Error::Secret { .. } => {
                 ErrorKind::Input
             }
-            Error::Engine(EngineError::Unreachable { .. })
-            | Error::Bundle(BundleError::Engine(EngineError::Unreachable { .. })) => {
+            Error::Engine(EngineError::Unreachable { .. }) => ErrorKind::DaemonUnreachable,
+            #[cfg(feature = "bundle")]
+            Error::Bundle(BundleError::Engine(EngineError::Unreachable { .. })) => {
                 ErrorKind::DaemonUnreachable
             }
+            #[cfg(feature = "bundle")]
             Error::Bundle(BundleError::Interrupted) => ErrorKind::Interrupted,
-            Error::Engine(_) | Error::Bundle(_) | Error::Runtime(_) | Error::NotBuilt { .. } => {
-                ErrorKind::Failed
-            }
+            #[cfg(feature = "bundle")]
+            Error::Bundle(_) => ErrorKind::Failed,
+            Error::Engine(_) | Error::Runtime(_) | Error::NotBuilt { .. } => ErrorKind::Failed,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod classify;
+#[cfg(feature = "registry")]
 pub mod health;
 pub mod mirror;
 pub mod multipart;

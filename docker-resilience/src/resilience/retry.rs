@@ -7,6 +7,12 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 use super::classify::{Classification, ErrorClass};
 
+#[cfg(not(feature = "registry"))]
+use std::time::Instant;
+/// tokio's clock where there is a runtime (tests pause it), the system's without.
+#[cfg(feature = "registry")]
+use tokio::time::Instant;
+
 /// The retry budget of one image (or one build).
 ///
 /// The default of 10 attempts comes from measurement on our test bed: 13 images,
@@ -71,7 +77,7 @@ impl RetryPolicy {
             policy: self.clone(),
             backoff: builder.build(),
             attempts: 0,
-            started: tokio::time::Instant::now(),
+            started: Instant::now(),
         }
     }
 }
@@ -91,7 +97,7 @@ pub struct RetrySchedule {
     policy: RetryPolicy,
     backoff: ExponentialBackoff,
     attempts: u32,
-    started: tokio::time::Instant,
+    started: Instant,
 }
 
 impl RetrySchedule {
@@ -227,6 +233,8 @@ mod tests {
         assert_eq!(n, 10);
     }
 
+    // The schedule runs on tokio's (paused) clock only with a runtime.
+    #[cfg(feature = "registry")]
     #[tokio::test(start_paused = true)]
     async fn deadline_stops_retries() {
         let mut s = RetryPolicy {

@@ -3,11 +3,16 @@
 //!
 //! May import: nothing of this crate.
 
+#[cfg(feature = "engine")]
 pub(crate) mod chunks;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+#[cfg(feature = "engine")]
+use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
+#[cfg(feature = "registry")]
 use std::time::Duration;
 
+#[cfg(feature = "registry")]
 /// Milliseconds of a duration, saturating (reports count time this way).
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -19,6 +24,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(feature = "registry")]
 /// An error and its sources, `: `-joined (`error sending request: connection refused`).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -34,12 +40,15 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+#[cfg(feature = "engine")]
 /// Where a long-running stage hands its events (progress bars, logs, `cargo:` lines);
 /// called from the stage's tasks, so it must be quick.
 pub(crate) struct EventSink<T>(Option<Handler<T>>);
 
+#[cfg(feature = "engine")]
 type Handler<T> = Arc<dyn Fn(&T) + Send + Sync>;
 
+#[cfg(feature = "engine")]
 impl<T> EventSink<T> {
     pub(crate) fn none() -> Self {
         EventSink(None)
@@ -56,12 +65,14 @@ impl<T> EventSink<T> {
     }
 }
 
+#[cfg(feature = "engine")]
 impl<T> Clone for EventSink<T> {
     fn clone(&self) -> Self {
         EventSink(self.0.clone())
     }
 }
 
+#[cfg(feature = "engine")]
 impl<T> std::fmt::Debug for EventSink<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
@@ -72,7 +83,7 @@ impl<T> std::fmt::Debug for EventSink<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "registry"))]
 mod tests {
     use super::*;
 
