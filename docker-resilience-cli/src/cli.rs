@@ -29,7 +29,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 
 /// Resilient Docker image prefetch and multi-service builds for flaky networks.
 #[derive(Debug, Parser)]
-#[command(name = "drbuild", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "drbuild", version = env!("DRBUILD_VERSION"), after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -67,6 +67,13 @@ pub enum Command {
     Cache(CacheArgs),
     /// Copy the plan's images into a registry (a fleet's mirror), digests unchanged.
     Sync(SyncArgs),
+    /// Print a completion script for a shell (`source <(drbuild completions bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print drbuild's man page (roff: `drbuild man > drbuild.1; man -l drbuild.1`).
+    Man,
 }
 
 /// `drbuild sync`.

@@ -7,6 +7,7 @@ mod cache;
 mod doctor;
 mod plan;
 mod prefetch;
+mod shell;
 mod sync;
 
 use docker_resilience::{CancellationToken, Overrides, Project};
@@ -26,6 +27,14 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Doctor(args) => runtime()?.block_on(doctor::run(cli, args)),
         Command::Cache(args) => cache::run(cli, args),
         Command::Sync(args) => runtime()?.block_on(sync::run(cli, args)),
+        Command::Completions { shell } => {
+            shell::completions(*shell);
+            Ok(())
+        }
+        Command::Man => {
+            shell::man();
+            Ok(())
+        }
     }
 }
 
