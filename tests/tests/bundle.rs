@@ -469,6 +469,20 @@ fn a_windows_base_is_bundled_for_a_windows_host_and_left_out_on_a_linux_daemon()
         .expect("the pushed digest");
     assert_eq!(pushed, source);
     assert_eq!(item["digest"], source.as_str(), "{item}");
+
+    // Named on its own, the Windows image is exported for Windows too; a bundle with
+    // nothing for this daemon's OS is one error that names the way out.
+    let only = dir.path().join("windows-only.bundle");
+    let only_s = only.to_str().expect("utf-8");
+    let (code, out, err) = bed.drbuild(&["export", "-o", only_s, &windows]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = bed.drbuild(&["import", only_s]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("is for another OS than the daemon's (linux)")
+            && err.contains("--to REGISTRY"),
+        "{err}"
+    );
 }
 
 /// One entry of a bundle (a tar, uncompressed).

@@ -79,7 +79,7 @@ pub(crate) async fn export(cli: &Cli, args: &ExportArgs) -> Result<(), CliError>
             .iter()
             .map(|n| {
                 n.parse::<ImageReference>()
-                    .map(Wanted::any_platform)
+                    .map(Wanted::named)
                     .map_err(|e| CliError::Usage(format!("`{n}`: {e}")))
             })
             .collect::<Result<_, _>>()?

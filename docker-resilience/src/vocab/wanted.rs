@@ -23,6 +23,20 @@ impl Wanted {
             platform: None,
         }
     }
+
+    /// An image named on its own (`drbuild export IMAGE…`), as `plan` reads a Windows
+    /// Dockerfile: a Windows image ([`ImageReference::names_windows`]) is wanted for
+    /// `windows` on the host's architecture (an index of such images has nothing for
+    /// Linux), any other for the daemon's default platform.
+    pub fn named(reference: ImageReference) -> Self {
+        let platform = reference
+            .names_windows()
+            .then(|| Platform::new("windows", &Platform::host().architecture, None));
+        Wanted {
+            reference,
+            platform,
+        }
+    }
 }
 
 impl fmt::Display for Wanted {
@@ -31,5 +45,18 @@ impl fmt::Display for Wanted {
             Some(p) => write!(f, "{} ({p})", self.reference),
             None => write!(f, "{}", self.reference),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_windows_image_is_wanted_for_windows() {
+        let named = |s: &str| Wanted::named(s.parse().expect("reference"));
+        let windows = named("mcr.microsoft.com/windows/servercore:ltsc2022");
+        assert_eq!(windows.platform.map(|p| p.os), Some("windows".to_owned()));
+        assert_eq!(named("redis:7-alpine").platform, None);
     }
 }
