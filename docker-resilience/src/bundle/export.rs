@@ -42,7 +42,7 @@ pub async fn export_bundle(
     let other = wanted.iter().find_map(|w| {
         w.platform
             .as_ref()
-            .filter(|p| !os.is_empty() && !p.os.eq_ignore_ascii_case(&os))
+            .filter(|p| !p.runs_on(&os))
             .map(|p| (w, p))
     });
     if let Some((w, platform)) = other {

@@ -39,11 +39,7 @@ pub async fn import_bundle(
         .filter(|_| manifest.compression == Compression::Zstd);
     let os = engine.info().await.map(|i| i.os).unwrap_or_default();
     let skipped = for_another_os(&manifest, &os, path)?;
-    let skip = skipped
-        .iter()
-        .filter_map(|r| ImageReference::parse(r).ok())
-        .collect();
-    let loaded = load_file(engine, path, zstd, skip, cancel, &progress).await?;
+    let loaded = load_file(engine, path, zstd, skipped.clone(), cancel, &progress).await?;
     let store = engine.features().await.image_store;
     if !store.holds_many_platforms() {
         for image in manifest.images.iter().filter(|i| i.platforms.len() > 1) {
@@ -80,7 +76,7 @@ async fn load_file(
     engine: &DockerEngine,
     path: &Path,
     zstd_bytes: Option<u64>,
-    skip: Vec<ImageReference>,
+    skip: Vec<String>,
     cancel: &CancellationToken,
     progress: &BytesProgress,
 ) -> Result<Vec<String>, BundleError> {
@@ -144,7 +140,7 @@ pub async fn import_bundle_hosts(
             Ok(engine) => {
                 let os = engine.info().await.map(|i| i.os).unwrap_or_default();
                 let skip = match for_another_os(manifest, &os, path) {
-                    Ok(skipped) => skipped.iter().filter_map(|r| ImageReference::parse(r).ok()).collect(),
+                    Ok(skipped) => skipped,
                     Err(e) => return HostImport { host, loaded: Vec::new(), error: Some(e.to_string()) },
                 };
                 let stream = file_stream(path.to_path_buf(), zstd, skip);
@@ -183,7 +179,7 @@ async fn verified(
 fn file_stream(
     path: PathBuf,
     zstd_bytes: Option<u64>,
-    skip: Vec<ImageReference>,
+    skip: Vec<String>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     blocking_stream(move |out| {
         let file = std::fs::File::open(&path)?;
@@ -207,15 +203,10 @@ fn for_another_os(
     os: &str,
     path: &Path,
 ) -> Result<Vec<String>, BundleError> {
-    if os.is_empty() {
-        return Ok(Vec::new());
-    }
     let other: Vec<&BundleImage> = manifest
         .images
         .iter()
-        .filter(|i| {
-            !i.platforms.is_empty() && i.platforms.iter().all(|p| !p.os.eq_ignore_ascii_case(os))
-        })
+        .filter(|i| !i.platforms.is_empty() && !i.platforms.iter().any(|p| p.runs_on(os)))
         .collect();
     if other.is_empty() {
         return Ok(Vec::new());
@@ -242,14 +233,12 @@ fn for_another_os(
     Ok(other.iter().map(|i| i.reference.clone()).collect())
 }
 
-/// Copies a bundle's archive with the `skip`ped images left out of its `manifest.json`
+/// Copies a bundle's archive with the `skip`ped images (as the bundle's manifest names
+/// them) left out of its `manifest.json`
 /// (the docker loader's list) and `index.json` (the OCI one). Their blobs still pass:
 /// both loaders make images only of what those lists name.
-fn copy_without(
-    reader: impl Read,
-    out: impl Write,
-    skip: &[ImageReference],
-) -> std::io::Result<()> {
+fn copy_without(reader: impl Read, out: impl Write, skip: &[String]) -> std::io::Result<()> {
+    let skip: Vec<ImageReference> = skip.iter().filter_map(|r| r.parse().ok()).collect();
     let skipped = |name: &str| ImageReference::parse(name).is_ok_and(|r| skip.contains(&r));
     let mut archive = tar::Archive::new(reader);
     let mut copy = tar::Builder::new(out);

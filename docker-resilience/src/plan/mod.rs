@@ -655,21 +655,11 @@ fn read_dockerfile(root: &Path, path: &Path) -> Result<Dockerfile, PlanError> {
 /// the walk's system calls).
 fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut bytes = vec![0; 8192];
-    let mut len = 0;
-    loop {
-        if len == bytes.len() {
-            bytes.resize(len * 2, 0);
-        }
-        match file.read(&mut bytes[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    bytes.truncate(len);
+    let mut bytes = Vec::with_capacity(8192);
+    // Through `Take`, whose `read_to_end` asks the file for no size hint.
+    std::fs::File::open(path)?
+        .take(u64::MAX)
+        .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 

@@ -75,11 +75,9 @@ pub struct BuildOutcome {
 /// are left out, said in one line.
 fn for_daemon_os(wanted: &[Wanted], systems: &[&str]) -> Vec<Wanted> {
     let runs = |w: &Wanted| {
-        w.platform.as_ref().is_none_or(|p| {
-            systems
-                .iter()
-                .any(|os| os.is_empty() || os.eq_ignore_ascii_case(&p.os))
-        })
+        w.platform
+            .as_ref()
+            .is_none_or(|p| systems.iter().any(|os| p.runs_on(os)))
     };
     let (kept, other): (Vec<Wanted>, Vec<Wanted>) = wanted.iter().cloned().partition(runs);
     if !other.is_empty() {

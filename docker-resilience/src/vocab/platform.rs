@@ -69,6 +69,12 @@ impl Platform {
             _ => None,
         }
     }
+
+    /// Whether a daemon of `os` (`linux`, `windows`; empty: not known) runs images for
+    /// this platform: a Linux daemon cannot hold a Windows image, nor the reverse.
+    pub fn runs_on(&self, os: &str) -> bool {
+        os.is_empty() || self.os.eq_ignore_ascii_case(os)
+    }
 }
 
 impl Default for Platform {
