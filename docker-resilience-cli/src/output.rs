@@ -66,10 +66,67 @@ impl std::io::Write for Redacting {
 }
 
 /// Prints one JSON document on stdout.
+///
+/// Streamed, and redacted a chunk of whole lines at a time: a JSON text holds no raw
+/// newline inside a string, so whatever the redaction rule masks lies within one line.
+/// (A plan of 10,000 Dockerfiles is a 2.5 MB document; made whole, then copied for
+/// the newline and for redaction, it was 12 MB of memory.)
 pub fn json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => outln!("{text}"),
+    let mut out = LineChunks {
+        pending: Vec::with_capacity(LineChunks::CHUNK + 4096),
+    };
+    match serde_json::to_writer_pretty(&mut out, value) {
+        Ok(()) => {
+            out.pending.push(b'\n');
+            out.emit_all();
+        }
         Err(e) => tracing::error!("cannot encode the report as JSON: {e}"),
+    }
+}
+
+/// A writer that passes text on to [`emit_stdout`] in chunks that end at a newline.
+struct LineChunks {
+    pending: Vec<u8>,
+}
+
+impl LineChunks {
+    /// About how much is held before it is passed on.
+    const CHUNK: usize = 64 * 1024;
+
+    /// Passes on every whole line held.
+    fn emit_lines(&mut self) {
+        if let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') {
+            emit_stdout(&text(&self.pending[..=end]));
+            self.pending.drain(..=end);
+        }
+    }
+
+    /// Passes on all that is held.
+    fn emit_all(&mut self) {
+        emit_stdout(&text(&self.pending));
+        self.pending.clear();
+    }
+}
+
+/// serde_json's output as text (it is UTF-8: checked the fast way).
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+impl std::io::Write for LineChunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= Self::CHUNK {
+            self.emit_lines();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

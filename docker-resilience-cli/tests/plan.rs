@@ -354,7 +354,7 @@ fn a_windows_dockerfile_is_planned_for_windows() {
     let host = docker_resilience::vocab::Platform::host().to_string();
     let windows = format!(
         "windows/{}",
-        docker_resilience::vocab::Platform::host().architecture
+        docker_resilience::vocab::Platform::host().architecture()
     );
     assert_eq!(
         platforms,

@@ -272,7 +272,7 @@ mod tests {
             "one tag, one platform: {docker}"
         );
         assert_eq!(docker[0]["RepoTags"][0], "alpine:3.18");
-        let host_config = if Platform::host().architecture == "amd64" {
+        let host_config = if Platform::host().architecture() == "amd64" {
             digest_of(b"amd config")
         } else {
             digest_of(b"arm config")

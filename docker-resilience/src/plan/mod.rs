@@ -10,7 +10,7 @@
 mod build;
 pub mod services;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -22,7 +22,9 @@ pub use services::{Service, ServiceError, ServiceOrigin, ServiceSet};
 use crate::config::ConfigFile;
 use crate::discover::{walk, DiscoverOptions, FileKind};
 use crate::parse::compose::{profiles_from_env, projects_of, ComposeOptions, ComposeProject};
-use crate::parse::dockerfile::{Dockerfile, DockerfileError, ImageScan, ImageUse, ScanOptions};
+use crate::parse::dockerfile::{
+    Dockerfile, DockerfileError, ImageScan, ImageUse, NamedContext, ScanOptions,
+};
 use crate::vocab::{ImageReference, InputError, Platform, ReferenceError, SourceKind};
 
 use build::{Build, Source};
@@ -236,16 +238,21 @@ impl Plan {
         // The platform nothing chose is the host's, unless a Dockerfile is for Windows.
         let chosen = options.platform.is_some();
         let (parsed, compose_files) = read_tree(root, &options.discover, &base, chosen);
-        // In path order (`found`), and by path (`dockerfiles`).
         let mut found: Vec<PathBuf> = Vec::with_capacity(parsed.len());
-        let mut dockerfiles: HashMap<PathBuf, Found> = HashMap::with_capacity(parsed.len());
+        let mut scans: Vec<Found> = Vec::with_capacity(parsed.len());
         for (path, result) in parsed {
-            found.push(path.clone());
-            dockerfiles.insert(path, result?);
+            found.push(path);
+            scans.push(result?);
         }
+        let mut dockerfiles = Dockerfiles {
+            paths: found,
+            found: scans,
+            built: Vec::new(),
+            extra: Vec::new(),
+        };
         tracing::debug!(
             "plan: walked {} Dockerfiles and {} compose files",
-            dockerfiles.len(),
+            dockerfiles.paths.len(),
             compose_files.len()
         );
         let env = options
@@ -281,7 +288,8 @@ impl Plan {
             }
             projects.push(project);
         }
-        let mut services = ServiceSet::define(root, config.as_ref(), &projects, &found)?;
+        let mut services =
+            ServiceSet::define(root, config.as_ref(), &projects, &dockerfiles.paths)?;
         for service in services.services.values_mut() {
             // The run's `--build-arg`s reach every build, over the service's own.
             service.args.extend(options.build_args.clone());
@@ -300,13 +308,25 @@ impl Plan {
             builds.len()
         );
         let mut inline = BTreeMap::new();
+        // Where each build's Dockerfile is; which of the walk's the builds use.
+        let mut slots: Vec<Option<Slot>> = Vec::with_capacity(builds.len());
+        let mut last = None;
+        dockerfiles.built = vec![false; dockerfiles.paths.len()];
         for build in &builds {
+            let mut slot = None;
             match &build.dockerfile {
                 Source::File(path) => {
+                    slot = dockerfiles.slot(path, last);
                     // A build may name a Dockerfile the walk does not find (`docker/build.df`).
-                    if !dockerfiles.contains_key(path) && root.join(path).is_file() {
+                    if slot.is_none() && root.join(path).is_file() {
                         let file = read_dockerfile(root, path)?;
-                        dockerfiles.insert(path.clone(), Found::new(&file, &base, chosen));
+                        let found = Found::new(&file, &base, chosen);
+                        dockerfiles.extra.push((path.clone(), found));
+                        slot = Some(Slot::Extra(dockerfiles.extra.len() - 1));
+                    }
+                    if let Some(Slot::Walked(at)) = slot {
+                        dockerfiles.built[at] = true;
+                        last = Some(at);
                     }
                 }
                 // Parsed once, however many platforms the build is scanned for.
@@ -321,6 +341,7 @@ impl Plan {
                     }
                 }
             }
+            slots.push(slot);
         }
 
         // What the tree builds, and which build makes it: a use of that image is local
@@ -345,13 +366,6 @@ impl Plan {
         for project in &projects {
             planner.compose_images(root, project, &base.target_platform)?;
         }
-        let built_files: HashSet<&Path> = builds
-            .iter()
-            .filter_map(|b| match &b.dockerfile {
-                Source::File(path) => Some(path.as_path()),
-                Source::Inline { .. } => None,
-            })
-            .collect();
         // Where an inline Dockerfile's build would look for one: a file there is not
         // what that build uses.
         let superseded: BTreeSet<PathBuf> = projects
@@ -361,22 +375,26 @@ impl Plan {
             .filter(|b| b.dockerfile_inline.is_some())
             .map(|b| b.dockerfile.clone())
             .collect();
-        for path in &found {
-            if built_files.contains(path.as_path()) || superseded.contains(path) {
+        for ((path, file), built) in dockerfiles
+            .paths
+            .iter()
+            .zip(&mut dockerfiles.found)
+            .zip(&dockerfiles.built)
+        {
+            if *built || superseded.contains(path) {
                 continue;
             }
-            if let Some(file) = dockerfiles.get_mut(path) {
-                let scan = file.scan(root, path, &base, &base, chosen)?;
-                planner.add_scan(path, None, scan, None, None);
-            }
+            let scan = file.scan(root, path, &base, &base, chosen)?;
+            planner.add_scan(path, None, scan, None, None);
         }
-        for build in &builds {
+        for (build, slot) in builds.iter().zip(slots) {
             // The scan, and whether the built-in frontend must take heredocs.
             let (found, heredocs, path, inline_at) = match &build.dockerfile {
-                Source::File(path) => match dockerfiles.get_mut(path) {
+                Source::File(path) => match slot.map(|slot| dockerfiles.at_mut(slot)) {
                     Some(found) => {
                         let chosen = chosen || build.platform_chosen;
-                        let scan = found.scan(root, path, &build.options, &base, chosen)?;
+                        let options = build.options.as_deref().unwrap_or(&base);
+                        let scan = found.scan(root, path, options, &base, chosen)?;
                         (scan, found.heredocs, path, None)
                     }
                     None => {
@@ -386,7 +404,8 @@ impl Plan {
                 },
                 Source::Inline { path, line, .. } => {
                     let file = &inline[&(path.clone(), *line)];
-                    let scan = scan_for_os(file, &build.options, chosen || build.platform_chosen)
+                    let options = build.options.as_deref().unwrap_or(&base);
+                    let scan = scan_for_os(file, options, chosen || build.platform_chosen)
                         .map_err(|e| inline_error(root, build, path, *line, &e))?;
                     (scan, builtin_heredocs(file), path, Some(*line))
                 }
@@ -433,7 +452,7 @@ impl Plan {
                     .into_iter()
                     .collect(),
             });
-        plan.dockerfiles = found;
+        plan.dockerfiles = dockerfiles.paths;
         plan.compose = projects;
         plan.config = config;
         plan.services = services;
@@ -498,18 +517,32 @@ impl PlannedImage {
 
 impl ScanOptions {
     /// These options for one build: its args over the tree-wide ones (those given to
-    /// the whole run win, as `--build-arg` does), and its platform.
-    fn for_build(&self, args: &BTreeMap<String, String>, platform: Option<&str>) -> ScanOptions {
+    /// the whole run win, as `--build-arg` does), its platform and its named contexts;
+    /// `None` when they are these options unchanged.
+    fn for_build(
+        &self,
+        args: &BTreeMap<String, String>,
+        platform: Option<&str>,
+        named_contexts: impl FnOnce() -> BTreeMap<String, NamedContext>,
+    ) -> Option<Box<ScanOptions>> {
+        let platform = platform
+            .and_then(|p| p.parse::<Platform>().ok())
+            .filter(|p| *p != self.target_platform);
+        let named_contexts = named_contexts();
+        if args.is_empty() && platform.is_none() && named_contexts == self.named_contexts {
+            return None;
+        }
         let mut options = self.clone();
         if !args.is_empty() {
             let mut merged = args.clone();
             merged.extend(self.build_args.clone());
             options.build_args = merged;
         }
-        if let Some(p) = platform.and_then(|p| p.parse().ok()) {
+        if let Some(p) = platform {
             options.target_platform = p;
         }
-        options
+        options.named_contexts = named_contexts;
+        Some(Box::new(options))
     }
 }
 
@@ -526,8 +559,15 @@ struct Found {
 
 impl Found {
     fn new(file: &Dockerfile, base: &ScanOptions, chosen: bool) -> Found {
+        // Held until the walk ends: without the room its vectors grew into (a third of
+        // a big tree's memory, and memory first touched is a plan's biggest cost).
+        let scan = scan_for_os(file, base, chosen).map(|mut scan| {
+            scan.images.shrink_to_fit();
+            scan.stages.shrink_to_fit();
+            scan
+        });
         Found {
-            base: Some(scan_for_os(file, base, chosen)),
+            base: Some(scan),
             heredocs: builtin_heredocs(file),
         }
     }
@@ -569,15 +609,67 @@ fn scan_for_os(
 ) -> Result<ImageScan, DockerfileError> {
     let scan = file.scan(options)?;
     let windows = !chosen
-        && options.target_platform.os != "windows"
+        && options.target_platform.os() != "windows"
         && scan.images.iter().any(|u| u.reference.names_windows());
     if !windows {
         return Ok(scan);
     }
     let mut for_windows = options.clone();
     for_windows.target_platform =
-        Platform::new("windows", &options.target_platform.architecture, None);
+        Platform::new("windows", options.target_platform.architecture(), None);
     file.scan(&for_windows)
+}
+
+/// The Dockerfiles of the tree with their scans: those the walk found, in path order,
+/// and those only a build names.
+struct Dockerfiles {
+    /// Found by the walk, sorted with [`path_order`].
+    paths: Vec<PathBuf>,
+    /// Their scans, by index.
+    found: Vec<Found>,
+    /// Whether a build uses each, by index.
+    built: Vec<bool>,
+    /// Named by a build, not found by the walk (`docker/build.df`).
+    extra: Vec<(PathBuf, Found)>,
+}
+
+/// Where a Dockerfile is among [`Dockerfiles`].
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Walked(usize),
+    Extra(usize),
+}
+
+impl Dockerfiles {
+    /// `path`'s slot; `after`: the walked one found last (builds come nearly in path
+    /// order, so the next one is tried first).
+    fn slot(&self, path: &Path, after: Option<usize>) -> Option<Slot> {
+        let next = after.map_or(0, |at| at + 1);
+        let hinted = self
+            .paths
+            .get(next)
+            .filter(|p| p.as_os_str() == path.as_os_str())
+            .map(|_| next);
+        let walked = hinted
+            .or_else(|| self.paths.binary_search_by(|p| path_order(p, path)).ok())
+            // A path written another way (`a//Dockerfile`) is the same file.
+            .or_else(|| self.paths.iter().position(|p| p == path));
+        match walked {
+            Some(at) => Some(Slot::Walked(at)),
+            None => self
+                .extra
+                .iter()
+                .position(|(p, _)| p == path)
+                .map(Slot::Extra),
+        }
+    }
+
+    fn at_mut(&mut self, slot: Slot) -> &mut Found {
+        match slot {
+            Slot::Walked(at) => &mut self.found[at],
+            Slot::Extra(at) => &mut self.extra[at].1,
+        }
+    }
 }
 
 type Parsed = Vec<(PathBuf, Result<Found, PlanError>)>;
@@ -643,7 +735,11 @@ fn read_dockerfile(root: &Path, path: &Path) -> Result<Dockerfile, PlanError> {
         path: openable(root, path),
         source,
     })?;
-    let text = String::from_utf8_lossy(&bytes);
+    // Valid UTF-8 (nearly always) is checked the fast way, not chunk by chunk.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(&bytes),
+    };
     Dockerfile::parse(&text).map_err(|source| PlanError::Dockerfile {
         path: openable(root, path),
         source,

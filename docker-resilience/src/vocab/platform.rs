@@ -1,5 +1,6 @@
 //! Target and build platforms (`linux/amd64`), and BuildKit's automatic platform args.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -8,14 +9,28 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// An OCI platform: operating system, architecture and optional variant, normalized as
 /// containerd does (`linux/arm64/v8` is `linux/arm64`, `linux/arm` is `linux/arm/v7`,
 /// `x86_64` is `amd64`). Shown and serialized as `os/arch[/variant]`.
+///
+/// The usual names are held as static text, so a copy of a platform allocates
+/// nothing (a plan of a big tree makes hundreds of thousands of them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Platform {
-    /// Operating system, e.g. `linux`.
-    pub os: String,
-    /// Architecture in Go's naming, e.g. `amd64`, `arm64`.
-    pub architecture: String,
-    /// Variant, e.g. `v7` for `linux/arm/v7`.
-    pub variant: Option<String>,
+    os: Cow<'static, str>,
+    architecture: Cow<'static, str>,
+    variant: Option<Cow<'static, str>>,
+}
+
+/// Names platforms usually have, held as static text.
+const KNOWN: [&str; 17] = [
+    "linux", "windows", "darwin", "freebsd", "amd64", "arm64", "arm", "386", "ppc64le", "s390x",
+    "riscv64", "mips64le", "v5", "v6", "v7", "v8", "wasm",
+];
+
+/// `name` lower-cased, as static text when it is a usual one.
+fn known(name: &str) -> Cow<'static, str> {
+    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_ascii_lowercase()),
+    }
 }
 
 impl Platform {
@@ -36,19 +51,17 @@ impl Platform {
 
     /// A platform from its parts, normalized.
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
-        let os = os.to_ascii_lowercase();
-        let architecture = match architecture.to_ascii_lowercase().as_str() {
-            "x86_64" | "x86-64" => "amd64".to_owned(),
-            "aarch64" => "arm64".to_owned(),
-            "i386" | "i686" => "386".to_owned(),
-            other => other.to_owned(),
+        let os = known(os);
+        let architecture = match known(architecture) {
+            a if a == "x86_64" || a == "x86-64" => Cow::Borrowed("amd64"),
+            a if a == "aarch64" => Cow::Borrowed("arm64"),
+            a if a == "i386" || a == "i686" => Cow::Borrowed("386"),
+            other => other,
         };
-        let variant = variant
-            .filter(|v| !v.is_empty())
-            .map(str::to_ascii_lowercase);
-        let variant = match (architecture.as_str(), variant) {
+        let variant = variant.filter(|v| !v.is_empty()).map(known);
+        let variant = match (&*architecture, variant) {
             ("arm64", Some(v)) if v == "v8" => None,
-            ("arm", None) => Some("v7".to_owned()),
+            ("arm", None) => Some(Cow::Borrowed("v7")),
             (_, v) => v,
         };
         Platform {
@@ -58,14 +71,29 @@ impl Platform {
         }
     }
 
+    /// Operating system, e.g. `linux`.
+    pub fn os(&self) -> &str {
+        &self.os
+    }
+
+    /// Architecture in Go's naming, e.g. `amd64`, `arm64`.
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// Variant, e.g. `v7` for `linux/arm/v7`.
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_deref()
+    }
+
     /// The value of one of the automatic args BuildKit defines for a platform, by the
     /// name after its `BUILD`/`TARGET` prefix: `PLATFORM`, `OS`, `ARCH`, `VARIANT`.
     pub fn arg(&self, field: &str) -> Option<String> {
         match field {
             "PLATFORM" => Some(self.to_string()),
-            "OS" => Some(self.os.clone()),
-            "ARCH" => Some(self.architecture.clone()),
-            "VARIANT" => Some(self.variant.clone().unwrap_or_default()),
+            "OS" => Some(self.os.to_string()),
+            "ARCH" => Some(self.architecture.to_string()),
+            "VARIANT" => Some(self.variant().unwrap_or_default().to_owned()),
             _ => None,
         }
     }
@@ -136,7 +164,7 @@ mod tests {
         let p: Platform = "linux/arm64".parse().unwrap();
         assert_eq!(p.to_string(), "linux/arm64");
         let p: Platform = "linux/arm/v7".parse().unwrap();
-        assert_eq!(p.variant.as_deref(), Some("v7"));
+        assert_eq!(p.variant(), Some("v7"));
         assert!("linux".parse::<Platform>().is_err());
         let p: Platform = "linux/arm64/v8".parse().unwrap();
         assert_eq!(p.to_string(), "linux/arm64");

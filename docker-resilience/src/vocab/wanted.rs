@@ -31,7 +31,7 @@ impl Wanted {
     pub fn named(reference: ImageReference) -> Self {
         let platform = reference
             .names_windows()
-            .then(|| Platform::new("windows", &Platform::host().architecture, None));
+            .then(|| Platform::new("windows", Platform::host().architecture(), None));
         Wanted {
             reference,
             platform,
@@ -56,7 +56,7 @@ mod tests {
     fn a_named_windows_image_is_wanted_for_windows() {
         let named = |s: &str| Wanted::named(s.parse().expect("reference"));
         let windows = named("mcr.microsoft.com/windows/servercore:ltsc2022");
-        assert_eq!(windows.platform.map(|p| p.os), Some("windows".to_owned()));
+        assert_eq!(windows.platform.as_ref().map(Platform::os), Some("windows"));
         assert_eq!(named("redis:7-alpine").platform, None);
     }
 }

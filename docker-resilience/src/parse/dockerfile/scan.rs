@@ -374,7 +374,7 @@ impl<'a> Scanner<'a> {
         text: &str,
         platform: Platform,
     ) -> Result<(), DockerfileError> {
-        let reference = ImageReference::parse(text)
+        let reference = parse_reference(text)
             .map_err(|source| DockerfileError::InvalidReference { line, source })?;
         let stage = self.out.stages.len().checked_sub(1);
         self.out.images.push(ImageUse {
@@ -409,6 +409,31 @@ impl<'a> Scanner<'a> {
             message: format!("cannot resolve image `{written}`: {error}"),
         });
     }
+}
+
+/// [`ImageReference::parse`], remembered per thread: a tree names a few dozen images
+/// thousands of times, and a copy of a parsed one shares its text instead of
+/// allocating it again.
+fn parse_reference(text: &str) -> Result<ImageReference, crate::vocab::ReferenceError> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    /// Enough for any real tree's distinct images; past it the memory starts over.
+    const REMEMBERED: usize = 4096;
+    thread_local! {
+        static PARSED: RefCell<HashMap<Box<str>, ImageReference>> = RefCell::default();
+    }
+    PARSED.with(|parsed| {
+        let mut parsed = parsed.borrow_mut();
+        if let Some(reference) = parsed.get(text) {
+            return Ok(reference.clone());
+        }
+        let reference = ImageReference::parse(text)?;
+        if parsed.len() >= REMEMBERED {
+            parsed.clear();
+        }
+        parsed.insert(text.into(), reference.clone());
+        Ok(reference)
+    })
 }
 
 /// The `from=` field of a `--mount` value (comma-separated, fields may be quoted).
