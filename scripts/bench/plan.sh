@@ -18,6 +18,9 @@ tree=${TREE:-$(mktemp -d)/tree}
 cargo build --release -q -p docker-resilience-cli --manifest-path "$repo/Cargo.toml"
 drbuild="${CARGO_TARGET_DIR:-$repo/target}/release/drbuild"
 python3 "$here/gen_tree.py" "$tree" "$n"
+# The tree just written is still being written back: on 2 cores the flusher takes a
+# core from whichever command runs first.
+sync
 
 images=$("$drbuild" plan "$tree" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(len(d["images"]), len(d["warnings"]))')
 echo "tree: $n Dockerfiles; drbuild plan found (images, warnings): $images"
