@@ -12,12 +12,19 @@ fn drbuild(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// `text` written to a file `name` in a new temporary directory (kept while the
+/// directory lives).
+fn written(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
+}
+
 /// What bash's completion offers for the words typed so far (the last one being
 /// completed), with the script loaded as `source <(drbuild completions bash)` does.
 fn bash_complete(script: &str, words: &[&str]) -> Vec<String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("drbuild.bash");
-    std::fs::write(&path, script).expect("write");
+    let (_dir, path) = written("drbuild.bash", script);
     let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
     let line = words.join(" ");
     let program = format!(
@@ -81,9 +88,7 @@ fn the_man_page_renders() {
     if Command::new("man").arg("--version").output().is_err() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("drbuild.1");
-    std::fs::write(&path, &page).expect("write");
+    let (_dir, path) = written("drbuild.1", &page);
     let out = Command::new("man")
         .arg("-l")
         .arg(&path)

@@ -55,13 +55,8 @@ impl Build {
         services: &ServiceSet,
         base: &ScanOptions,
     ) -> Vec<Build> {
-        let compose_builds: usize = projects
-            .iter()
-            .flat_map(|p| p.services.values())
-            .filter_map(|s| s.build.as_ref())
-            .map(|b| b.platforms.len().max(1))
-            .sum();
-        let mut out = Vec::with_capacity(services.services.len() + compose_builds);
+        // Sized for the services (a tree's builds are mostly theirs).
+        let mut out = Vec::with_capacity(services.services.len());
         let mut next_id = 0;
         let mut id = || {
             next_id += 1;
@@ -76,9 +71,11 @@ impl Build {
                 by_definition.insert(defined_in.clone(), key.clone());
                 continue;
             }
-            let options = base.for_build(&service.args, service.platform.as_deref(), || {
-                service.named_contexts.clone()
-            });
+            let options = base.for_build(
+                &service.args,
+                service.platform.as_deref(),
+                service.named_contexts.clone(),
+            );
             let produces = match services.origin {
                 ServiceOrigin::Directories => None,
                 _ => ImageReference::parse(&service.image).ok(),
@@ -135,9 +132,11 @@ impl Build {
                 }
                 let build_id = id();
                 for (i, platform) in platforms.iter().enumerate() {
-                    let options = base.for_build(&args, platform.as_deref(), || {
-                        named_contexts(project, &build.additional_contexts)
-                    });
+                    let options = base.for_build(
+                        &args,
+                        platform.as_deref(),
+                        named_contexts(project, &build.additional_contexts),
+                    );
                     out.push(Build {
                         id: build_id,
                         service: service.name.clone(),

@@ -238,18 +238,16 @@ impl Plan {
         // The platform nothing chose is the host's, unless a Dockerfile is for Windows.
         let chosen = options.platform.is_some();
         let (parsed, compose_files) = read_tree(root, &options.discover, &base, chosen);
-        let mut found: Vec<PathBuf> = Vec::with_capacity(parsed.len());
-        let mut scans: Vec<Found> = Vec::with_capacity(parsed.len());
-        for (path, result) in parsed {
-            found.push(path);
-            scans.push(result?);
-        }
         let mut dockerfiles = Dockerfiles {
-            paths: found,
-            found: scans,
-            built: Vec::new(),
+            paths: Vec::with_capacity(parsed.len()),
+            found: Vec::with_capacity(parsed.len()),
+            built: vec![false; parsed.len()],
             extra: Vec::new(),
         };
+        for (path, result) in parsed {
+            dockerfiles.paths.push(path);
+            dockerfiles.found.push(result?);
+        }
         tracing::debug!(
             "plan: walked {} Dockerfiles and {} compose files",
             dockerfiles.paths.len(),
@@ -311,7 +309,6 @@ impl Plan {
         // Where each build's Dockerfile is; which of the walk's the builds use.
         let mut slots: Vec<Option<Slot>> = Vec::with_capacity(builds.len());
         let mut last = None;
-        dockerfiles.built = vec![false; dockerfiles.paths.len()];
         for build in &builds {
             let mut slot = None;
             match &build.dockerfile {
@@ -523,12 +520,11 @@ impl ScanOptions {
         &self,
         args: &BTreeMap<String, String>,
         platform: Option<&str>,
-        named_contexts: impl FnOnce() -> BTreeMap<String, NamedContext>,
+        named_contexts: BTreeMap<String, NamedContext>,
     ) -> Option<Box<ScanOptions>> {
         let platform = platform
             .and_then(|p| p.parse::<Platform>().ok())
             .filter(|p| *p != self.target_platform);
-        let named_contexts = named_contexts();
         if args.is_empty() && platform.is_none() && named_contexts == self.named_contexts {
             return None;
         }
@@ -621,7 +617,8 @@ fn scan_for_os(
 }
 
 /// The Dockerfiles of the tree with their scans: those the walk found, in path order,
-/// and those only a build names.
+/// and those only a build names. Every path here and in a build is clean (the walk's,
+/// and [`crate::vocab::clean_path`]'s for the others): one file has one spelling.
 struct Dockerfiles {
     /// Found by the walk, sorted with [`path_order`].
     paths: Vec<PathBuf>,
@@ -650,10 +647,7 @@ impl Dockerfiles {
             .get(next)
             .filter(|p| p.as_os_str() == path.as_os_str())
             .map(|_| next);
-        let walked = hinted
-            .or_else(|| self.paths.binary_search_by(|p| path_order(p, path)).ok())
-            // A path written another way (`a//Dockerfile`) is the same file.
-            .or_else(|| self.paths.iter().position(|p| p == path));
+        let walked = hinted.or_else(|| self.paths.binary_search_by(|p| path_order(p, path)).ok());
         match walked {
             Some(at) => Some(Slot::Walked(at)),
             None => self
