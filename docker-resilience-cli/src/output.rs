@@ -117,12 +117,20 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 impl std::io::Write for LineChunks {
+    // serde_json writes a token at a time: inlined, that is a copy and a compare.
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         self.pending.extend_from_slice(buf);
         if self.pending.len() >= Self::CHUNK {
             self.emit_lines();
         }
-        Ok(buf.len())
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

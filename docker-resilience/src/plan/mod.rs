@@ -372,22 +372,31 @@ impl Plan {
             .filter(|b| b.dockerfile_inline.is_some())
             .map(|b| b.dockerfile.clone())
             .collect();
-        for ((path, file), built) in dockerfiles
-            .paths
-            .iter()
-            .zip(&mut dockerfiles.found)
-            .zip(&dockerfiles.built)
-        {
+        // Each scan to add, taken from the walk's (or made again for a build's own
+        // options); then added on as many threads as the walk had.
+        let mut jobs = Vec::with_capacity(builds.len());
+        let Dockerfiles {
+            paths,
+            found,
+            built,
+            extra,
+        } = &mut dockerfiles;
+        for ((path, file), built) in paths.iter().zip(found.iter_mut()).zip(built.iter()) {
             if *built || superseded.contains(path) {
                 continue;
             }
             let scan = file.scan(root, path, &base, &base, chosen)?;
-            planner.add_scan(path, None, scan, None, None);
+            jobs.push(Job {
+                path,
+                build: None,
+                scan,
+                heredocs: false,
+                inline_at: None,
+            });
         }
         for (build, slot) in builds.iter().zip(slots) {
-            // The scan, and whether the built-in frontend must take heredocs.
-            let (found, heredocs, path, inline_at) = match &build.dockerfile {
-                Source::File(path) => match slot.map(|slot| dockerfiles.at_mut(slot)) {
+            let (scan, heredocs, path, inline_at) = match &build.dockerfile {
+                Source::File(path) => match slot.map(|slot| Dockerfiles::at(found, extra, slot)) {
                     Some(found) => {
                         let chosen = chosen || build.platform_chosen;
                         let options = build.options.as_deref().unwrap_or(&base);
@@ -407,35 +416,28 @@ impl Plan {
                     (scan, builtin_heredocs(file), path, Some(*line))
                 }
             };
-            let needed = match &build.target {
-                Some(target) => match found.needed_stages(Some(target)) {
-                    Some(stages) => Some(stages),
-                    None => {
-                        planner.warn(
-                            build,
-                            format!("target stage `{target}` is not in `{}`", path.display()),
-                        );
-                        None
-                    }
-                },
-                None => None,
-            };
-            if let Some(name) = &build.service_key {
-                if let Some(service) = services.services.get_mut(name) {
-                    service.has_heredocs = heredocs;
-                    service.uses = found
-                        .images
-                        .iter()
-                        .filter(|u| Planner::is_needed(u, needed.as_ref()))
-                        .map(|u| u.reference.clone())
-                        .collect();
-                }
+            jobs.push(Job {
+                path,
+                build: Some(build),
+                scan,
+                heredocs,
+                inline_at,
+            });
+        }
+        for (key, heredocs, uses) in planner.add_jobs(jobs, options.discover.threads) {
+            if let Some(service) = services.services.get_mut(key) {
+                service.has_heredocs = heredocs;
+                service.uses = uses;
             }
-            planner.add_scan(path, Some(build.id), found, needed.as_ref(), inline_at);
         }
         tracing::debug!("plan: scanned");
-        services.derive_dependencies();
-        let mut plan = planner.finish();
+        // Independent, and each a few milliseconds on a big tree.
+        let mut plan = std::thread::scope(|scope| {
+            let finishing = scope.spawn(|| planner.finish());
+            services.derive_dependencies();
+            finishing.join()
+        })
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         tracing::debug!("plan: done");
         plan.profiles = origin
             .filter(|_| !profiles.iter().any(|p| p == "*"))
@@ -658,10 +660,15 @@ impl Dockerfiles {
         }
     }
 
-    fn at_mut(&mut self, slot: Slot) -> &mut Found {
+    /// The Dockerfile in `slot` (of `found` and `extra`, borrowed apart from `paths`).
+    fn at<'a>(
+        found: &'a mut [Found],
+        extra: &'a mut [(PathBuf, Found)],
+        slot: Slot,
+    ) -> &'a mut Found {
         match slot {
-            Slot::Walked(at) => &mut self.found[at],
-            Slot::Extra(at) => &mut self.extra[at].1,
+            Slot::Walked(at) => &mut found[at],
+            Slot::Extra(at) => &mut extra[at].1,
         }
     }
 }
@@ -805,6 +812,18 @@ struct Entry {
     used_on: BTreeSet<Platform>,
 }
 
+/// A scan for [`Planner::add_jobs`]: of the Dockerfile at `path`, for `build` (`None`:
+/// no service builds it).
+struct Job<'a> {
+    path: &'a Path,
+    build: Option<&'a Build>,
+    scan: ImageScan,
+    /// [`builtin_heredocs`] of its Dockerfile.
+    heredocs: bool,
+    /// The `build:` line of a `dockerfile_inline`.
+    inline_at: Option<usize>,
+}
+
 #[derive(Default)]
 struct Planner {
     images: BTreeMap<ImageReference, Entry>,
@@ -906,10 +925,122 @@ impl Planner {
         }
     }
 
+    /// Adds the scans of `jobs`, split over up to `threads` threads (0: one per core)
+    /// when there are enough to be worth it; gives each service's heredocs flag and the
+    /// images its build uses.
+    fn add_jobs<'a>(
+        &mut self,
+        jobs: Vec<Job<'a>>,
+        threads: usize,
+    ) -> Vec<(&'a str, bool, Vec<ImageReference>)> {
+        /// Below this many scans a thread costs more than it saves.
+        const PER_THREAD: usize = 1024;
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+        .min(jobs.len() / PER_THREAD)
+        .max(1);
+        if threads == 1 {
+            let local = std::mem::take(&mut self.local);
+            let uses = self.add_part(&local, jobs);
+            self.local = local;
+            return uses;
+        }
+        let per_part = jobs.len().div_ceil(threads);
+        let mut jobs = jobs.into_iter();
+        let parts: Vec<Vec<Job<'a>>> = (0..threads)
+            .map(|_| jobs.by_ref().take(per_part).collect())
+            .collect();
+        let local = &self.local;
+        let done: Vec<(Planner, Vec<_>)> = std::thread::scope(|scope| {
+            let running: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut planner = Planner::default();
+                        let uses = planner.add_part(local, part);
+                        (planner, uses)
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut all_uses = Vec::new();
+        for (planner, uses) in done {
+            self.merge(planner);
+            all_uses.extend(uses);
+        }
+        all_uses
+    }
+
+    /// [`Planner::add_jobs`] on one thread, with the tree's `local` images.
+    fn add_part<'a>(
+        &mut self,
+        local: &BTreeMap<ImageReference, BTreeSet<usize>>,
+        jobs: Vec<Job<'a>>,
+    ) -> Vec<(&'a str, bool, Vec<ImageReference>)> {
+        let mut uses = Vec::new();
+        for job in jobs {
+            let Some(build) = job.build else {
+                self.add_scan(local, job.path, None, job.scan, None, None);
+                continue;
+            };
+            let needed = match &build.target {
+                Some(target) => match job.scan.needed_stages(Some(target)) {
+                    Some(stages) => Some(stages),
+                    None => {
+                        self.warn(
+                            build,
+                            format!("target stage `{target}` is not in `{}`", job.path.display()),
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            if let Some(key) = &build.service_key {
+                let images = job
+                    .scan
+                    .images
+                    .iter()
+                    .filter(|u| Planner::is_needed(u, needed.as_ref()))
+                    .map(|u| u.reference.clone())
+                    .collect();
+                uses.push((key.as_str(), job.heredocs, images));
+            }
+            let (path, scan, inline_at) = (job.path, job.scan, job.inline_at);
+            self.add_scan(
+                local,
+                path,
+                Some(build.id),
+                scan,
+                needed.as_ref(),
+                inline_at,
+            );
+        }
+        uses
+    }
+
+    /// Takes in what another planner found (sources are sorted when it finishes).
+    fn merge(&mut self, other: Planner) {
+        for (reference, entry) in other.images {
+            let mine = self.images.entry(reference).or_default();
+            mine.sources.extend(entry.sources);
+            mine.needed_on.extend(entry.needed_on);
+            mine.used_on.extend(entry.used_on);
+        }
+        self.warnings.extend(other.warnings);
+    }
+
     /// A scan of `path` by build `owner` (`None`: no service builds it). `needed`: the
     /// stages its target runs; `inline_at`: the `build:` line of a `dockerfile_inline`.
     fn add_scan(
         &mut self,
+        local: &BTreeMap<ImageReference, BTreeSet<usize>>,
         path: &Path,
         owner: Option<usize>,
         scan: ImageScan,
@@ -924,7 +1055,7 @@ impl Planner {
             });
         }
         for image in scan.images {
-            let built_elsewhere = match (owner, self.local.get(&image.reference)) {
+            let built_elsewhere = match (owner, local.get(&image.reference)) {
                 (Some(owner), Some(builders)) => !builders.contains(&owner),
                 _ => false,
             };
@@ -1177,5 +1308,55 @@ mod tests {
             .local
             .iter()
             .any(|l| l.to_string() == "docker.io/library/backend:1.4"));
+    }
+
+    #[test]
+    fn a_big_tree_plans_the_same_on_several_threads() {
+        // Enough scans for the planner to split them over threads.
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = services::sanitize(&dir.path().file_name().unwrap().to_string_lossy());
+        for i in 0..2300 {
+            let sub = dir.path().join(format!("d{i:04}"));
+            std::fs::create_dir(&sub).unwrap();
+            let from = match i % 5 {
+                0 => format!("{prefix}-d{:04}", i / 2),
+                1 => "${UNSET}".to_owned(),
+                n => format!("alpine:3.{n}"),
+            };
+            let text = format!(
+                "FROM {from} AS build\nFROM busybox:1.{}\nCOPY --from=build / /\n",
+                i % 3
+            );
+            std::fs::write(sub.join("Dockerfile"), &text).unwrap();
+            std::fs::write(sub.join("tools.Dockerfile"), "FROM debian:12\n").unwrap();
+        }
+        let with_threads = |threads| {
+            let mut options = PlanOptions {
+                platform: Some("linux/amd64".parse().unwrap()),
+                env: Some(BTreeMap::new()),
+                ..PlanOptions::default()
+            };
+            options.discover.threads = threads;
+            Plan::for_tree(dir.path(), &options).unwrap()
+        };
+        let (one, two) = (with_threads(1), with_threads(2));
+        assert_eq!(
+            serde_json::to_string(&one).unwrap(),
+            serde_json::to_string(&two).unwrap()
+        );
+        // alpine 3.2–3.4, busybox 1.0–1.2, debian 12, and the 460 directory services'
+        // images named (the plan does not count a directory's own name as built).
+        assert_eq!(one.images.len(), 467);
+        assert_eq!(one.warnings.len(), 460);
+        let deps = |p: &Plan| {
+            p.services
+                .services
+                .values()
+                .map(|s| (s.name.clone(), s.uses.clone(), s.depends_on.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(deps(&one), deps(&two));
+        let d10 = &one.services.services["d0010"];
+        assert!(d10.depends_on.contains("d0005"), "{d10:?}");
     }
 }

@@ -465,19 +465,24 @@ fn last_segment(repository: &str) -> &str {
     repository.rsplit('/').next().unwrap_or(repository)
 }
 
-fn sanitize(name: &str) -> String {
+pub(super) fn sanitize(name: &str) -> String {
     let s: String = name
-        .to_ascii_lowercase()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-                c
+                c.to_ascii_lowercase()
             } else {
                 '-'
             }
         })
         .collect();
-    s.trim_matches(['-', '.', '_']).to_owned()
+    let trimmed = s.trim_matches(['-', '.', '_']);
+    // One allocation for the usual name, which has nothing to trim.
+    if trimmed.len() == s.len() {
+        s
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +507,15 @@ mod tests {
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             origin: ServiceOrigin::Directories,
         }
+    }
+
+    #[test]
+    fn directory_names_as_image_names() {
+        assert_eq!(sanitize("services/Api_v2"), "services-api_v2");
+        assert_eq!(sanitize("apps/web.app"), "apps-web.app");
+        assert_eq!(sanitize("_tools/Crème/"), "tools-cr-me");
+        assert_eq!(sanitize("My Project"), "my-project");
+        assert_eq!(sanitize("--"), "");
     }
 
     #[test]
