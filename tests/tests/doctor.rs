@@ -24,6 +24,7 @@ fn healthy_test_bed_passes_with_at_most_warnings() {
     let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
     for expected in [
         "daemon",
+        "buildkit",
         "disk",
         "daemon.json",
         "proxy",
@@ -45,6 +46,17 @@ fn healthy_test_bed_passes_with_at_most_warnings() {
         .expect("upstream docker.io");
     assert_eq!(hub["status"], "warn", "{hub}");
     assert!(checks.iter().all(|c| c["status"] != "fail"), "{stdout}");
+    // Every engine of the matrix serves BuildKit's API, with a worker for the host.
+    let buildkit = checks
+        .iter()
+        .find(|c| c["name"] == "buildkit")
+        .expect("buildkit");
+    assert_eq!(buildkit["status"], "ok", "{buildkit}");
+    let message = buildkit["message"].as_str().expect("a message");
+    assert!(
+        message.contains("worker ") && message.contains("linux/amd64"),
+        "{message}"
+    );
 }
 
 #[test]

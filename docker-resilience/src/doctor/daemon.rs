@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Check, CheckStatus, DoctorOptions};
-use crate::engine::{DaemonInfo, ImageStore};
+use crate::engine::{BuildkitWorker, DaemonInfo, EngineError, ImageStore};
 use crate::parse::daemon_json::DaemonJson;
 
 /// What the daemon is (the connection worked: this check passes).
@@ -19,6 +19,46 @@ pub(super) fn daemon(info: &DaemonInfo, host: &str) -> Check {
             info.version, info.api_version, info.storage_driver, info.os, info.architecture
         ),
     )
+}
+
+/// BuildKit's API on the daemon (its gRPC endpoint): the workers and the platforms
+/// each runs natively. Without it, builds go through the classic `/build` endpoint: a
+/// warning, not a failure.
+pub(super) fn buildkit(workers: Result<Vec<BuildkitWorker>, EngineError>) -> Check {
+    let name = "buildkit";
+    match workers {
+        Ok(workers) if !workers.is_empty() => {
+            let described: Vec<String> = workers
+                .iter()
+                .map(|w| {
+                    let about: Vec<&str> = [w.executor.as_deref(), w.snapshotter.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    let about = if about.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", about.join(", "))
+                    };
+                    let platforms: Vec<String> = w.platforms.iter().map(ToString::to_string).collect();
+                    format!("worker {}{about}: {}", w.id, platforms.join(", "))
+                })
+                .collect();
+            Check::ok(name, format!("BuildKit API answers; {}", described.join("; ")))
+        }
+        Ok(_) => Check::new(
+            name,
+            CheckStatus::Warn,
+            "BuildKit API answers, with no worker",
+            Some("check the daemon's log: BuildKit failed to start its worker".into()),
+        ),
+        Err(e) => Check::new(
+            name,
+            CheckStatus::Warn,
+            e.to_string(),
+            Some("builds go through the daemon's classic /build endpoint; BuildKit is dockerd's default builder on Linux since 23.0 (`features: {buildkit: true}` in daemon.json before)".into()),
+        ),
+    }
 }
 
 /// Free space under the daemon's root, when this machine can see it.
@@ -117,6 +157,36 @@ fn daemon_json_checks(path: &Path, text: std::io::Result<String>) -> (Vec<Check>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buildkit_workers_or_why_not() {
+        let check = buildkit(Ok(vec![BuildkitWorker {
+            id: "moby".into(),
+            platforms: vec!["linux/amd64".parse().unwrap(), "linux/386".parse().unwrap()],
+            executor: None,
+            snapshotter: None,
+        }]));
+        assert_eq!(check.status, CheckStatus::Ok);
+        assert_eq!(
+            check.message,
+            "BuildKit API answers; worker moby: linux/amd64, linux/386"
+        );
+        let check = buildkit(Ok(vec![BuildkitWorker {
+            id: "j70w".into(),
+            platforms: vec!["linux/amd64/v2".parse().unwrap()],
+            executor: Some("containerd".into()),
+            snapshotter: Some("overlayfs".into()),
+        }]));
+        assert_eq!(
+            check.message,
+            "BuildKit API answers; worker j70w (containerd, overlayfs): linux/amd64/v2"
+        );
+        let check = buildkit(Err(EngineError::other(
+            "BuildKit's API at unix:///run/docker.sock: the daemon answered 404 Not Found to the upgrade to gRPC (no BuildKit there)",
+        )));
+        assert_eq!(check.status, CheckStatus::Warn);
+        assert!(check.hint.unwrap().contains("/build"));
+    }
 
     fn fixture(name: &str) -> std::io::Result<String> {
         std::fs::read_to_string(

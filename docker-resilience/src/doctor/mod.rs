@@ -159,6 +159,7 @@ pub async fn doctor(engine: &DockerEngine, plan: &Plan, options: &DoctorOptions)
         }
     };
     checks.push(daemon::daemon(&info, engine.host()));
+    checks.push(daemon::buildkit(engine.buildkit_workers().await));
     checks.push(daemon::disk(engine.host(), &info.root_dir, options));
     let (json_checks, json_mirrors) = daemon::daemon_json(&options.daemon_json);
     checks.extend(json_checks);

@@ -8,6 +8,7 @@
 //! May import: `vocab`, `support`, `registry` (credentials).
 
 mod build;
+mod buildkit;
 mod docker;
 mod progress;
 mod raw;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream};
 
+pub use buildkit::BuildkitWorker;
 pub use docker::{DaemonInfo, DockerEngine, Features};
 
 use crate::vocab::{ImageReference, Platform, SecretValue};

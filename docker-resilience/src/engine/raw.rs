@@ -1,5 +1,5 @@
 //! Requests bollard does not make: a connection to the daemon's API socket of our own
-//! (the build session's upgrade) and plain JSON GETs with query parameters bollard has
+//! (the upgrades of a build session and of BuildKit's gRPC API) and plain JSON GETs with query parameters bollard has
 //! no option for (`images/{name}/json?manifests=1`).
 
 use http_body_util::{BodyExt, Empty};
@@ -27,6 +27,52 @@ pub(super) async fn connect(host: &str) -> Result<Box<dyn Io>, String> {
     Err(format!(
         "cannot reach the daemon at {host} directly: only unix:// and tcp:// are supported"
     ))
+}
+
+/// Why [`upgrade`] did not hand a connection over.
+pub(super) enum UpgradeError {
+    /// The daemon answered, with this status instead of switching protocols.
+    Refused(hyper::StatusCode),
+    /// No answer: what failed.
+    Failed(String),
+}
+
+/// `POST path` with `headers` on the daemon at `host`, upgraded to h2c: the
+/// connection, once the daemon has switched protocols. Not over TLS.
+pub(super) async fn upgrade(
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<hyper::upgrade::Upgraded, UpgradeError> {
+    let failed = |e: &dyn std::fmt::Display| UpgradeError::Failed(format!("{host}: {e}"));
+    if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0") {
+        return Err(failed(
+            &"reached over TLS: drbuild upgrades only a unix socket or plain tcp",
+        ));
+    }
+    let io = connect(host).await.map_err(UpgradeError::Failed)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| failed(&e))?;
+    // Driven until the upgrade hands the connection over.
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut request = hyper::Request::post(path)
+        .header(hyper::header::HOST, "docker")
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "h2c");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| failed(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| failed(&e))?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(UpgradeError::Refused(response.status()));
+    }
+    hyper::upgrade::on(response).await.map_err(|e| failed(&e))
 }
 
 /// `GET path` on the daemon, its JSON answer; `None` when it answers 404.

@@ -20,12 +20,10 @@ use bollard_buildkit_proto::health::{
 };
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
-use http_body_util::Empty;
-use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::raw::connect;
+use super::raw::{upgrade, UpgradeError};
 use tonic::{Request, Response, Status};
 
 use crate::vocab::SecretValue;
@@ -56,45 +54,24 @@ impl SecretSession {
         id: &str,
         secrets: HashMap<String, SecretValue>,
     ) -> Result<SecretSession, String> {
-        if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0") {
-            return Err(
-                "build secrets need a daemon reached without TLS (unix socket or plain tcp)".into(),
-            );
-        }
-        let io = connect(host).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let mut headers = vec![
+            ("X-Docker-Expose-Session-Uuid", id),
+            ("X-Docker-Expose-Session-Name", "drbuild"),
+            ("X-Docker-Expose-Session-Sharedkey", id),
+        ];
+        headers.extend(
+            METHODS
+                .iter()
+                .map(|m| ("X-Docker-Expose-Session-Grpc-Method", *m)),
+        );
+        let upgraded = upgrade(host, "/session", &headers)
             .await
-            .map_err(|e| format!("cannot open a session on {host}: {e}"))?;
-        // The connection is driven until the upgrade hands it over.
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let mut request = hyper::Request::post("/session")
-            .header(hyper::header::HOST, "docker")
-            .header(hyper::header::CONNECTION, "Upgrade")
-            .header(hyper::header::UPGRADE, "h2c")
-            .header("X-Docker-Expose-Session-Uuid", id)
-            .header("X-Docker-Expose-Session-Name", "drbuild")
-            .header("X-Docker-Expose-Session-Sharedkey", id);
-        for method in METHODS {
-            request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
-        }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("cannot open a session: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("cannot open a session on {host}: {e}"))?;
-        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(format!(
-                "the daemon answered {} to a build session (secrets need BuildKit)",
-                response.status()
-            ));
-        }
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .map_err(|e| format!("the build session did not upgrade: {e}"))?;
+            .map_err(|e| match e {
+                UpgradeError::Refused(status) => format!(
+                    "the daemon answered {status} to a build session (secrets need BuildKit)"
+                ),
+                UpgradeError::Failed(e) => format!("cannot open a build session on {e}"),
+            })?;
         let transport = Transport(TokioIo::new(upgraded));
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
