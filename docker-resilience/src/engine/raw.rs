@@ -1,6 +1,6 @@
 //! Requests bollard does not make: a connection to the daemon's API socket of our own
-//! (the upgrades of a build session and of BuildKit's gRPC API) and plain JSON GETs with query parameters bollard has
-//! no option for (`images/{name}/json?manifests=1`).
+//! (the upgrades of a build session and of BuildKit's gRPC API) and plain JSON GETs
+//! with query parameters bollard has no option for (`images/{name}/json?manifests=1`).
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;

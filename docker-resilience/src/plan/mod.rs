@@ -941,34 +941,31 @@ impl Planner {
         }
         .min(jobs.len() / PER_THREAD)
         .max(1);
-        if threads == 1 {
-            let local = std::mem::take(&mut self.local);
-            let uses = self.add_part(&local, jobs);
-            self.local = local;
-            return uses;
-        }
         let per_part = jobs.len().div_ceil(threads);
         let mut jobs = jobs.into_iter();
         let parts: Vec<Vec<Job<'a>>> = (0..threads)
             .map(|_| jobs.by_ref().take(per_part).collect())
             .collect();
         let local = &self.local;
-        let done: Vec<(Planner, Vec<_>)> = std::thread::scope(|scope| {
-            let running: Vec<_> = parts
-                .into_iter()
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut planner = Planner::default();
-                        let uses = planner.add_part(local, part);
-                        (planner, uses)
-                    })
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let add = |part| {
+            let mut planner = Planner::default();
+            let uses = planner.add_part(local, part);
+            (planner, uses)
+        };
+        let done: Vec<(Planner, Vec<_>)> = if threads == 1 {
+            parts.into_iter().map(add).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| scope.spawn(move || add(part)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
         let mut all_uses = Vec::new();
         for (planner, uses) in done {
             self.merge(planner);
@@ -1012,14 +1009,13 @@ impl Planner {
                     .collect();
                 uses.push((key.as_str(), job.heredocs, images));
             }
-            let (path, scan, inline_at) = (job.path, job.scan, job.inline_at);
             self.add_scan(
                 local,
-                path,
+                job.path,
                 Some(build.id),
-                scan,
+                job.scan,
                 needed.as_ref(),
-                inline_at,
+                job.inline_at,
             );
         }
         uses
