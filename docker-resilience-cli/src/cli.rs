@@ -230,6 +230,11 @@ pub struct BuildFlags {
     /// Do not prefetch base images first.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// A daemon to build on (`unix:///…`, `tcp://…`); repeatable: services are spread
+    /// over them, `--jobs` each, base images prefetched into each [default: `builders`
+    /// in drbuild.yaml, else DOCKER_HOST alone].
+    #[arg(long = "builder", value_name = "HOST")]
+    pub builders: Vec<String>,
     /// A build secret for every service, mounted with `RUN --mount=type=secret,id=ID`
     /// (never in the image, nor printed): `id=ID,src=FILE` or `id=ID,env=VAR`;
     /// repeatable.
@@ -418,6 +423,7 @@ impl PullArgs {
             cache_dir: self.cache_dir.clone(),
             credentials: self.no_credentials.then_some(false),
             hosts: None,
+            builders: build.map(|b| b.builders.clone()).filter(|b| !b.is_empty()),
             parts: self.parts,
             part_threshold: self.part_threshold.map(|s| s.as_u64()),
             connections: self.connections,

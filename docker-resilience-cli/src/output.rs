@@ -419,9 +419,15 @@ pub fn build_table(report: &BuildReport) -> String {
         "SERVICE", "STATUS", "ATTEMPTS", "TIME"
     );
     for r in &report.services {
+        // With several builders, which one built it.
+        let on = r
+            .builder
+            .as_deref()
+            .map(|b| format!("  on {b}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<width$}  {:<10}  {:>8}  {:>6.1}s  {}",
+            "{:<width$}  {:<10}  {:>8}  {:>6.1}s  {}{on}",
             r.name,
             r.status.as_str(),
             r.attempts,
@@ -541,6 +547,7 @@ mod tests {
             step: None,
             last_lines: Vec::new(),
             hint: None,
+            builder: None,
         }
     }
 

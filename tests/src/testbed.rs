@@ -162,6 +162,11 @@ impl Testbed {
     pub fn heredocs(&self) -> bool {
         !self.engine.starts_with("20.")
     }
+
+    /// Whether the daemon's built-in Dockerfile frontend takes named contexts (Docker 23+).
+    pub fn named_contexts(&self) -> bool {
+        !self.engine.starts_with("20.")
+    }
 }
 
 impl Session<'_> {
@@ -253,6 +258,25 @@ impl Session<'_> {
             .env("DOCKER_HOST", &self.bed.site_host)
             .output()
             .expect("run docker")
+    }
+
+    /// Copies `image` from the test daemon to the site daemon (`docker save | docker
+    /// load`).
+    pub fn copy_to_site(&self, image: &str) {
+        let moved = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "'{cli}' -H '{a}' save '{image}' | '{cli}' -H '{b}' load",
+                cli = self.bed.docker_cli.display(),
+                a = self.bed.docker_host,
+                b = self.bed.site_host
+            ))
+            .output()
+            .expect("docker save | docker load");
+        assert!(
+            moved.status.success(),
+            "{image} to the site daemon: {moved:?}"
+        );
     }
 
     /// Empties the LAN registry.

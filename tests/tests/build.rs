@@ -6,6 +6,20 @@ use serde_json::Value;
 
 const QUICK: [&str; 4] = ["--retry-delay", "100ms", "--retry-max-delay", "1s"];
 
+/// The demo monorepo's bases and some of its built images: removed before a run that
+/// must fetch and build them.
+const DEMO_IMAGES: [&str; 9] = [
+    "ubuntu:22.04",
+    "nginx:stable",
+    "alpine:latest",
+    "golang:1.21-alpine",
+    "node:18-alpine",
+    "python:3.11-slim",
+    "ai-infra-backend:v0.3.6-dev",
+    "ai-infra-backend-init:v0.3.6-dev",
+    "ai-infra-nginx:v0.3.6-dev",
+];
+
 fn build_json(bed: &Session<'_>, args: &[&str]) -> (i32, Value, String) {
     let mut all = args.to_vec();
     all.push("--json");
@@ -56,17 +70,7 @@ fn demo_monorepo_builds_in_dependency_order_under_manifest_faults() {
     let bed = Testbed::get();
     let root = repo_root().join("examples/demo-monorepo");
     let root = root.to_str().expect("utf-8");
-    bed.remove_images(&[
-        "ubuntu:22.04",
-        "nginx:stable",
-        "alpine:latest",
-        "golang:1.21-alpine",
-        "node:18-alpine",
-        "python:3.11-slim",
-        "ai-infra-backend:v0.3.6-dev",
-        "ai-infra-backend-init:v0.3.6-dev",
-        "ai-infra-nginx:v0.3.6-dev",
-    ]);
+    bed.remove_images(&DEMO_IMAGES);
     bed.set_faults(&Config::manifest_faults(5, 0.3));
     let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
     let faults = bed.stats().total_faults();
@@ -93,6 +97,72 @@ fn demo_monorepo_builds_in_dependency_order_under_manifest_faults() {
     ] {
         assert!(bed.has_image(image), "{image}");
     }
+}
+
+/// After a prefetch, a build asks no registry: not for a base, not for an image that
+/// another service built (through Docker's `/build`, BuildKit on the containerd store
+/// resolves every tag at the registry first).
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn after_a_prefetch_builds_ask_no_registry_and_need_no_mirror() {
+    let bed = Testbed::get();
+    let root = repo_root().join("examples/demo-monorepo");
+    let root = root.to_str().expect("utf-8");
+    bed.remove_images(&DEMO_IMAGES);
+    let (code, doc, stderr) = bed.drbuild_json(&["prefetch", root, "--json"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    bed.reset_faults();
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
+    let log = bed.log();
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["built"], 6, "{doc}");
+    let requests: Vec<String> = log
+        .iter()
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    // Built through BuildKit's own API, images are used as the daemon holds them before
+    // any registry is asked (`image-resolve-mode=local`), on every store.
+    assert!(
+        requests.is_empty(),
+        "the build asked the registry: {requests:#?}"
+    );
+
+    // Through Docker's `/build` API, the bases are pinned to what the daemon holds: no
+    // tag is resolved. BuildKit on the containerd store still looks an image up by
+    // digest when its content came from no registry it trusts (built here, or
+    // delivered through drbuild's handoff registry), then uses the one it holds; a
+    // registry cannot answer a digest with another image.
+    bed.reset_faults();
+    let (code, stdout, stderr) = bed.drbuild_env(
+        &["build-all", root, "--force", "--json"],
+        &[("DRBUILD_BUILD_API", "build")],
+    );
+    let log = bed.log();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("`/build` API: DRBUILD_BUILD_API=build"),
+        "{stderr}"
+    );
+    let by_digest = |e: &docker_resilience_tests::faultproxy::LogEntry| {
+        bed.containerd_store()
+            && (e.path.contains("/manifests/sha256:") || e.path.contains("/blobs/sha256:"))
+    };
+    assert!(log.iter().all(by_digest), "{log:#?}");
+
+    // The mirror (the daemon's only way to a registry) down: the same build still builds.
+    bed.set_faults(&Config {
+        down: true,
+        ..Config::default()
+    });
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
+    let log = bed.log();
+    bed.reset_faults();
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert_eq!(doc["summary"]["built"], 6, "{doc}");
+    assert!(log.is_empty(), "{log:#?}");
 }
 
 #[test]
@@ -440,14 +510,13 @@ fn compose_inline_own_base_and_target_build() {
     );
     let history = bed.docker(&["history", "--no-trunc", "drbuild-e2e-inline:1"]);
     let history = String::from_utf8_lossy(&history.stdout);
-    // The graph-driver store's BuildKit prefers the local `alpine:3.18` (the base
-    // service's build); the containerd store's resolves the tag at the registry first
-    // and uses the registry's (moby/moby#49542), as `docker build` does there.
-    let local_base = history.contains("own-base");
-    assert_eq!(
-        local_base,
-        !bed.containerd_store(),
-        "which base the app was built on: {history}\n{stderr}"
+    // The app is built on the local `alpine:3.18` (the base service's build) on every
+    // store: the graph driver's BuildKit prefers it, and on the containerd store, where
+    // BuildKit resolves a tag at the registry first and would use the registry's
+    // (moby/moby#49542, as `docker build` does there), drbuild pins it by digest.
+    assert!(
+        history.contains("own-base"),
+        "the app was not built on the base service's image: {history}\n{stderr}"
     );
     assert!(history.contains("hello.txt"), "{history}");
     bed.remove_images(&["alpine:3.18", "drbuild-e2e-inline:1"]);
@@ -455,8 +524,7 @@ fn compose_inline_own_base_and_target_build() {
 
 /// Compose `additional_contexts` that are images build through Docker's `/build` API:
 /// `service:base` is the image the `base` service builds (built first), and
-/// `docker-image://busybox:1.36` serves `COPY --from` and `RUN --mount=from`. A context
-/// that is a directory fails once, saying what to do.
+/// `docker-image://busybox:1.36` serves `COPY --from` and `RUN --mount=from`.
 #[test]
 #[cfg_attr(
     not(feature = "e2e"),
@@ -529,31 +597,332 @@ fn compose_image_contexts_build() {
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(history.contains("/tools-busybox"), "{history}");
     bed.remove_images(&made);
+}
 
-    // A directory context: refused once, with what to do.
-    let other = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(other.path().join("assets")).unwrap();
+/// Through BuildKit's own API, a build takes a directory as a named context, and its
+/// files are served by drbuild's session with each `.dockerignore` applied: the
+/// context's, and the named directory's own. A daemon whose Dockerfile frontend takes
+/// no named contexts (20.10) fails once, naming itself.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn directory_contexts_build_with_every_dockerignore_applied() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (path, text) in [
+        ("app/main.txt", "main"),
+        ("app/secret.txt", "do not send"),
+        ("app/node_modules/dep.js", "dep"),
+        ("app/node_modules/keep.txt", "kept"),
+        (
+            "app/.dockerignore",
+            "secret.txt\nnode_modules\n!node_modules/keep.txt\n",
+        ),
+        ("assets/logo.txt", "logo"),
+        ("assets/draft.txt", "draft"),
+        ("assets/.dockerignore", "draft.txt\n"),
+        (
+            "app/Dockerfile",
+            "FROM alpine:3.18\nCOPY . /ctx\nCOPY --from=assets / /assets\n\
+             COPY --from=tools /bin/busybox /tools-busybox\n",
+        ),
+        (
+            "compose.yaml",
+            "services:\n  docs:\n    image: drbuild-e2e-ctxdir:1\n    build:\n      \
+             context: ./app\n      additional_contexts:\n        assets: ./assets\n        \
+             tools: docker-image://busybox:1.36\n",
+        ),
+    ] {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let image = "drbuild-e2e-ctxdir:1";
+    bed.remove_images(&[image]);
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root.to_str().unwrap(), "--force"]);
+    let docs = service(&doc, "docs");
+    if !bed.named_contexts() {
+        assert_eq!(code, 1, "{doc}");
+        assert_eq!(docs["attempts"], 1, "{doc}");
+        let error = docs["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("`assets`")
+                && error.contains("Docker 20.10")
+                && error.contains("takes no named contexts"),
+            "{doc}\n{stderr}"
+        );
+        return;
+    }
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let listing = bed.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        "find /ctx /assets -type f | sort; test -x /tools-busybox && echo tools",
+    ]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let files: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        files,
+        [
+            "/assets/.dockerignore",
+            "/assets/logo.txt",
+            "/ctx/.dockerignore",
+            "/ctx/Dockerfile",
+            "/ctx/main.txt",
+            "/ctx/node_modules/keep.txt",
+            "tools",
+        ],
+        "{stderr}"
+    );
+    bed.remove_images(&[image]);
+}
+
+/// `drbuild.yaml` `contexts:` of each kind in one build: a directory, `target:` (another
+/// service's image, built first) and `docker-image://`; the image holds files from each.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_directory_a_target_and_an_image_context_build_into_one_image() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (path, text) in [
+        ("assets/logo.txt", "logo\n"),
+        (
+            "base/Dockerfile",
+            "FROM alpine:3.18\nRUN echo from-base > /base.txt\n",
+        ),
+        (
+            "app/Dockerfile",
+            "FROM alpine:3.18\nCOPY --from=assets logo.txt /from-dir.txt\n\
+             COPY --from=base /base.txt /from-target.txt\n\
+             COPY --from=tools /bin/busybox /from-image\n",
+        ),
+        (
+            "drbuild.yaml",
+            "services:\n  base:\n    image: drbuild-e2e-ctx3-base:1\n  app:\n    \
+             image: drbuild-e2e-ctx3:1\n    contexts:\n      assets: ./assets\n      \
+             base: target:base\n      tools: docker-image://busybox:1.36\n",
+        ),
+    ] {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let made = ["drbuild-e2e-ctx3-base:1", "drbuild-e2e-ctx3:1"];
+    bed.remove_images(&made);
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root.to_str().unwrap(), "--force"]);
+    if !bed.named_contexts() {
+        assert_eq!(code, 1, "{doc}");
+        assert_eq!(service(&doc, "base")["status"], "built", "{doc}");
+        let error = service(&doc, "app")["error"].as_str().unwrap_or_default();
+        assert!(error.contains("takes no named contexts"), "{doc}\n{stderr}");
+        bed.remove_images(&made);
+        return;
+    }
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert!(
+        finished_at(&stderr, "base") < started_at(&stderr, "app"),
+        "{stderr}"
+    );
+    let out = bed.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        made[1],
+        "sh",
+        "-c",
+        "cat /from-dir.txt /from-target.txt; test -x /from-image && echo image",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["logo", "from-base", "image"],
+        "{out:?}"
+    );
+    bed.remove_images(&made);
+}
+
+/// A URL as a named context (compose `additional_contexts`) is passed to BuildKit: 26.1
+/// fetches it (here a file served on 127.0.0.1 by the test); 28.5's built-in frontend
+/// refuses it, and 20.10's takes no named contexts: each fails once, naming the daemon.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_url_context_is_fetched_by_buildkit_or_refused_naming_the_daemon() {
+    use std::io::{Read, Write};
+    let bed = Testbed::get();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&served);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { continue };
+            let mut request = [0u8; 4096];
+            let n = conn.read(&mut request).unwrap_or(0);
+            let head = String::from_utf8_lossy(&request[..n]).starts_with("HEAD");
+            let body = "served over http\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                body.len(),
+                if head { "" } else { body }
+            );
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        other.path().join("Dockerfile"),
-        "FROM alpine:3.18\nCOPY --from=assets / /assets\n",
+        dir.path().join("Dockerfile"),
+        "FROM alpine:3.18\nCOPY --from=notes notes.txt /notes.txt\n",
     )
     .unwrap();
     std::fs::write(
-        other.path().join("compose.yaml"),
-        "services:\n  docs:\n    image: drbuild-e2e-ctxdir:1\n    build:\n      context: .\n      \
-         additional_contexts:\n        assets: ./assets\n",
+        dir.path().join("compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: drbuild-e2e-url:1\n    build:\n      context: .\n      \
+             additional_contexts:\n        notes: http://127.0.0.1:{port}/notes.txt\n"
+        ),
     )
     .unwrap();
+    let image = "drbuild-e2e-url:1";
+    bed.remove_images(&[image]);
     let (code, doc, stderr) = build_json(
         &bed,
-        &["build-all", other.path().to_str().unwrap(), "--force"],
+        &["build-all", dir.path().to_str().unwrap(), "--force"],
     );
-    assert_ne!(code, 0, "{doc}");
-    let docs = service(&doc, "docs");
-    assert_eq!(docs["attempts"], 1, "{doc}");
-    let error = docs["error"].as_str().unwrap_or_default();
+    let error = service(&doc, "web")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !bed.named_contexts() {
+        assert_eq!(code, 1, "{doc}");
+        assert!(
+            error.contains("`notes`") && error.contains("takes no named contexts"),
+            "{doc}"
+        );
+        return;
+    }
+    if bed.engine.starts_with("28.5") {
+        assert_eq!(code, 1, "{doc}");
+        assert_eq!(service(&doc, "web")["attempts"], 1, "{doc}");
+        assert!(
+            error.contains("Docker 28.5")
+                && error.contains("built-in Dockerfile frontend refused its URL context `notes`"),
+            "{doc}\n{stderr}"
+        );
+        return;
+    }
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert!(served.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let out = bed.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "cat",
+        "/notes.txt",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "served over http\n",
+        "{out:?}"
+    );
+    bed.remove_images(&[image]);
+}
+
+/// A service built on daemon A with its cache exported to the LAN registry
+/// (`drbuild.yaml` `cache:`), then on an empty daemon B (the site daemon) that imports
+/// it: every `RUN` step is cached there. A graph-driver store exports no cache: said
+/// once, and the build goes on.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_registry_cache_lets_an_empty_daemon_skip_every_run_step() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let image = "drbuild-e2e-cache:1";
+    std::fs::create_dir_all(root.join("slow")).unwrap();
+    std::fs::write(
+        root.join("slow/Dockerfile"),
+        "FROM busybox:1.36\nRUN sleep 2 && echo one > /one\nRUN sleep 2 && echo two > /two\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("drbuild.yaml"),
+        format!(
+            "cache: type=registry,ref={}/drbuild-e2e-cache/{{service}},mode=max\n\
+             services:\n  slow:\n    image: {image}\n",
+            bed.lan
+        ),
+    )
+    .unwrap();
+    let root = root.to_str().unwrap();
+    bed.lan_reset();
+    bed.remove_images(&[image]);
+
+    // A: a cold build, its cache exported.
+    let (code, doc, stderr) = build_json(&bed, &["build-all", root, "--force"]);
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let cold = service(&doc, "slow")["elapsed_ms"].as_u64().unwrap();
+    assert!(cold >= 4000, "two steps that sleep 2 s took {cold} ms");
+    if !bed.containerd_store() {
+        let said = "exports no build cache (`cache-to` needs the containerd image store)";
+        assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+        return;
+    }
+
+    // B: the base alone (from A), no build cache, no image; the cache from the LAN.
+    bed.copy_to_site("busybox:1.36");
+    assert!(bed
+        .site_docker(&["builder", "prune", "-af"])
+        .status
+        .success());
+    bed.site_docker(&["image", "rm", "-f", image]);
+    let (code, stdout, stderr) = bed.drbuild_env(
+        &["build-all", root, "--no-prefetch", "--json"],
+        &[("DOCKER_HOST", bed.site_host.as_str())],
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    let warm = service(&doc, "slow")["elapsed_ms"].as_u64().unwrap();
+    for step in [
+        "RUN sleep 2 && echo one > /one",
+        "RUN sleep 2 && echo two > /two",
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(step) && l.ends_with("(cached)")),
+            "`{step}` not cached on B:\n{stderr}"
+        );
+    }
+    eprintln!("cache: A's cold build {cold} ms, B's from the LAN cache {warm} ms");
     assert!(
-        error.contains("assets") && error.contains("docker compose build"),
-        "{doc}\n{stderr}"
+        warm * 10 <= cold * 3,
+        "B took {warm} ms, A's cold build {cold} ms: more than 0.3x"
     );
+    let two = bed.site_docker(&["run", "--rm", "--network", "none", image, "cat", "/two"]);
+    assert_eq!(String::from_utf8_lossy(&two.stdout).trim(), "two");
+    bed.site_docker(&["image", "rm", "-f", image]);
+    bed.remove_images(&[image]);
 }

@@ -12,6 +12,7 @@ use crate::parse::dockerignore::{Dockerignore, DockerignoreError};
 use crate::support::chunks::blocking_stream;
 #[cfg(test)]
 use crate::support::chunks::CHUNK;
+use crate::support::slash_path;
 
 /// A build context that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -210,13 +211,6 @@ impl BuildContext {
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
         blocking_stream(move |out| self.write_tar(out).map(|_| ()))
     }
-}
-
-fn slash_path(path: &Path) -> String {
-    path.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[cfg(test)]

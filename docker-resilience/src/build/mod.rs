@@ -1,10 +1,13 @@
-//! Build: many services in dependency order, independent ones in parallel, each
-//! context streamed from disk ([`context`]), retrying only what is transient, and
-//! reporting every result.
+//! Build: many services in dependency order, independent ones in parallel, on one
+//! daemon or spread over several builders, each build sent the way its engine takes
+//! it (`inputs`: directories for BuildKit's API, a tar streamed from disk for
+//! `/build`, [`context`]), retrying only what is transient, and reporting every
+//! result.
 //!
 //! May import: `vocab`, `support`, `parse`, `config`, `plan`, `resilience`, `engine`.
 
 pub mod context;
+mod inputs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,14 +19,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::{BuildEngine, BuildError, BuildSpec, LogSink};
-use crate::parse::dockerfile::{Dockerfile, DockerfileError, NamedContext, ScanOptions};
+use crate::engine::{api_takes_network, BuildEngine, BuildError, BuildSpec, LogSink};
 use crate::plan::{Service, ServiceError, ServiceSet};
 use crate::resilience::classify::{classify_build, Classification, ErrorClass};
 use crate::resilience::retry::{Decision, RetryPolicy};
 use crate::support::{millis, EventSink};
-use crate::vocab::SecretValue;
-use context::BuildContext;
+use crate::vocab::{Platform, SecretValue};
+use inputs::{build_dirs, tar_context};
 
 /// How to build.
 #[derive(Debug, Clone)]
@@ -163,6 +165,9 @@ pub struct ServiceResult {
     /// What to do about the failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The builder it was built on (its daemon's address), when the run had several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
 }
 
 /// Totals of a build run.
@@ -229,9 +234,10 @@ pub enum BuildEvent {
     Finished(ServiceResult),
 }
 
-/// Builds the services of a [`ServiceSet`].
+/// Builds the services of a [`ServiceSet`], on one engine or spread over several
+/// (builders, each building `jobs` services at once).
 pub struct Builder<E> {
-    engine: Arc<E>,
+    builders: Vec<(Option<String>, Arc<E>)>,
     options: BuildOptions,
     on_event: EventSink<BuildEvent>,
     cancel: CancellationToken,
@@ -245,6 +251,24 @@ impl<E> std::fmt::Debug for Builder<E> {
     }
 }
 
+/// A builder's state during a run.
+struct Slot {
+    running: usize,
+    alive: bool,
+    /// Images of this run it holds (built there, or brought there).
+    holds: BTreeSet<String>,
+    /// The platforms it builds natively (asked when there are several builders).
+    native: Vec<Platform>,
+}
+
+/// What became of a service on its builder.
+struct Done {
+    result: ServiceResult,
+    builder: usize,
+    /// The builder stopped answering: the service is to be built elsewhere.
+    builder_lost: bool,
+}
+
 impl<E: BuildEngine + 'static> Builder<E> {
     /// A builder on `engine`.
     pub fn new(engine: E, options: BuildOptions) -> Self {
@@ -254,7 +278,24 @@ impl<E: BuildEngine + 'static> Builder<E> {
     /// A builder sharing an engine with other work.
     pub fn with_shared_engine(engine: Arc<E>, options: BuildOptions) -> Self {
         Builder {
-            engine,
+            builders: vec![(None, engine)],
+            options,
+            on_event: EventSink::none(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A builder spreading services over several engines, by name (a daemon's
+    /// address), each building `jobs` at once: a service goes to a free builder, the
+    /// one holding most of what it needs first; an image of this run that a service
+    /// needs is copied to its builder; a builder that stops answering has its service
+    /// built on another.
+    pub fn on_builders(builders: Vec<(String, Arc<E>)>, options: BuildOptions) -> Self {
+        Builder {
+            builders: builders
+                .into_iter()
+                .map(|(name, engine)| (Some(name), engine))
+                .collect(),
             options,
             on_event: EventSink::none(),
             cancel: CancellationToken::new(),
@@ -273,15 +314,64 @@ impl<E: BuildEngine + 'static> Builder<E> {
         self
     }
 
+    /// The builder for `service`: alive, with a free slot, running its platform
+    /// natively when an alive builder does (else it waits for one); the one holding
+    /// most of the run's images it needs, then the least busy.
+    fn pick(
+        &self,
+        slots: &[Slot],
+        jobs: usize,
+        needs: &[&str],
+        platform: Option<&Platform>,
+    ) -> Option<usize> {
+        let native = |b: usize| platform.is_some_and(|p| slots[b].native.contains(p));
+        let any_native = (0..slots.len()).any(|b| slots[b].alive && native(b));
+        (0..slots.len())
+            .filter(|&b| slots[b].alive && slots[b].running < jobs)
+            .filter(|&b| !any_native || native(b))
+            .max_by_key(|&b| {
+                let held = needs
+                    .iter()
+                    .filter(|i| slots[b].holds.contains(**i))
+                    .count();
+                (
+                    held,
+                    std::cmp::Reverse(slots[b].running),
+                    std::cmp::Reverse(b),
+                )
+            })
+    }
+
     /// Builds every service of `set` in dependency order.
     pub async fn run(&self, set: &ServiceSet) -> Result<BuildReport, ServiceError> {
         let order = set.order()?;
         let started = Instant::now();
+        if !order.is_empty() {
+            match self.builders[0].1.builds_dirs(false).await {
+                Ok(()) => tracing::info!("builds go through BuildKit's own API"),
+                Err(why) => tracing::info!("builds go through Docker's `/build` API: {why}"),
+            }
+        }
         let jobs = self.options.jobs.max(1);
+        let mut slots: Vec<Slot> = Vec::with_capacity(self.builders.len());
+        for (_, engine) in &self.builders {
+            let native = if self.builders.len() > 1 {
+                engine.native_platforms().await
+            } else {
+                Vec::new()
+            };
+            slots.push(Slot {
+                running: 0,
+                alive: true,
+                holds: BTreeSet::new(),
+                native,
+            });
+        }
         let mut pending: Vec<String> = order.clone();
         let mut done: BTreeMap<String, ServiceResult> = BTreeMap::new();
-        let mut running: JoinSet<ServiceResult> = JoinSet::new();
-        let mut in_flight = BTreeSet::new();
+        // Where each service of the run was built.
+        let mut built_on: BTreeMap<String, usize> = BTreeMap::new();
+        let mut running: JoinSet<Done> = JoinSet::new();
         let mut stop = false;
         loop {
             let mut i = 0;
@@ -303,9 +393,12 @@ impl<E: BuildEngine + 'static> Builder<E> {
                     pending.remove(i);
                     continue;
                 }
-                if stop || self.cancel.is_cancelled() {
+                let no_builder = !slots.iter().any(|s| s.alive);
+                if stop || self.cancel.is_cancelled() || no_builder {
                     let why = if self.cancel.is_cancelled() {
                         "not built: interrupted"
+                    } else if no_builder {
+                        "not built: every builder stopped answering"
                     } else {
                         "not built: --fail-fast stopped the run"
                     };
@@ -316,17 +409,64 @@ impl<E: BuildEngine + 'static> Builder<E> {
                     continue;
                 }
                 let ready = service.depends_on.iter().all(|d| done.contains_key(d));
-                if ready && in_flight.len() < jobs {
+                // The images of this run it needs: those of the services it depends on.
+                let needs: Vec<&str> = service
+                    .depends_on
+                    .iter()
+                    .filter(|d| built_on.contains_key(*d))
+                    .map(|d| set.services[d].image.as_str())
+                    .collect();
+                let platform: Option<Platform> =
+                    service.platform.as_deref().and_then(|p| p.parse().ok());
+                let builder = if ready {
+                    self.pick(&slots, jobs, &needs, platform.as_ref())
+                } else {
+                    None
+                };
+                if let Some(b) = builder {
                     pending.remove(i);
-                    in_flight.insert(name.clone());
-                    running.spawn(build_one(
-                        Arc::clone(&self.engine),
+                    slots[b].running += 1;
+                    let engine = Arc::clone(&self.builders[b].1);
+                    let bring: Vec<(String, Option<String>, Arc<E>)> = service
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| built_on.get(d).map(|&from| (d, from)))
+                        .filter(|&(d, from)| {
+                            from != b && !slots[b].holds.contains(&set.services[d].image)
+                        })
+                        .map(|(d, from)| {
+                            let (name, engine) = &self.builders[from];
+                            (
+                                set.services[d].image.clone(),
+                                name.clone(),
+                                Arc::clone(engine),
+                            )
+                        })
+                        .collect();
+                    for (image, _, _) in &bring {
+                        slots[b].holds.insert(image.clone());
+                    }
+                    let several = self.builders.len() > 1;
+                    let builder_name = self.builders[b].0.clone();
+                    let task = build_one(
+                        engine,
                         set.root.clone(),
                         service.clone(),
                         self.options.clone(),
                         self.on_event.clone(),
                         self.cancel.clone(),
-                    ));
+                        bring,
+                        several,
+                    );
+                    running.spawn(async move {
+                        let (mut result, builder_lost) = task.await;
+                        result.builder = builder_name;
+                        Done {
+                            result,
+                            builder: b,
+                            builder_lost,
+                        }
+                    });
                     continue;
                 }
                 i += 1;
@@ -334,14 +474,60 @@ impl<E: BuildEngine + 'static> Builder<E> {
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let result = match joined {
-                Ok(result) => result,
+            let finished = match joined {
+                Ok(finished) => finished,
                 // Tasks are never aborted: a join error is a panic, passed on as one.
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            in_flight.remove(&result.name);
+            let Done {
+                result,
+                builder,
+                builder_lost,
+            } = finished;
+            slots[builder].running -= 1;
+            if builder_lost {
+                slots[builder].alive = false;
+                let name = self.builders[builder].0.as_deref().unwrap_or("the daemon");
+                tracing::warn!(
+                    "builder {name} stopped answering while building `{}`: its services \
+                     are built on the other builders",
+                    result.name
+                );
+                if slots.iter().any(|s| s.alive) {
+                    pending.insert(0, result.name.clone());
+                    // An image built there that a service still to build needs is
+                    // gone with it, unless a live builder holds a copy: built again.
+                    let lost: Vec<String> = built_on
+                        .iter()
+                        .filter(|&(_, &on)| on == builder)
+                        .map(|(name, _)| name.clone())
+                        .filter(|name| {
+                            let image = &set.services[name].image;
+                            let copied = slots.iter().any(|s| s.alive && s.holds.contains(image));
+                            // (One already building had it copied before it started.)
+                            let needed = pending
+                                .iter()
+                                .any(|p| set.services[p].depends_on.contains(name));
+                            needed && !copied
+                        })
+                        .collect();
+                    for name in lost {
+                        tracing::warn!("`{name}` is built again: its image was on that builder");
+                        built_on.remove(&name);
+                        done.remove(&name);
+                        pending.insert(0, name);
+                    }
+                    continue;
+                }
+            }
             if result.status == ServiceStatus::Failed && self.options.fail_fast {
                 stop = true;
+            }
+            if result.status == ServiceStatus::Built {
+                slots[builder]
+                    .holds
+                    .insert(set.services[&result.name].image.clone());
+                built_on.insert(result.name.clone(), builder);
             }
             self.on_event.emit(&BuildEvent::Finished(result.clone()));
             done.insert(result.name.clone(), result);
@@ -377,62 +563,17 @@ fn skipped(service: &Service, why: String) -> ServiceResult {
         step: None,
         last_lines: Vec::new(),
         hint: None,
+        builder: None,
     }
 }
 
-/// The Dockerfile's text with the service's named contexts (compose
-/// `additional_contexts`) written in, when it has any. Docker's `/build` API takes no
-/// named contexts, so an image stands in for its name where BuildKit would put it
-/// (`FROM base` → `FROM acme/base:dev`); a directory or a URL cannot.
-fn with_named_contexts(root: &Path, service: &Service) -> Result<Option<String>, String> {
-    if service.named_contexts.is_empty() {
-        return Ok(None);
-    }
-    let not_images: Vec<String> = service
-        .named_contexts
-        .iter()
-        .filter(|(_, c)| **c == NamedContext::Local)
-        .map(|(name, _)| format!("`{name}`"))
-        .collect();
-    if !not_images.is_empty() {
-        let what = if not_images.len() == 1 {
-            "additional context {} is a directory or a URL"
-        } else {
-            "additional contexts {} are directories or URLs"
-        }
-        .replace("{}", &not_images.join(", "));
-        return Err(format!(
-            "service `{}`: {what}, which Docker's build API cannot take (image and \
-             `service:` contexts it can); build this service with `docker compose build` \
-             (plan and prefetch cover its images)",
-            service.name,
-        ));
-    }
-    let text = match &service.dockerfile_inline {
-        Some(text) => text.clone(),
-        None => std::fs::read_to_string(root.join(&service.dockerfile))
-            .map_err(|e| format!("cannot read {}: {e}", service.dockerfile.display()))?,
-    };
-    let at = |e: DockerfileError| format!("{}:{}: {e}", service.dockerfile.display(), e.line());
-    let file = Dockerfile::parse(&text).map_err(at)?;
-    let mut options = ScanOptions {
-        build_args: service.args.clone(),
-        named_contexts: service.named_contexts.clone(),
-        ..ScanOptions::default()
-    };
-    if let Some(platform) = service.platform.as_deref().and_then(|p| p.parse().ok()) {
-        options.target_platform = platform;
-    }
-    let scan = file.scan(&options).map_err(at)?;
-    Ok(Some(file.with_image_contexts(&text, &scan)))
-}
-
-/// What the daemon is asked to build for `service`.
-fn spec(service: &Service, context: &BuildContext, options: &BuildOptions) -> BuildSpec {
+/// What the daemon is asked to build for `service` (`dockerfile`: its name in the
+/// context).
+fn spec(service: &Service, dockerfile: &str, options: &BuildOptions) -> BuildSpec {
     BuildSpec {
         service: service.name.clone(),
         tag: service.image.clone(),
-        dockerfile: context.dockerfile_name().to_owned(),
+        dockerfile: dockerfile.to_owned(),
         args: service.args.clone(),
         target: service.target.clone(),
         platform: service.platform.clone(),
@@ -442,6 +583,8 @@ fn spec(service: &Service, context: &BuildContext, options: &BuildOptions) -> Bu
             .or_else(|| service.network.clone())
             .or_else(|| options.default_network.clone()),
         no_cache: options.no_cache,
+        cache_from: service.cache_from.clone(),
+        cache_to: service.cache_to.clone(),
         secrets: options
             .secrets
             .get(&service.name)
@@ -450,7 +593,35 @@ fn spec(service: &Service, context: &BuildContext, options: &BuildOptions) -> Bu
     }
 }
 
-/// One attempt: the context opened and streamed, the daemon's failure classified.
+/// How a build reaches the daemon.
+enum Route {
+    /// BuildKit's own API: directories served by drbuild's session.
+    Api,
+    /// Docker's `/build`: a tar; why not the API.
+    Build(String),
+}
+
+/// Which way `service` is built: BuildKit's API where the engine has it, else `/build`
+/// (a network of the daemon's own, which only `/build` takes; no BuildKit API). A
+/// service with directory or URL contexts needs the API: without it, its build fails
+/// with why.
+async fn route<E: BuildEngine>(engine: &E, service: &Service, network: Option<&str>) -> Route {
+    if let Some(other) = network.filter(|n| !api_takes_network(n)) {
+        return Route::Build(format!(
+            "network `{other}` is one of the daemon's, which only its `/build` API takes"
+        ));
+    }
+    match engine
+        .builds_dirs(!service.context_sources.is_empty())
+        .await
+    {
+        Ok(()) => Route::Api,
+        Err(why) => Route::Build(why),
+    }
+}
+
+/// One attempt: the build sent the way the engine takes it, the daemon's failure
+/// classified.
 async fn attempt<E: BuildEngine>(
     engine: &E,
     root: &Path,
@@ -458,23 +629,57 @@ async fn attempt<E: BuildEngine>(
     options: &BuildOptions,
     log: LogSink,
 ) -> Result<(), BuildFailure> {
-    let with_contexts = with_named_contexts(root, service).map_err(BuildFailure::permanent)?;
-    let context = match with_contexts
-        .as_ref()
-        .or(service.dockerfile_inline.as_ref())
-    {
-        Some(text) => BuildContext::inline(&root.join(&service.context), text),
-        None => BuildContext::new(
-            &root.join(&service.context),
-            &root.join(&service.dockerfile),
-        ),
-    }
-    .map_err(|e| BuildFailure::permanent(e.to_string()))?;
-    let spec = spec(service, &context, options);
-    let error = match engine
-        .build(spec, Box::pin(context.into_stream()), log)
-        .await
-    {
+    let probe = spec(service, "Dockerfile", options);
+    let result = match route(engine, service, probe.network.as_deref()).await {
+        Route::Api => {
+            let dirs = build_dirs(root, service)?;
+            let urls: Vec<String> = dirs.remote.keys().map(|n| format!("`{n}`")).collect();
+            match engine.build_dirs(probe, dirs, log).await {
+                // Seen: 28.5's built-in frontend refuses an `http://` context so, before
+                // it asks anything (26.1's fetches it).
+                Err(e) if !urls.is_empty() && e.message.starts_with("invalid argument") => {
+                    let daemon = engine
+                        .version()
+                        .await
+                        .unwrap_or_else(|| "this daemon".to_owned());
+                    return Err(BuildFailure::permanent(format!(
+                        "service `{}`: {daemon}'s built-in Dockerfile frontend refused its URL \
+                         context {} (`{}`)",
+                        service.name,
+                        urls.join(", "),
+                        e.message
+                    )));
+                }
+                other => other,
+            }
+        }
+        Route::Build(why) => {
+            if !service.context_sources.is_empty() {
+                let names: Vec<String> = service
+                    .context_sources
+                    .keys()
+                    .map(|n| format!("`{n}`"))
+                    .collect();
+                let what = if names.len() == 1 {
+                    "additional context {} is a directory or a URL, which needs"
+                } else {
+                    "additional contexts {} are directories or URLs, which need"
+                }
+                .replace("{}", &names.join(", "));
+                return Err(BuildFailure::permanent(format!(
+                    "service `{}`: {what} BuildKit's own API: {why}",
+                    service.name,
+                )));
+            }
+            tracing::debug!("service `{}` built through `/build`: {why}", service.name);
+            let context = tar_context(engine, root, service).await?;
+            let spec = spec(service, context.dockerfile_name(), options);
+            engine
+                .build(spec, Box::pin(context.into_stream()), log)
+                .await
+        }
+    };
+    let error = match result {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
@@ -483,6 +688,7 @@ async fn attempt<E: BuildEngine>(
     Err(BuildFailure::classify(error, rejected))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build_one<E: BuildEngine>(
     engine: Arc<E>,
     root: PathBuf,
@@ -490,7 +696,9 @@ async fn build_one<E: BuildEngine>(
     options: BuildOptions,
     events: EventSink<BuildEvent>,
     cancel: CancellationToken,
-) -> ServiceResult {
+    bring: Vec<(String, Option<String>, Arc<E>)>,
+    several: bool,
+) -> (ServiceResult, bool) {
     let started = Instant::now();
     let name = service.name.clone();
     let mut result = ServiceResult {
@@ -504,13 +712,26 @@ async fn build_one<E: BuildEngine>(
         step: None,
         last_lines: Vec::new(),
         hint: None,
+        builder: None,
     };
     if options.missing_only
         && !options.no_cache
         && engine.image_exists(&service.image).await.unwrap_or(false)
     {
         result.status = ServiceStatus::UpToDate;
-        return result;
+        return (result, false);
+    }
+    // The images of this run it needs, from the builders that made them.
+    for (image, from_name, from) in bring {
+        if let Err(e) = from.transfer(&image, &engine).await {
+            let lost = several && !engine.alive().await;
+            let from_name = from_name.as_deref().unwrap_or("its builder");
+            result.status = ServiceStatus::Failed;
+            result.error = Some(format!("cannot bring `{image}` from {from_name}: {e}"));
+            result.error_class = Some(ErrorClass::Transient);
+            result.elapsed_ms = millis(started.elapsed());
+            return (result, lost);
+        }
     }
     let mut schedule = options.retry.schedule();
     loop {
@@ -550,6 +771,10 @@ async fn build_one<E: BuildEngine>(
         if cancel.is_cancelled() {
             break;
         }
+        if several && !engine.alive().await {
+            result.elapsed_ms = millis(started.elapsed());
+            return (result, true);
+        }
         let classification = Classification {
             class: failure.class,
             retry_after: None,
@@ -573,7 +798,7 @@ async fn build_one<E: BuildEngine>(
         }
     }
     result.elapsed_ms = millis(started.elapsed());
-    result
+    (result, false)
 }
 
 #[cfg(test)]
@@ -583,7 +808,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::engine::{ContextStream, EngineError};
+    use crate::engine::{BuildDirs, ContextStream, EngineError};
+    use crate::parse::dockerfile::NamedContext;
     use crate::plan::ServiceOrigin;
 
     /// Each service fails with the queued failures, then builds.
@@ -593,11 +819,62 @@ mod tests {
         log: Mutex<Vec<String>>,
         running: Mutex<(usize, usize)>,
         existing: BTreeSet<String>,
+        /// Builds from directories (BuildKit's API); else why not.
+        api: Option<Result<(), String>>,
+        /// What each build from directories was given, by service.
+        dirs: Mutex<BTreeMap<String, (BuildSpec, BuildDirs)>>,
+        /// Builds this many services, then stops answering (fails every build).
+        dies_after: Option<usize>,
+        /// Images copied out of it.
+        sent: Mutex<Vec<String>>,
+        /// The platforms it builds natively.
+        native: Vec<Platform>,
+    }
+
+    impl Fake {
+        fn dead(&self) -> bool {
+            self.dies_after
+                .is_some_and(|n| self.log.lock().unwrap().len() >= 2 * n)
+        }
     }
 
     impl BuildEngine for Fake {
         async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
             Ok(self.existing.contains(image))
+        }
+
+        async fn alive(&self) -> bool {
+            !self.dead()
+        }
+
+        async fn native_platforms(&self) -> Vec<Platform> {
+            self.native.clone()
+        }
+
+        async fn transfer(&self, image: &str, _: &Self) -> Result<(), EngineError> {
+            self.sent.lock().unwrap().push(image.to_owned());
+            Ok(())
+        }
+
+        async fn builds_dirs(&self, _: bool) -> Result<(), String> {
+            self.api.clone().unwrap_or_else(|| Err("a tar only".into()))
+        }
+
+        async fn build_dirs(
+            &self,
+            spec: BuildSpec,
+            dirs: BuildDirs,
+            _log: LogSink,
+        ) -> Result<(), BuildError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("api {}", spec.service));
+            self.dirs
+                .lock()
+                .unwrap()
+                .insert(spec.service.clone(), (spec, dirs));
+            Ok(())
         }
 
         async fn build(
@@ -616,6 +893,9 @@ mod tests {
             log("step 1");
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.running.lock().unwrap().0 -= 1;
+            if self.dead() {
+                return Err(BuildError::new("error reading from server: EOF"));
+            }
             let next = self
                 .script
                 .lock()
@@ -627,42 +907,236 @@ mod tests {
         }
     }
 
-    #[test]
-    fn image_contexts_are_written_in_and_directories_refused() {
+    #[tokio::test]
+    async fn builds_take_buildkits_api_with_their_directories_or_say_why_not() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("app")).unwrap();
-        std::fs::write(
-            root.path().join("app/Dockerfile"),
-            "FROM base\nCOPY --from=tools /git /git\nRUN --mount=from=tools,target=/t ls /t\n",
-        )
-        .unwrap();
+        for (path, text) in [
+            ("app/Dockerfile", "FROM base\nCOPY --from=assets / /a\n"),
+            ("app/Dockerfile.dockerignore", "secret\n"),
+            ("assets/logo", "logo"),
+            ("plain/Dockerfile", "FROM scratch\n"),
+        ] {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         let mut app = Service::new("app", "acme/app:1", "app", "app/Dockerfile");
-        assert_eq!(with_named_contexts(root.path(), &app), Ok(None));
         app.named_contexts = BTreeMap::from([
             (
                 "base".to_owned(),
                 NamedContext::Image("acme/base:1".to_owned()),
             ),
+            ("assets".to_owned(), NamedContext::Local),
+            ("docs".to_owned(), NamedContext::Local),
+        ]);
+        app.context_sources = BTreeMap::from([
+            ("assets".to_owned(), "assets".to_owned()),
             (
-                "tools".to_owned(),
-                NamedContext::Image("alpine/git:2.43.0".to_owned()),
+                "docs".to_owned(),
+                "https://github.com/acme/docs.git#main".to_owned(),
             ),
         ]);
-        assert_eq!(
-            with_named_contexts(root.path(), &app).unwrap().as_deref(),
-            Some(
-                "FROM acme/base:1\nCOPY --from=alpine/git:2.43.0 /git /git\n\
-                 RUN --mount=from=alpine/git:2.43.0,target=/t ls /t\n"
-            )
+        let plain = Service::new("plain", "acme/plain:1", "plain", "plain/Dockerfile");
+        let set = ServiceSet {
+            root: root.path().to_path_buf(),
+            services: [app.clone(), plain.clone()]
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect(),
+            origin: ServiceOrigin::Directories,
+        };
+
+        let builder = Builder::new(
+            Fake {
+                api: Some(Ok(())),
+                ..Fake::default()
+            },
+            options(1),
         );
-        app.named_contexts
-            .insert("assets".to_owned(), NamedContext::Local);
+        let report = builder.run(&set).await.unwrap();
+        assert_eq!(report.summary.built, 2, "{report:?}");
+        let dirs = builder.builders[0].1.dirs.lock().unwrap().clone();
+        let (_, app_dirs) = &dirs["app"];
+        assert_eq!(app_dirs.context, root.path().join("app"));
         assert_eq!(
-            with_named_contexts(root.path(), &app).unwrap_err(),
-            "service `app`: additional context `assets` is a directory or a URL, which \
-             Docker's build API cannot take (image and `service:` contexts it can); build \
-             this service with `docker compose build` (plan and prefetch cover its images)"
+            app_dirs.dockerfile,
+            "FROM acme/base:1\nCOPY --from=assets / /a\n"
         );
+        assert_eq!(app_dirs.dockerignore.as_deref(), Some("secret\n"));
+        assert_eq!(
+            app_dirs.named,
+            BTreeMap::from([("assets".to_owned(), root.path().join("assets"))])
+        );
+        assert_eq!(
+            app_dirs.remote,
+            BTreeMap::from([(
+                "docs".to_owned(),
+                "https://github.com/acme/docs.git#main".to_owned()
+            )])
+        );
+        assert_eq!(dirs["plain"].1.dockerfile, "FROM scratch\n");
+
+        // A network of the daemon's own goes through `/build`.
+        let builder = Builder::new(
+            Fake {
+                api: Some(Ok(())),
+                ..Fake::default()
+            },
+            BuildOptions {
+                network: Some("ci-net".into()),
+                ..options(1)
+            },
+        );
+        let only_plain = ServiceSet {
+            services: BTreeMap::from([("plain".to_owned(), plain.clone())]),
+            ..set.clone()
+        };
+        let report = builder.run(&only_plain).await.unwrap();
+        assert_eq!(report.summary.built, 1);
+        assert_eq!(
+            *builder.builders[0].1.log.lock().unwrap(),
+            ["start plain", "end plain"]
+        );
+
+        // No API: the plain service builds from a tar, the one with directories fails once.
+        let builder = Builder::new(
+            Fake {
+                api: Some(Err(
+                    "Docker 20.10.24's built-in Dockerfile frontend takes no \
+                               named contexts"
+                        .into(),
+                )),
+                ..Fake::default()
+            },
+            options(1),
+        );
+        let report = builder.run(&set).await.unwrap();
+        assert_eq!(status(&report, "plain"), (ServiceStatus::Built, 1));
+        assert_eq!(status(&report, "app"), (ServiceStatus::Failed, 1));
+        let error = report.services[0].error.as_deref().unwrap();
+        assert_eq!(
+            error,
+            "service `app`: additional contexts `assets`, `docs` are directories or URLs, \
+             which need BuildKit's own API: Docker 20.10.24's built-in Dockerfile frontend \
+             takes no named contexts"
+        );
+    }
+
+    #[tokio::test]
+    async fn services_spread_over_builders_and_leave_one_that_dies() {
+        let services = set(&[
+            ("a", &[]),
+            ("b", &[]),
+            ("c", &[]),
+            ("d", &[]),
+            ("e", &["a"]),
+            ("f", &[]),
+        ]);
+        let builders = |dies_after: Option<usize>| {
+            vec![
+                ("one".to_owned(), Arc::new(Fake::default())),
+                (
+                    "two".to_owned(),
+                    Arc::new(Fake {
+                        dies_after,
+                        ..Fake::default()
+                    }),
+                ),
+            ]
+        };
+        let builder = Builder::on_builders(builders(None), options(1));
+        let report = builder.run(&services).await.unwrap();
+        assert_eq!(report.summary.built, 6, "{report:?}");
+        let on = |b: usize| {
+            let log = builder.builders[b].1.log.lock().unwrap().clone();
+            log.iter().filter(|l| l.starts_with("start")).count()
+        };
+        assert!(on(0) >= 2 && on(1) >= 2, "{} / {}", on(0), on(1));
+        assert_eq!(on(0) + on(1), 6);
+        let where_built = |name: &str| {
+            report
+                .services
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.builder.clone())
+                .unwrap()
+        };
+        // `e` needs `a`'s image: built where `a` was, or given it.
+        let sent: Vec<String> = builder
+            .builders
+            .iter()
+            .flat_map(|(_, f)| f.sent.lock().unwrap().clone())
+            .collect();
+        assert!(
+            where_built("e") == where_built("a") || sent == ["img-a"],
+            "{sent:?}"
+        );
+
+        // `two` answers once, then stops: its next service is built on `one`.
+        let builder = Builder::on_builders(builders(Some(1)), options(1));
+        let report = builder.run(&services).await.unwrap();
+        assert_eq!(report.summary.built, 6, "{report:?}");
+        assert_eq!(report.summary.failed, 0);
+        let two = report
+            .services
+            .iter()
+            .filter(|r| r.builder.as_deref() == Some("two"))
+            .count();
+        assert_eq!(two, 1, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn an_image_lost_with_its_builder_is_built_again_for_what_needs_it() {
+        let services = set(&[("a", &[]), ("e", &["a"]), ("x", &[])]);
+        let builder = Builder::on_builders(
+            vec![
+                (
+                    "two".to_owned(),
+                    Arc::new(Fake {
+                        dies_after: Some(1),
+                        ..Fake::default()
+                    }),
+                ),
+                ("one".to_owned(), Arc::new(Fake::default())),
+            ],
+            options(1),
+        );
+        let report = builder.run(&services).await.unwrap();
+        assert_eq!(report.summary.built, 3, "{report:?}");
+        let on = |name: &str| {
+            let r = report.services.iter().find(|r| r.name == name).unwrap();
+            r.builder.clone().unwrap()
+        };
+        // `a` was built on `two`, which then died with its image: built again on `one`.
+        assert_eq!((on("a").as_str(), on("e").as_str()), ("one", "one"));
+        let two = builder.builders[0].1.log.lock().unwrap().clone();
+        assert!(two.contains(&"end a".to_owned()), "{two:?}");
+    }
+
+    #[tokio::test]
+    async fn a_service_goes_to_a_builder_that_runs_its_platform_natively() {
+        let mut services = set(&[("arm1", &[]), ("arm2", &[]), ("any1", &[]), ("any2", &[])]);
+        for name in ["arm1", "arm2"] {
+            services.services.get_mut(name).unwrap().platform = Some("linux/arm64".into());
+        }
+        let fake = |platform: &str| Fake {
+            native: vec![platform.parse().unwrap()],
+            ..Fake::default()
+        };
+        let builder = Builder::on_builders(
+            vec![
+                ("amd".to_owned(), Arc::new(fake("linux/amd64"))),
+                ("arm".to_owned(), Arc::new(fake("linux/arm64/v8"))),
+            ],
+            options(1),
+        );
+        let report = builder.run(&services).await.unwrap();
+        assert_eq!(report.summary.built, 4);
+        for r in &report.services {
+            if r.name.starts_with("arm") {
+                assert_eq!(r.builder.as_deref(), Some("arm"), "{report:?}");
+            }
+        }
     }
 
     /// Services in a temporary tree (each a directory with a Dockerfile).
@@ -764,10 +1238,14 @@ mod tests {
                 elapsed_ms: report.summary.elapsed_ms
             }
         );
-        let log = builder.engine.log.lock().unwrap().clone();
+        let log = builder.builders[0].1.log.lock().unwrap().clone();
         let at = |s: &str| log.iter().position(|l| l == s).unwrap();
         assert!(at("end base") < at("start app"), "{log:?}");
-        assert_eq!(builder.engine.running.lock().unwrap().1, 2, "two at a time");
+        assert_eq!(
+            builder.builders[0].1.running.lock().unwrap().1,
+            2,
+            "two at a time"
+        );
         let broken = report.services.iter().find(|r| r.name == "broken").unwrap();
         assert_eq!(broken.last_lines, ["boom"]);
     }

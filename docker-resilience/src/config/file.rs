@@ -23,6 +23,9 @@
 //! hosts:                       # daemons to prefetch into, import into, check (default DOCKER_HOST)
 //!   - unix:///var/run/docker.sock
 //!   - tcp://runner-2:2376      # TLS from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set
+//! builders:                    # daemons build-all spreads services over, `jobs` each
+//!   - unix:///var/run/docker.sock
+//!   - tcp://builder-2:2375
 //! services:
 //!   backend:
 //!     context: src/backend     # relative to the file's directory
@@ -33,6 +36,13 @@
 //!     platform: linux/amd64
 //!     network: host
 //!     depends-on: [postgres-init]
+//!     contexts:                # named contexts: FROM / COPY --from=NAME
+//!       assets: ./assets         # a directory, relative to this file
+//!       base: target:base-image  # another service's image (built first)
+//!       tools: docker-image://alpine/git:2.43.0
+//!     cache-from: [type=registry,ref=lan:5000/cache/backend]
+//!     cache-to: [type=registry,ref=lan:5000/cache/backend,mode=max]
+//! cache: type=registry,ref=lan:5000/cache/{service},mode=max   # services that name none
 //! ```
 //!
 //! Keys are kebab-case; an unknown key is a warning with `path:line`, not an error.
@@ -107,6 +117,18 @@ pub struct ServiceConfig {
     /// files relative to the file's directory.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Named build contexts, by name: a directory (relative to the file's directory),
+    /// `docker-image://REF`, `target:SERVICE` (another service's image, built first),
+    /// or a URL (a git repository, an `https://` file).
+    #[serde(default)]
+    pub contexts: BTreeMap<String, String>,
+    /// Build caches to import (`type=registry,ref=…`); the file's `cache:` when not given.
+    #[serde(default)]
+    pub cache_from: Option<Vec<String>>,
+    /// Build caches to export (`type=registry,ref=…,mode=max`); the file's `cache:`
+    /// when not given.
+    #[serde(default)]
+    pub cache_to: Option<Vec<String>>,
     #[serde(flatten)]
     unknown: BTreeMap<String, IgnoredAny>,
 }
@@ -191,12 +213,21 @@ pub struct Config {
     /// The daemons `prefetch`, `import` and `doctor` work on (`unix:///…`, `tcp://…`).
     #[serde(default)]
     pub hosts: Option<Vec<String>>,
+    /// The daemons `build-all` spreads services over, `jobs` each (`unix:///…`,
+    /// `tcp://…`).
+    #[serde(default)]
+    pub builders: Option<Vec<String>>,
     /// How big blobs are fetched (in ranged parts at once).
     #[serde(default)]
     pub multipart: MultipartSettings,
     /// Requests on the wire to one registry or mirror at once.
     #[serde(default)]
     pub connections: Option<usize>,
+    /// The build cache of every service that names none: a BuildKit cache spec with
+    /// `{service}` for the service's name (`type=registry,ref=lan:5000/cache/{service},mode=max`),
+    /// exported after each build and imported before it.
+    #[serde(default)]
+    pub cache: Option<String>,
     /// Services by name, in file order.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,

@@ -46,6 +46,8 @@ pub struct Overrides {
     pub credentials: Option<bool>,
     /// The daemons to work on (`--docker-host`, repeatable).
     pub hosts: Option<Vec<String>>,
+    /// The daemons builds are spread over (`--builder`, repeatable).
+    pub builders: Option<Vec<String>>,
     /// Ranged parts of one big blob at once (`--parts`).
     pub parts: Option<usize>,
     /// Blobs at least this big are fetched in parts (`--part-threshold`).
@@ -101,6 +103,8 @@ pub struct Settings {
     pub credentials: bool,
     /// The daemons `prefetch`, `import` and `doctor` work on (empty: `DOCKER_HOST`'s).
     pub hosts: Vec<String>,
+    /// The daemons `build-all` spreads services over (empty: `DOCKER_HOST`'s alone).
+    pub builders: Vec<String>,
     /// How big blobs are fetched.
     pub multipart: Multipart,
     /// Requests on the wire to one registry or mirror at once.
@@ -130,6 +134,7 @@ impl Default for Settings {
             deadline: None,
             credentials: true,
             hosts: Vec::new(),
+            builders: Vec::new(),
             multipart: Multipart::default(),
             connections: DEFAULT_CONNECTIONS,
         }
@@ -227,6 +232,11 @@ impl Settings {
                 .clone()
                 .or_else(|| file.hosts.clone())
                 .unwrap_or(defaults.hosts),
+            builders: overrides
+                .builders
+                .clone()
+                .or_else(|| file.builders.clone())
+                .unwrap_or(defaults.builders),
             multipart: Multipart {
                 threshold: overrides
                     .part_threshold

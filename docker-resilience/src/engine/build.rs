@@ -1,17 +1,20 @@
 //! Building one image on the daemon: BuildKit where the daemon has it (`version=2`,
 //! a streamed context), the classic builder otherwise.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
 use futures_util::StreamExt;
 
+use super::buildkit::{cache_entry, session_id};
 use super::progress::Progress;
-use super::session::SecretSession;
+use super::session::Session;
 use super::{
-    BuildEngine, BuildError, BuildSpec, ContextStream, DockerEngine, EngineError, LogSink,
+    BuildDirs, BuildEngine, BuildError, BuildSpec, ContextStream, DockerEngine, EngineError,
+    ImageStore, LogSink,
 };
+use crate::vocab::{ImageReference, Platform};
 
 impl BuildEngine for DockerEngine {
     async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
@@ -20,6 +23,71 @@ impl BuildEngine for DockerEngine {
 
     async fn accepts_heredocs(&self) -> bool {
         self.heredocs().await
+    }
+
+    async fn version(&self) -> Option<String> {
+        self.info()
+            .await
+            .ok()
+            .map(|i| format!("Docker {}", i.version))
+    }
+
+    async fn native_platforms(&self) -> Vec<Platform> {
+        match self.buildkit_workers().await {
+            Ok(workers) => workers.into_iter().flat_map(|w| w.platforms).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn alive(&self) -> bool {
+        let ping = self.docker().ping();
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(3), ping).await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn transfer(&self, image: &str, to: &Self) -> Result<(), EngineError> {
+        let tar = self
+            .save(&[image])
+            .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
+        to.load(tar).await.map(|_| ())
+    }
+
+    async fn builds_dirs(&self, named_contexts: bool) -> Result<(), String> {
+        self.solves(named_contexts).await
+    }
+
+    async fn build_dirs(
+        &self,
+        spec: BuildSpec,
+        dirs: BuildDirs,
+        log: LogSink,
+    ) -> Result<(), BuildError> {
+        self.solve(spec, dirs, log).await
+    }
+
+    async fn pins(
+        &self,
+        images: &[ImageReference],
+    ) -> Result<BTreeMap<ImageReference, String>, EngineError> {
+        let features = self.features().await;
+        let mut pins = BTreeMap::new();
+        if !(features.buildkit && features.image_store == ImageStore::Containerd) {
+            return Ok(pins);
+        }
+        for image in images {
+            if image.digest().is_some() || pins.contains_key(image) {
+                continue;
+            }
+            // On the containerd store an image's ID is the digest of what its name
+            // points at (an index or a manifest), which BuildKit finds in the content
+            // store without asking a registry.
+            if let Some(id) = self.image_id(&image.to_string()).await? {
+                pins.insert(image.clone(), format!("{image}@{id}"));
+            }
+        }
+        Ok(pins)
     }
 
     async fn build(
@@ -50,8 +118,26 @@ impl BuildEngine for DockerEngine {
         if let Some(target) = &spec.target {
             options = options.target(target);
         }
-        let mut session = format!("drbuild-{}-{}", spec.service, std::process::id());
-        // Secrets are served by a session of our own, opened first under a fresh id.
+        // `/build` imports a cache from images (their inline cache); it exports none.
+        let cache_from: Vec<String> = spec
+            .cache_from
+            .iter()
+            .filter_map(|s| cache_entry(s).ok())
+            .filter(|e| e.r#type == "registry")
+            .filter_map(|e| e.attrs.get("ref").cloned())
+            .collect();
+        if !cache_from.is_empty() {
+            options = options.cachefrom(&cache_from);
+        }
+        if !spec.cache_to.is_empty() && !self.said_no_cache_export.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "Docker's `/build` API exports no build cache: `cache-to` needs BuildKit's \
+                 own API"
+            );
+        }
+        // A fresh id per attempt: secrets are served by a session of our own, opened
+        // first under it.
+        let session = session_id(&spec.service);
         let _secrets = if spec.secrets.is_empty() {
             None
         } else {
@@ -60,11 +146,9 @@ impl BuildEngine for DockerEngine {
                     "build secrets need BuildKit, which this daemon does not use (DOCKER_BUILDKIT=0?)",
                 ));
             }
-            static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
-            session = format!("{session}-{}", ATTEMPTS.fetch_add(1, Ordering::Relaxed));
             let secrets = spec.secrets.clone().into_iter().collect();
             Some(
-                SecretSession::open(self.host(), &session, secrets)
+                Session::open(self.host(), &session, secrets, None)
                     .await
                     .map_err(BuildError::new)?,
             )

@@ -2,19 +2,32 @@
 //! daemon's socket (every dockerd with BuildKit serves `moby.buildkit.v1.Control`
 //! there, 20.10 to 28.5), and a gRPC channel over that one connection.
 //!
-//! What it asks today: the builder's workers and the platforms each runs natively
-//! (`doctor`; a scheduler over several builders needs the same).
+//! What it asks: the builder's workers and the platforms each runs natively
+//! (`doctor`; a scheduler over several builders needs the same), and builds: `Solve`
+//! with the Dockerfile frontend, the context and the Dockerfile served by a session of
+//! ours ([`super::filesync`]), images used as the daemon holds them before any
+//! registry is asked (`image-resolve-mode=local`), the image exported into the daemon
+//! (`moby`), and `Status` read into the same output as a `/build`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
-use bollard_buildkit_proto::moby::buildkit::v1::ListWorkersRequest;
+use bollard_buildkit_proto::moby::buildkit::v1::{
+    CacheOptions, CacheOptionsEntry, ListWorkersRequest, SolveRequest, StatusRequest,
+};
 use tonic::transport::Channel;
 
+use super::filesync::{DirSource, Dirs};
+use super::progress::Progress;
 use super::raw::{upgrade, UpgradeError};
-use super::{DockerEngine, EngineError};
+use super::session::Session;
+use super::{
+    BuildDirs, BuildEngine, BuildError, BuildSpec, DockerEngine, EngineError, ImageStore, LogSink,
+};
 use crate::support::lock;
 use crate::vocab::Platform;
 
@@ -60,6 +73,248 @@ impl DockerEngine {
             .await
             .unwrap_or_else(|_| Err(failed(format!("no answer in {}s", TIMEOUT.as_secs()))))
     }
+}
+
+impl DockerEngine {
+    /// Whether builds can go through BuildKit's own API here, found once: BuildKit in
+    /// use and its gRPC API answering; with named contexts, a Dockerfile frontend
+    /// that takes them (Docker 23+, API 1.42+).
+    pub(super) async fn solves(&self, named_contexts: bool) -> Result<(), String> {
+        let features = self.features().await;
+        let base = self
+            .solves
+            .get_or_init(|| async {
+                if !features.buildkit {
+                    return Err("BuildKit is not in use (DOCKER_BUILDKIT=0?)".to_owned());
+                }
+                if std::env::var(BUILD_API_ENV).is_ok_and(|v| v == "build") {
+                    return Err(format!("{BUILD_API_ENV}=build"));
+                }
+                match self.buildkit_workers().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+            .clone();
+        base?;
+        if named_contexts && features.api < (1, 42) {
+            let version = BuildEngine::version(self)
+                .await
+                .unwrap_or_else(|| "this daemon".to_owned());
+            return Err(format!(
+                "{version}'s built-in Dockerfile frontend takes no named contexts (Docker 23 \
+                 or later does)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds `spec` from `dirs` through `Solve`, its progress read from `Status`.
+    pub(super) async fn solve(
+        &self,
+        spec: BuildSpec,
+        dirs: BuildDirs,
+        log: LogSink,
+    ) -> Result<(), BuildError> {
+        let features = self.features().await;
+        let id = session_id(&spec.service);
+        let mut attrs: HashMap<String, String> = HashMap::from([
+            ("filename".to_owned(), DOCKERFILE.to_owned()),
+            ("image-resolve-mode".to_owned(), "local".to_owned()),
+        ]);
+        for (k, v) in &spec.args {
+            attrs.insert(format!("build-arg:{k}"), v.clone());
+        }
+        if let Some(target) = &spec.target {
+            attrs.insert("target".into(), target.clone());
+        }
+        if let Some(platform) = &spec.platform {
+            attrs.insert("platform".into(), platform.clone());
+        }
+        if spec.no_cache {
+            attrs.insert("no-cache".into(), String::new());
+        }
+        let mut entitlements = Vec::new();
+        match spec
+            .network
+            .as_deref()
+            .or(features.default_network)
+            .unwrap_or("default")
+        {
+            "default" | "bridge" => {}
+            "none" => {
+                attrs.insert("force-network-mode".into(), "none".into());
+            }
+            "host" => {
+                attrs.insert("force-network-mode".into(), "host".into());
+                entitlements.push("network.host".to_owned());
+            }
+            other => {
+                debug_assert!(!api_takes_network(other));
+                return Err(BuildError::new(format!(
+                    "network `{other}`: BuildKit's API takes `default`, `none` or `host`"
+                )));
+            }
+        }
+        let mut served = HashMap::from([
+            ("context".to_owned(), DirSource::Disk(dirs.context.clone())),
+            (
+                "dockerfile".to_owned(),
+                DirSource::Files(
+                    std::iter::once((DOCKERFILE.to_owned(), Arc::from(dirs.dockerfile.as_bytes())))
+                        .chain(dirs.dockerignore.as_ref().map(|text| {
+                            (
+                                format!("{DOCKERFILE}.dockerignore"),
+                                Arc::from(text.as_bytes()),
+                            )
+                        }))
+                        .collect(),
+                ),
+            ),
+        ]);
+        for (name, dir) in &dirs.named {
+            attrs.insert(format!("context:{name}"), format!("local:{name}"));
+            served.insert(name.clone(), DirSource::Disk(dir.clone()));
+        }
+        for (name, url) in &dirs.remote {
+            attrs.insert(format!("context:{name}"), url.clone());
+        }
+        let secrets = spec.secrets.clone().into_iter().collect();
+        let _session = Session::open(self.host(), &id, secrets, Some(Dirs(served)))
+            .await
+            .map_err(BuildError::new)?;
+        let channel = grpc_channel(self.host())
+            .await
+            .map_err(|e| BuildError::new(format!("BuildKit's API at {}: {e}", self.host())))?;
+        let entries = |specs: &[String]| -> Result<Vec<CacheOptionsEntry>, BuildError> {
+            specs
+                .iter()
+                .map(|s| cache_entry(s).map_err(BuildError::new))
+                .collect()
+        };
+        let imports = entries(&spec.cache_from)?;
+        let mut exports = entries(&spec.cache_to)?;
+        if !exports.is_empty() && features.image_store == ImageStore::GraphDriver {
+            if !self.said_no_cache_export.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "this daemon keeps images in a graph driver, whose BuildKit exports no \
+                     build cache (`cache-to` needs the containerd image store): builds \
+                     export none"
+                );
+            }
+            exports.clear();
+        }
+        if !imports.is_empty() {
+            // The frontend imports them too (as `buildctl` and buildx tell it).
+            let listed: Vec<serde_json::Value> = imports
+                .iter()
+                .map(|e| serde_json::json!({"Type": e.r#type, "Attrs": e.attrs}))
+                .collect();
+            attrs.insert(
+                "cache-imports".into(),
+                serde_json::Value::Array(listed).to_string(),
+            );
+        }
+        let request = SolveRequest {
+            r#ref: id.clone(),
+            session: id.clone(),
+            frontend: "dockerfile.v0".into(),
+            frontend_attrs: attrs,
+            exporter_deprecated: "moby".into(),
+            exporter_attrs_deprecated: HashMap::from([("name".to_owned(), spec.tag.clone())]),
+            entitlements,
+            cache: Some(CacheOptions {
+                exports,
+                imports,
+                ..CacheOptions::default()
+            }),
+            ..SolveRequest::default()
+        };
+        let mut control = ControlClient::new(channel.clone());
+        let mut status = ControlClient::new(channel);
+        let progress = Mutex::new(Progress::default());
+        let watch = async {
+            let Ok(stream) = status.status(StatusRequest { r#ref: id.clone() }).await else {
+                return;
+            };
+            let mut stream = stream.into_inner();
+            while let Ok(Some(message)) = stream.message().await {
+                lock(&progress).record_status(message, &*log);
+            }
+        };
+        let (solved, ()) = tokio::join!(control.solve(request), watch);
+        let mut progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+        match solved {
+            // A step that failed without failing the build (a cache to import that is
+            // not there yet) is no failure: `Solve` says whether the build failed.
+            Ok(_) => {
+                if let Some(error) = progress.vertex_error.take() {
+                    tracing::debug!("{}: a step failed, not the build: {error}", spec.service);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.message().to_owned();
+                let message = message
+                    .strip_prefix("failed to solve: ")
+                    .unwrap_or(&message)
+                    .to_owned();
+                Err(progress.failure(message))
+            }
+        }
+    }
+}
+
+/// Whether BuildKit's API takes this network mode for `RUN` steps (`default`, `bridge`,
+/// `none`, `host`); a network of the daemon's own only `/build` takes.
+pub fn api_takes_network(mode: &str) -> bool {
+    matches!(mode, "default" | "bridge" | "none" | "host")
+}
+
+/// Set to `build`, builds go through Docker's `/build` API even where BuildKit's own
+/// is there (an escape hatch; BuildKit's API is preferred).
+pub const BUILD_API_ENV: &str = "DRBUILD_BUILD_API";
+
+/// The Dockerfile's name in the directory the session serves it from.
+const DOCKERFILE: &str = "Dockerfile";
+
+/// A build cache as BuildKit takes it: `type=registry,ref=…,mode=max`, or an image
+/// reference alone (a registry cache).
+pub(super) fn cache_entry(spec: &str) -> Result<CacheOptionsEntry, String> {
+    let spec = spec.trim();
+    if !spec.contains('=') {
+        return Ok(CacheOptionsEntry {
+            r#type: "registry".into(),
+            attrs: HashMap::from([("ref".to_owned(), spec.to_owned())]),
+        });
+    }
+    let mut kind = None;
+    let mut attrs = HashMap::new();
+    for field in spec.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("cache `{spec}`: `{field}` is not KEY=VALUE"))?;
+        if key.trim() == "type" {
+            kind = Some(value.trim().to_owned());
+        } else {
+            attrs.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    Ok(CacheOptionsEntry {
+        r#type: kind.ok_or_else(|| format!("cache `{spec}` names no `type=`"))?,
+        attrs,
+    })
+}
+
+/// A fresh id for a build's session (and its `Solve`).
+pub(super) fn session_id(service: &str) -> String {
+    static BUILDS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "drbuild-{service}-{}-{}",
+        std::process::id(),
+        BUILDS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn worker(
@@ -127,6 +382,27 @@ mod tests {
     use super::*;
     use bollard_buildkit_proto::moby::buildkit::v1::types::WorkerRecord;
     use bollard_buildkit_proto::pb;
+
+    #[test]
+    fn cache_specs_as_buildkit_takes_them() {
+        let e = cache_entry("type=registry,ref=127.0.0.1:5000/cache/api,mode=max").unwrap();
+        assert_eq!(e.r#type, "registry");
+        assert_eq!(e.attrs["ref"], "127.0.0.1:5000/cache/api");
+        assert_eq!(e.attrs["mode"], "max");
+        let e = cache_entry("acme/api:cache").unwrap();
+        assert_eq!(
+            (e.r#type.as_str(), e.attrs["ref"].as_str()),
+            ("registry", "acme/api:cache")
+        );
+        assert_eq!(
+            cache_entry("ref=x,mode=max").unwrap_err(),
+            "cache `ref=x,mode=max` names no `type=`"
+        );
+        assert_eq!(
+            cache_entry("type=local,dest").unwrap_err(),
+            "cache `type=local,dest`: `dest` is not KEY=VALUE"
+        );
+    }
 
     #[test]
     fn workers_as_the_daemons_describe_them() {

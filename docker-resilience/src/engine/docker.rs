@@ -113,6 +113,10 @@ pub struct DockerEngine {
     use_credentials: bool,
     features: Arc<tokio::sync::OnceCell<Features>>,
     heredocs: Arc<tokio::sync::OnceCell<bool>>,
+    /// Whether builds go through BuildKit's own API; else why not.
+    pub(super) solves: Arc<tokio::sync::OnceCell<Result<(), String>>>,
+    /// The log said once that builds here export no cache.
+    pub(super) said_no_cache_export: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DockerEngine {
@@ -148,6 +152,8 @@ impl DockerEngine {
             credentials: Credentials::from_docker_config(),
             features: Arc::default(),
             heredocs: Arc::default(),
+            solves: Arc::default(),
+            said_no_cache_export: Arc::default(),
             use_credentials: true,
         })
     }
@@ -156,6 +162,12 @@ impl DockerEngine {
     pub fn with_credentials(mut self, use_credentials: bool) -> Self {
         self.use_credentials = use_credentials;
         self
+    }
+
+    /// Whether it sends credentials from docker's config (see
+    /// [`DockerEngine::with_credentials`]).
+    pub fn uses_credentials(&self) -> bool {
+        self.use_credentials
     }
 
     /// The underlying client, for calls this crate does not wrap.

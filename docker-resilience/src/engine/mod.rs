@@ -5,11 +5,12 @@
 //! The engine reports what the daemon said; what it means (retry or not) is decided
 //! by `resilience` and the stages above.
 //!
-//! May import: `vocab`, `support`, `registry` (credentials).
+//! May import: `vocab`, `support`, `parse` (`.dockerignore` rules), `registry` (credentials).
 
 mod build;
 mod buildkit;
 mod docker;
+mod filesync;
 mod progress;
 mod raw;
 mod session;
@@ -17,6 +18,7 @@ mod session;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream};
 
-pub use buildkit::BuildkitWorker;
+pub use buildkit::{api_takes_network, BuildkitWorker, BUILD_API_ENV};
 pub use docker::{DaemonInfo, DockerEngine, Features};
 
 use crate::vocab::{ImageReference, Platform, SecretValue};
@@ -262,9 +264,33 @@ pub struct BuildSpec {
     pub network: Option<String>,
     /// Build without the cache.
     pub no_cache: bool,
+    /// Build caches to import, as BuildKit takes them (`type=registry,ref=…`; an image
+    /// reference alone is a registry cache).
+    pub cache_from: Vec<String>,
+    /// Build caches to export (`type=registry,ref=…,mode=max`).
+    pub cache_to: Vec<String>,
     /// Build secrets by id, for `RUN --mount=type=secret` (served by a session; never
     /// in the image, nor printed: their `Debug` is `***`).
     pub secrets: BTreeMap<String, SecretValue>,
+}
+
+/// A build's files as BuildKit's own API takes them: directories it reads through the
+/// build's session, file by file as it asks ([`BuildEngine::build_dirs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildDirs {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile's text as it is to be built (read from its file, compose's
+    /// `dockerfile_inline`, or with images written in).
+    pub dockerfile: String,
+    /// The Dockerfile's own ignore file (`NAME.dockerignore` beside it), which BuildKit
+    /// reads instead of the context's `.dockerignore`.
+    pub dockerignore: Option<String>,
+    /// Named contexts that are directories (compose `additional_contexts`), by name.
+    pub named: BTreeMap<String, PathBuf>,
+    /// Named contexts that are URLs (a git repository, an `https://` file), by name:
+    /// BuildKit fetches them.
+    pub remote: BTreeMap<String, String>,
 }
 
 /// A build the daemon failed, as it reported it (not yet classified).
@@ -300,6 +326,70 @@ pub trait BuildEngine: Send + Sync {
     /// BuildKit's frontend 1.4+, in Docker 23+). Found by trying, once.
     fn accepts_heredocs(&self) -> impl Future<Output = bool> + Send {
         async { true }
+    }
+
+    /// What each of `images` should be called in a Dockerfile so that the build asks
+    /// no registry for it: `name:tag@digest` of the image the daemon holds under that
+    /// name, where its builder would otherwise ask (BuildKit on the containerd store
+    /// resolves every tag at the registry, even one the daemon holds or another
+    /// service just built: moby/moby#49542). Empty where a tag is used as the daemon
+    /// holds it (a graph-driver store); an image the daemon lacks, or that is pinned
+    /// already, is left out.
+    fn pins(
+        &self,
+        images: &[ImageReference],
+    ) -> impl Future<Output = Result<BTreeMap<ImageReference, String>, EngineError>> + Send {
+        let _ = images;
+        async { Ok(BTreeMap::new()) }
+    }
+
+    /// The engine's name and version as messages give it (`Docker 28.5.2`), when known.
+    fn version(&self) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
+
+    /// The platforms the engine builds natively (empty: it did not say).
+    fn native_platforms(&self) -> impl Future<Output = Vec<Platform>> + Send {
+        async { Vec::new() }
+    }
+
+    /// Whether the engine still answers (a builder that died mid-run has its services
+    /// built elsewhere).
+    fn alive(&self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+
+    /// Copies `image` from this engine into `to` (a service's image to the builder of
+    /// a service that needs it).
+    fn transfer(
+        &self,
+        image: &str,
+        to: &Self,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = (image, to);
+        async { Err(EngineError::other("this engine cannot copy images")) }
+    }
+
+    /// Whether the engine builds from directories through BuildKit's own API
+    /// ([`BuildEngine::build_dirs`]), with the Dockerfile frontend's named contexts
+    /// when `named_contexts`. `Err` says why not, naming the daemon; the caller then
+    /// builds from a tar ([`BuildEngine::build`]) where it can.
+    fn builds_dirs(&self, named_contexts: bool) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = named_contexts;
+        async { Err("this engine builds from a tar only".to_owned()) }
+    }
+
+    /// Builds one image from directories through BuildKit's own API (`Solve`), handing
+    /// each output line to `log`. Images are used as the daemon holds them, before
+    /// any registry is asked.
+    fn build_dirs(
+        &self,
+        spec: BuildSpec,
+        dirs: BuildDirs,
+        log: LogSink,
+    ) -> impl Future<Output = Result<(), BuildError>> + Send {
+        let _ = (spec, dirs, log);
+        async { Err(BuildError::new("this engine builds from a tar only")) }
     }
 
     /// Builds one image from `context` (a tar stream), handing each output line to `log`.

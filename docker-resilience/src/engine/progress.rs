@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use bollard::models::{BuildInfo, BuildInfoAux};
+use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
 
 use super::BuildError;
 
@@ -42,48 +43,61 @@ impl Progress {
         log: &(dyn Fn(&str) + Send + Sync),
     ) -> Option<String> {
         if let Some(BuildInfoAux::BuildKit(status)) = info.aux {
-            for vertex in status.vertexes {
-                if !vertex.name.is_empty() {
-                    self.names
-                        .insert(vertex.digest.clone(), vertex.name.clone());
-                }
-                let name = self.names.get(&vertex.digest).cloned().unwrap_or_default();
-                if vertex.completed.is_some()
-                    && vertex.error.is_empty()
-                    && name.starts_with("exporting to image")
-                {
-                    self.image_written = true;
-                }
-                if vertex.started.is_some() && !self.started.contains_key(&vertex.digest) {
-                    self.started.insert(vertex.digest.clone(), true);
-                    if vertex.cached {
-                        log(&format!("{name} (cached)"));
-                    } else {
-                        log(&name);
-                    }
-                }
-                if !vertex.error.is_empty() && self.vertex_error.is_none() {
-                    self.failed_step = Some(name.clone());
-                    self.failed_tail_from(&vertex.digest);
-                    self.vertex_error = Some(vertex.error.clone());
-                }
-            }
-            for entry in status.logs {
-                let text = String::from_utf8_lossy(&entry.msg).into_owned();
-                let buffer = self.partial.entry(entry.vertex.clone()).or_default();
-                buffer.push_str(&text);
-                while let Some(at) = buffer.find(['\n', '\r']) {
-                    let line: String = buffer.drain(..=at).collect();
-                    let line = line.trim_end().to_owned();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    log(&format!("  {line}"));
-                    push_tail(self.tails.entry(entry.vertex.clone()).or_default(), line);
-                }
-            }
+            self.record_status(status, log);
             return None;
         }
+        self.classic(info, log)
+    }
+
+    /// Records one status message of BuildKit (vertexes, their logs).
+    pub(super) fn record_status(
+        &mut self,
+        status: StatusResponse,
+        log: &(dyn Fn(&str) + Send + Sync),
+    ) {
+        for vertex in status.vertexes {
+            if !vertex.name.is_empty() {
+                self.names
+                    .insert(vertex.digest.clone(), vertex.name.clone());
+            }
+            let name = self.names.get(&vertex.digest).cloned().unwrap_or_default();
+            if vertex.completed.is_some()
+                && vertex.error.is_empty()
+                && name.starts_with("exporting to image")
+            {
+                self.image_written = true;
+            }
+            if vertex.started.is_some() && !self.started.contains_key(&vertex.digest) {
+                self.started.insert(vertex.digest.clone(), true);
+                if vertex.cached {
+                    log(&format!("{name} (cached)"));
+                } else {
+                    log(&name);
+                }
+            }
+            if !vertex.error.is_empty() && self.vertex_error.is_none() {
+                self.failed_step = Some(name.clone());
+                self.failed_tail_from(&vertex.digest);
+                self.vertex_error = Some(vertex.error.clone());
+            }
+        }
+        for entry in status.logs {
+            let text = String::from_utf8_lossy(&entry.msg).into_owned();
+            let buffer = self.partial.entry(entry.vertex.clone()).or_default();
+            buffer.push_str(&text);
+            while let Some(at) = buffer.find(['\n', '\r']) {
+                let line: String = buffer.drain(..=at).collect();
+                let line = line.trim_end().to_owned();
+                if line.is_empty() {
+                    continue;
+                }
+                log(&format!("  {line}"));
+                push_tail(self.tails.entry(entry.vertex.clone()).or_default(), line);
+            }
+        }
+    }
+
+    fn classic(&mut self, info: BuildInfo, log: &(dyn Fn(&str) + Send + Sync)) -> Option<String> {
         if let Some(text) = info.stream {
             for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
                 if line.starts_with("Successfully tagged ") {

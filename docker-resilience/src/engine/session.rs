@@ -1,10 +1,12 @@
-//! A BuildKit session that serves a build its secrets.
+//! A BuildKit session of drbuild's own: it serves a build its secrets and, for a
+//! build through BuildKit's API, its directories ([`super::filesync`]).
 //!
-//! BuildKit asks the client for secrets through a *session*: the client opens `POST
-//! /session` on the daemon, upgraded to h2c, and serves gRPC on that connection
-//! (`moby.buildkit.secrets.v1.Secrets/GetSecret`, and the health checks BuildKit sends);
-//! the build names the session by id. bollard's own session serves registry auth only,
-//! so a build with secrets opens this one first, under the build's session id: the
+//! BuildKit asks the client for secrets and files through a *session*: the client
+//! opens `POST /session` on the daemon, upgraded to h2c, and serves gRPC on that
+//! connection (`moby.buildkit.secrets.v1.Secrets/GetSecret`,
+//! `moby.filesync.v1.FileSync/DiffCopy`, and the health checks BuildKit sends); the
+//! build names the session by id. bollard's own session serves registry auth only, so
+//! a `/build` with secrets opens this one first, under the build's session id: the
 //! daemon registers it before answering `101`, and refuses the second session bollard
 //! then opens with the same id (`session … already exists`), which bollard ignores.
 //! The session ends when it is dropped.
@@ -23,37 +25,44 @@ use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetS
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::filesync::Dirs;
 use super::raw::{upgrade, UpgradeError};
+use bollard_buildkit_proto::moby::filesync::v1::file_sync_server::FileSyncServer;
 use tonic::{Request, Response, Status};
 
 use crate::vocab::SecretValue;
 
-/// The gRPC methods the session serves (BuildKit calls only what is announced).
+/// The gRPC methods every session serves (BuildKit calls only what is announced).
 const METHODS: [&str; 3] = [
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 ];
 
+/// What a session with directories serves as well.
+const FILESYNC: &str = "/moby.filesync.v1.FileSync/DiffCopy";
+
 /// An open session; closed when dropped.
-pub(super) struct SecretSession {
+pub(super) struct Session {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for SecretSession {
+impl Drop for Session {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl SecretSession {
+impl Session {
     /// Opens session `id` on the daemon at `host` (`unix:///…` or `tcp://…` without
-    /// TLS), serving `secrets` by id. Returns once the daemon has switched protocols.
+    /// TLS), serving `secrets` by id and `dirs` by name. Returns once the daemon has
+    /// switched protocols.
     pub(super) async fn open(
         host: &str,
         id: &str,
         secrets: HashMap<String, SecretValue>,
-    ) -> Result<SecretSession, String> {
+        dirs: Option<Dirs>,
+    ) -> Result<Session, String> {
         let mut headers = vec![
             ("X-Docker-Expose-Session-Uuid", id),
             ("X-Docker-Expose-Session-Name", "drbuild"),
@@ -62,6 +71,7 @@ impl SecretSession {
         headers.extend(
             METHODS
                 .iter()
+                .chain(dirs.is_some().then_some(&FILESYNC))
                 .map(|m| ("X-Docker-Expose-Session-Grpc-Method", *m)),
         );
         let upgraded = upgrade(host, "/session", &headers)
@@ -77,6 +87,7 @@ impl SecretSession {
             let served = tonic::transport::Server::builder()
                 .add_service(HealthServer::new(Healthy))
                 .add_service(SecretsServer::new(Store { secrets }))
+                .add_optional_service(dirs.map(FileSyncServer::new))
                 .serve_with_incoming(futures_util::stream::iter([Ok::<_, std::io::Error>(
                     transport,
                 )]))
@@ -85,7 +96,7 @@ impl SecretSession {
                 tracing::debug!("build session ended: {e}");
             }
         });
-        Ok(SecretSession { task })
+        Ok(Session { task })
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::config::ConfigFile;
+use crate::config::{ConfigFile, ServiceConfig};
 use crate::parse::compose::{self, ComposeProject};
 use crate::parse::dockerfile::NamedContext;
 use crate::vocab::{clean_path, ImageReference, SecretSpec, SecretSpecError};
@@ -48,6 +48,18 @@ pub enum ServiceError {
         /// What is wrong.
         source: SecretSpecError,
     },
+    /// A named context of a service (`contexts:` in drbuild.yaml) cannot be used.
+    #[error("{}: service `{service}`: context `{context}`: {message}", path.display())]
+    InvalidContext {
+        /// The service.
+        service: String,
+        /// The context's name.
+        context: String,
+        /// Where it is defined.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// A service named on the command line does not exist.
     #[error("no service `{name}` (services: {})", known.join(", "))]
     UnknownService {
@@ -63,7 +75,8 @@ impl ServiceError {
     pub fn location(&self) -> Option<(&Path, usize)> {
         match self {
             ServiceError::InvalidImage { path, line, .. } => Some((path, *line)),
-            ServiceError::InvalidSecret { path, .. } => Some((path, 0)),
+            ServiceError::InvalidSecret { path, .. }
+            | ServiceError::InvalidContext { path, .. } => Some((path, 0)),
             _ => None,
         }
     }
@@ -115,6 +128,14 @@ pub struct Service {
     pub dockerfile_inline: Option<String>,
     /// Named build contexts (compose `additional_contexts`), as far as images go.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// The named contexts that are no image, by name: a directory (relative to the
+    /// tree's root) or a URL (`https://…`, `git@…`), as given.
+    pub context_sources: BTreeMap<String, String>,
+    /// Build caches to import, as BuildKit takes them (`type=registry,ref=…`; an image
+    /// reference alone is a registry cache).
+    pub cache_from: Vec<String>,
+    /// Build caches to export (`type=registry,ref=…,mode=max`).
+    pub cache_to: Vec<String>,
     /// Build secrets it may mount (files relative to the tree's root).
     pub secrets: Vec<SecretSpec>,
 }
@@ -143,6 +164,9 @@ impl Service {
             defined_in: None,
             dockerfile_inline: None,
             named_contexts: BTreeMap::new(),
+            context_sources: BTreeMap::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
             secrets: Vec::new(),
         }
     }
@@ -302,12 +326,89 @@ impl ServiceSet {
     }
 }
 
+/// The image a `drbuild.yaml` service builds.
+fn config_image(name: &str, service: &ServiceConfig) -> String {
+    service
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("drbuild-{name}"))
+}
+
+/// A `drbuild.yaml` service's `contexts:`: images (`docker-image://REF`, `target:NAME`
+/// or `service:NAME` for another service's image, which it then depends on), and the
+/// rest (a directory relative to the file, a URL) by name.
+#[allow(clippy::type_complexity)]
+fn config_contexts(
+    file: &ConfigFile,
+    name: &str,
+    service: &ServiceConfig,
+) -> Result<
+    (
+        BTreeMap<String, NamedContext>,
+        BTreeMap<String, String>,
+        BTreeSet<String>,
+    ),
+    ServiceError,
+> {
+    let mut named = BTreeMap::new();
+    let mut sources = BTreeMap::new();
+    let mut depends = BTreeSet::new();
+    for (context, value) in &service.contexts {
+        let other = value
+            .strip_prefix("target:")
+            .or_else(|| value.strip_prefix("service:"));
+        let is_url = compose::is_remote(value);
+        if let Some(other) = other {
+            let built =
+                file.config
+                    .services
+                    .get(other)
+                    .ok_or_else(|| ServiceError::InvalidContext {
+                        service: name.to_owned(),
+                        context: context.clone(),
+                        path: file.path.clone(),
+                        message: format!("no service `{other}` in this file"),
+                    })?;
+            named.insert(
+                context.clone(),
+                NamedContext::Image(config_image(other, built)),
+            );
+            depends.insert(other.to_owned());
+        } else if let Some(image) = value.strip_prefix("docker-image://") {
+            named.insert(context.clone(), NamedContext::Image(image.to_owned()));
+        } else if is_url {
+            named.insert(context.clone(), NamedContext::Local);
+            sources.insert(context.clone(), value.clone());
+        } else {
+            named.insert(context.clone(), NamedContext::Local);
+            sources.insert(
+                context.clone(),
+                clean_path(Path::new(value)).to_string_lossy().into_owned(),
+            );
+        }
+    }
+    Ok((named, sources, depends))
+}
+
 fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceError> {
     let mut services = BTreeMap::new();
     for (name, s) in &file.config.services {
+        let (named_contexts, context_sources, context_depends) = config_contexts(file, name, s)?;
+        // A service's own caches, else the file's `cache:` with `{service}` filled in
+        // (imported without its export-only `mode=`).
+        let cached = |own: &Option<Vec<String>>, drop: &str| match (own, &file.config.cache) {
+            (Some(own), _) => own.clone(),
+            (None, Some(spec)) => vec![spec
+                .replace("{service}", name)
+                .split(',')
+                .filter(|attr| drop.is_empty() || !attr.starts_with(&format!("{drop}=")))
+                .collect::<Vec<_>>()
+                .join(",")],
+            (None, None) => Vec::new(),
+        };
         let context = s.context.clone().unwrap_or_else(|| PathBuf::from(name));
         let dockerfile = context.join(s.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()));
-        let image = s.image.clone().unwrap_or_else(|| format!("drbuild-{name}"));
+        let image = config_image(name, s);
         if let Err(e) = ImageReference::parse(&image) {
             return Err(ServiceError::InvalidImage {
                 service: name.clone(),
@@ -338,12 +439,20 @@ fn from_config(file: &ConfigFile) -> Result<BTreeMap<String, Service>, ServiceEr
                 target: s.target.clone(),
                 platform: s.platform.clone(),
                 network: s.network.clone(),
-                depends_on: s.depends_on.iter().cloned().collect(),
+                depends_on: s
+                    .depends_on
+                    .iter()
+                    .cloned()
+                    .chain(context_depends)
+                    .collect(),
                 uses: Vec::new(),
                 has_heredocs: false,
                 defined_in: Some((file.path.clone(), file.line_of(name))),
                 dockerfile_inline: None,
-                named_contexts: BTreeMap::new(),
+                named_contexts,
+                context_sources,
+                cache_from: cached(&s.cache_from, "mode"),
+                cache_to: cached(&s.cache_to, ""),
                 secrets,
             },
         );
@@ -383,6 +492,18 @@ fn from_compose(compose: &[ComposeProject]) -> BTreeMap<String, Service> {
                     defined_in: Some((build.path.clone(), build.line)),
                     dockerfile_inline: build.dockerfile_inline.clone(),
                     named_contexts: named_contexts(project, &build.additional_contexts),
+                    context_sources: build
+                        .additional_contexts
+                        .iter()
+                        .filter_map(|(name, context)| match context {
+                            compose::NamedContext::Other(source) => {
+                                Some((name.clone(), source.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                    cache_from: build.cache_from.clone(),
+                    cache_to: build.cache_to.clone(),
                     secrets: build.secrets.clone(),
                 },
             );
@@ -557,6 +678,70 @@ mod tests {
             s.select(&["zzz".into()], &[]),
             Err(ServiceError::UnknownService { .. })
         ));
+    }
+
+    #[test]
+    fn config_contexts_are_directories_images_and_other_services() {
+        let file = ConfigFile::parse(
+            Path::new("drbuild.yaml"),
+            "services:\n  base:\n    image: acme/base:1\n  app:\n    contexts:\n      \
+             assets: ./web/../assets\n      base: target:base\n      \
+             tools: docker-image://alpine/git:2.43.0\n      \
+             docs: https://example.com/docs.git\n",
+        )
+        .unwrap();
+        let services = from_config(&file).unwrap();
+        let app = &services["app"];
+        assert_eq!(
+            app.named_contexts,
+            BTreeMap::from([
+                ("assets".to_owned(), NamedContext::Local),
+                ("base".to_owned(), NamedContext::Image("acme/base:1".into())),
+                ("docs".to_owned(), NamedContext::Local),
+                (
+                    "tools".to_owned(),
+                    NamedContext::Image("alpine/git:2.43.0".into())
+                ),
+            ])
+        );
+        assert_eq!(
+            app.context_sources,
+            BTreeMap::from([
+                ("assets".to_owned(), "assets".to_owned()),
+                ("docs".to_owned(), "https://example.com/docs.git".to_owned()),
+            ])
+        );
+        assert!(app.depends_on.contains("base"));
+        let file = ConfigFile::parse(
+            Path::new("drbuild.yaml"),
+            "services:\n  app:\n    contexts:\n      base: target:nope\n",
+        )
+        .unwrap();
+        assert_eq!(
+            from_config(&file).unwrap_err().to_string(),
+            "drbuild.yaml: service `app`: context `base`: no service `nope` in this file"
+        );
+    }
+
+    #[test]
+    fn build_caches_are_a_services_own_else_the_files_default() {
+        let file = ConfigFile::parse(
+            Path::new("drbuild.yaml"),
+            "cache: type=registry,ref=127.0.0.1:5000/cache/{service},mode=max\n\
+             services:\n  api: {}\n  web:\n    cache-from: [acme/web:cache]\n    cache-to: []\n",
+        )
+        .unwrap();
+        let services = from_config(&file).unwrap();
+        assert_eq!(
+            services["api"].cache_from,
+            ["type=registry,ref=127.0.0.1:5000/cache/api"]
+        );
+        assert_eq!(
+            services["api"].cache_to,
+            ["type=registry,ref=127.0.0.1:5000/cache/api,mode=max"]
+        );
+        assert_eq!(services["web"].cache_from, ["acme/web:cache"]);
+        assert!(services["web"].cache_to.is_empty());
     }
 
     #[test]

@@ -312,30 +312,49 @@ impl Project {
         let set = self.services(&run.only, &run.skip)?;
         // Every secret is read before anything starts: a missing one is an input error.
         let secrets = self.read_secrets(&set, &run.secrets)?;
+        // Several builders (`--builder`, `builders:`), else `engine` alone.
+        let mut builders = Vec::new();
+        for host in &self.settings.builders {
+            let builder = DockerEngine::connect_to(host)
+                .await?
+                .with_credentials(engine.uses_credentials());
+            builders.push(builder);
+        }
+        if builders.is_empty() {
+            builders.push(engine);
+        }
         let mut prefetch = None;
+        let prefetch_events = Arc::new(prefetch_events);
         if !run.no_prefetch {
             let images = self.plan.images_for(&set);
-            if !images.is_empty() {
-                tracing::info!("prefetching {} base image(s)", images.len());
+            for builder in builders.iter().filter(|_| !images.is_empty()) {
+                tracing::info!(
+                    "prefetching {} base image(s) into {}",
+                    images.len(),
+                    builder.host()
+                );
+                let events = Arc::clone(&prefetch_events);
                 let report = self
                     .prefetch(
-                        engine.clone(),
+                        builder.clone(),
                         &images,
                         run.always_pull,
-                        prefetch_events,
+                        move |e| events(e),
                         cancel.clone(),
                     )
                     .await?;
                 let s = &report.summary;
                 tracing::info!(
-                    "prefetch: pulled {}, present {}, failed {} of {}",
+                    "prefetch into {}: pulled {}, present {}, failed {} of {}",
+                    builder.host(),
                     s.pulled,
                     s.present,
                     s.failed,
                     s.total
                 );
                 let interrupted = report.interrupted;
-                prefetch = Some(report);
+                // The report is the first builder's; the others' are in the log.
+                prefetch.get_or_insert(report);
                 if interrupted {
                     return Ok(BuildOutcome {
                         prefetch,
@@ -351,7 +370,18 @@ impl Project {
             secrets,
             ..BuildOptions::from(&self.settings)
         };
-        let build = Builder::with_shared_engine(Arc::new(engine), options)
+        let builder = if self.settings.builders.is_empty() {
+            Builder::with_shared_engine(Arc::new(builders.remove(0)), options)
+        } else {
+            Builder::on_builders(
+                builders
+                    .into_iter()
+                    .map(|b| (b.host().to_owned(), Arc::new(b)))
+                    .collect(),
+                options,
+            )
+        };
+        let build = builder
             .on_event(build_events)
             .cancel_on(cancel)
             .run(&set)

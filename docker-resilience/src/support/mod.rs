@@ -18,6 +18,16 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+#[cfg(feature = "engine")]
+/// A relative path with `/` between its parts, whatever the host's separator (names in
+/// a build context's tar, paths in BuildKit's file sync).
+pub(crate) fn slash_path(path: &std::path::Path) -> String {
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Locks a mutex, going on after a panic elsewhere poisoned it (the data is counters
 /// and caches: still usable).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -40,6 +40,10 @@ pub struct ComposeBuild {
     pub network: Option<String>,
     /// `platforms` to build for.
     pub platforms: Vec<String>,
+    /// `cache_from`: build caches to import (`type=registry,ref=…`, or an image).
+    pub cache_from: Vec<String>,
+    /// `cache_to`: build caches to export.
+    pub cache_to: Vec<String>,
     /// `additional_contexts`: names a Dockerfile may use (`FROM name`, `COPY
     /// --from=name`) and what they stand for.
     pub additional_contexts: BTreeMap<String, NamedContext>,
@@ -421,6 +425,8 @@ struct BuildSpec {
     target: Option<String>,
     network: Option<String>,
     platforms: Vec<String>,
+    cache_from: Option<Vec<String>>,
+    cache_to: Option<Vec<String>>,
     /// Name → (what it is, the directory paths are relative to).
     additional_contexts: BTreeMap<String, (String, PathBuf)>,
     /// `secrets`: (top-level name, id), with the line.
@@ -519,6 +525,12 @@ impl BuildSpec {
             }
         }
         self.additional_contexts.extend(over.additional_contexts);
+        if over.cache_from.is_some() {
+            self.cache_from = over.cache_from;
+        }
+        if over.cache_to.is_some() {
+            self.cache_to = over.cache_to;
+        }
         for secret in over.secrets {
             self.secrets.retain(|s| s.1 != secret.1);
             self.secrets.push(secret);
@@ -591,6 +603,8 @@ impl BuildSpec {
             target: self.target,
             network: self.network,
             platforms: self.platforms,
+            cache_from: self.cache_from.unwrap_or_default(),
+            cache_to: self.cache_to.unwrap_or_default(),
             additional_contexts,
             secrets,
             path: self.path,
@@ -599,7 +613,9 @@ impl BuildSpec {
     }
 }
 
-fn is_remote(context: &str) -> bool {
+/// Whether a build context (or a named one) is a URL: a git repository or an
+/// `https://` file, not a directory.
+pub(crate) fn is_remote(context: &str) -> bool {
     context.contains("://") || context.starts_with("git@")
 }
 
@@ -903,6 +919,18 @@ impl Loader<'_> {
             for p in &b.platforms {
                 if let Some(p) = self.interpolate(file, p, at)? {
                     out.platforms.push(p);
+                }
+            }
+            for (list, raw) in [
+                (&mut out.cache_from, &b.cache_from),
+                (&mut out.cache_to, &b.cache_to),
+            ] {
+                if !raw.is_empty() {
+                    let mut specs = Vec::new();
+                    for spec in raw {
+                        specs.extend(self.interpolate(file, spec, at)?);
+                    }
+                    *list = Some(specs);
                 }
             }
             for (k, v) in b
@@ -1298,6 +1326,15 @@ mod tests {
         assert_eq!(
             contexts["assets"],
             NamedContext::Other("contexts/assets".into())
+        );
+        let build = p.services["app"].build.as_ref().unwrap();
+        assert_eq!(
+            build.cache_from,
+            ["type=registry,ref=127.0.0.1:5000/cache/app"]
+        );
+        assert_eq!(
+            build.cache_to,
+            ["type=registry,ref=127.0.0.1:5000/cache/app,mode=max"]
         );
     }
 

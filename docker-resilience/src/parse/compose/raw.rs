@@ -139,6 +139,10 @@ pub(super) struct RawBuildLong {
     pub additional_contexts: Option<Args>,
     #[serde(default)]
     pub secrets: Vec<Spanned<RawBuildSecret>>,
+    #[serde(default)]
+    pub cache_from: Vec<String>,
+    #[serde(default)]
+    pub cache_to: Vec<String>,
 }
 
 impl RawBuild {

@@ -157,6 +157,28 @@ pub enum NamedContext {
     Local,
 }
 
+/// The name BuildKit looks up a named context by for an image: its familiar form
+/// without `:latest` (`alpine` for `docker.io/library/alpine:latest`, `nginx:stable`,
+/// `127.0.0.1:5000/acme/base:1`). A context by that name stands in for the image
+/// wherever the Dockerfile names it, however it spells it.
+///
+/// ```
+/// use docker_resilience::parse::dockerfile::context_name;
+/// use docker_resilience::vocab::ImageReference;
+///
+/// let alpine = ImageReference::parse("docker.io/library/alpine").unwrap();
+/// assert_eq!(context_name(&alpine), "alpine");
+/// let nginx = ImageReference::parse("nginx:stable").unwrap();
+/// assert_eq!(context_name(&nginx), "nginx:stable");
+/// ```
+pub fn context_name(reference: &ImageReference) -> String {
+    let familiar = reference.familiar();
+    match familiar.strip_suffix(":latest") {
+        Some(name) => name.to_owned(),
+        None => familiar,
+    }
+}
+
 /// A place where a named context that is an image stands in for what is written
 /// (`FROM base`, `COPY --from=base`, `RUN --mount=from=base`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +336,11 @@ mod tests {
             .iter()
             .map(|u| (u.line, u.kind, u.reference.to_string()))
             .collect()
+    }
+
+    /// Each image's line and reference.
+    fn lines_and_refs(scan: &ImageScan) -> Vec<(usize, String)> {
+        images(scan).into_iter().map(|(l, _, r)| (l, r)).collect()
     }
 
     #[test]
@@ -641,14 +668,11 @@ mod tests {
         };
         let s = file.scan(&options).unwrap();
         assert_eq!(
-            images(&s)
-                .iter()
-                .map(|(l, _, r)| (*l, r.as_str()))
-                .collect::<Vec<_>>(),
+            lines_and_refs(&s),
             [
-                (2, "docker.io/library/golang:1.22"),
-                (3, "docker.io/alpine/git:2.43.0"),
-                (6, "docker.io/library/busybox:latest"),
+                (2, "docker.io/library/golang:1.22".to_owned()),
+                (3, "docker.io/alpine/git:2.43.0".to_owned()),
+                (6, "docker.io/library/busybox:latest".to_owned()),
             ]
         );
         let needed = s.needed_stages(Some("final")).unwrap();
@@ -661,5 +685,32 @@ mod tests {
             [3]
         );
         assert!(s.needed_stages(Some("nope")).is_none());
+    }
+
+    #[test]
+    fn an_image_finds_its_context_by_its_familiar_name_as_in_buildkit() {
+        let text = "FROM docker.io/library/alpine:latest\nCOPY --from=library/nginx:stable /a /a\n\
+                    FROM alpine:3.19\n";
+        let file = Dockerfile::parse(text).unwrap();
+        let options = ScanOptions {
+            named_contexts: BTreeMap::from([
+                (
+                    "alpine".to_owned(),
+                    NamedContext::Image("acme/a:1".to_owned()),
+                ),
+                ("nginx:stable".to_owned(), NamedContext::Local),
+            ]),
+            ..ScanOptions::default()
+        };
+        let s = file.scan(&options).unwrap();
+        assert_eq!(
+            lines_and_refs(&s),
+            [
+                (1, "docker.io/acme/a:1".to_owned()),
+                (3, "docker.io/library/alpine:3.19".to_owned()),
+            ]
+        );
+        assert_eq!(s.context_uses.len(), 1);
+        assert_eq!(s.context_uses[0].written, "docker.io/library/alpine:latest");
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    ContextUse, Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction, NamedContext,
-    ScanOptions, ScanWarning, Stage,
+    context_name, ContextUse, Dockerfile, DockerfileError, ImageScan, ImageUse, Instruction,
+    NamedContext, ScanOptions, ScanWarning, Stage,
 };
 use crate::parse::expand::{expand, split_words, words, ExpandError, Style};
 use crate::vocab::{holds_secret, ImageReference, Platform, SourceKind};
@@ -279,14 +279,22 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// The named context called `name`, if the build has one.
+    /// The named context called `name`, if the build has one: by the name as written,
+    /// else, for an image, by its familiar name as BuildKit looks it up (`FROM
+    /// docker.io/library/alpine:latest` uses a context called `alpine`).
     fn named(&self, name: &str) -> Option<&'a NamedContext> {
-        let options: &'a ScanOptions = self.options;
-        options
-            .named_contexts
+        let contexts: &'a BTreeMap<String, NamedContext> = &self.options.named_contexts;
+        if contexts.is_empty() {
+            return None;
+        }
+        contexts
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, c)| c)
+            .or_else(|| {
+                let reference = ImageReference::parse(name).ok()?;
+                contexts.get(&context_name(&reference))
+            })
     }
 
     /// The stage being scanned needs stage `index`.
