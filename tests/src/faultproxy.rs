@@ -96,6 +96,9 @@ pub enum Fault {
     },
     /// Forward the whole body with some bytes changed (right length, wrong content).
     Corrupt,
+    /// Answer `503` because [`Config::max_active`] requests are under way (not chosen
+    /// by rules: the limit injects it).
+    Limit,
 }
 
 impl Fault {
@@ -109,6 +112,7 @@ impl Fault {
             Fault::Truncate => "truncate".into(),
             Fault::CutAfter { .. } => "cut".into(),
             Fault::Corrupt => "corrupt".into(),
+            Fault::Limit => "limit".into(),
         }
     }
 }
@@ -147,6 +151,10 @@ pub struct Config {
     /// Drop `Range` from forwarded requests (a mirror that ignores it and answers
     /// every ranged request with the whole blob).
     pub ignore_range: bool,
+    /// Answer `503` to a request that arrives while this many are under way (0: no
+    /// limit): a registry or mirror that limits connections, as nginx's `limit_conn`
+    /// does. Refused requests are counted as the fault `limit`.
+    pub max_active: u64,
 }
 
 impl Config {
@@ -233,6 +241,10 @@ pub struct Stats {
     /// Ranged requests forwarded (`Range:` in the request, whether passed on or not).
     #[serde(default)]
     pub ranged: u64,
+    /// Requests under way now (from arrival, latency included, until answered), the
+    /// count [`Config::max_active`] limits; refused requests are not counted.
+    #[serde(default)]
+    pub open: u64,
 }
 
 impl Stats {
@@ -433,17 +445,25 @@ async fn handle(
     }
 
     let kind = PathKind::of(&request.path);
+    let mut open = None;
     let (fault, latency) = {
         let mut s = lock(&state);
         *s.stats
             .requests
             .entry(format!("{kind:?}").to_lowercase())
             .or_default() += 1;
+        let limited = s.config.max_active > 0 && s.stats.open >= s.config.max_active;
         let fault = if s.config.down {
             Some(Fault::Eof)
+        } else if limited {
+            Some(Fault::Limit)
         } else {
             s.decide(&request.path, kind)
         };
+        if !limited {
+            s.stats.open += 1;
+            open = Some(Open { state: &state });
+        }
         if let Some(f) = &fault {
             *s.stats.faults.entry(f.name()).or_default() += 1;
         }
@@ -487,6 +507,17 @@ async fn handle(
             }
             return respond(&mut conn, &status, &headers, body.as_bytes()).await;
         }
+        Some(Fault::Limit) => {
+            let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"too many connections"}]}"#;
+            let headers = [("Content-Type", "application/json".to_owned())];
+            return respond(
+                &mut conn,
+                "503 Service Unavailable",
+                &headers,
+                body.as_bytes(),
+            )
+            .await;
+        }
         Some(Fault::RateLimit { retry_after_secs }) => {
             let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}"#;
             return respond(
@@ -507,7 +538,21 @@ async fn handle(
         Some(Fault::Corrupt) => body_fault = BodyFault::Corrupt,
         None => {}
     }
-    forward(conn, upstream, request, body_fault, &state).await
+    let forwarded = forward(conn, upstream, request, body_fault, &state).await;
+    drop(open);
+    forwarded
+}
+
+/// A request under way (admitted under [`Config::max_active`]), counted while it lives.
+struct Open<'a> {
+    state: &'a Arc<Mutex<State>>,
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        let mut s = lock(self.state);
+        s.stats.open = s.stats.open.saturating_sub(1);
+    }
 }
 
 /// What happens to a forwarded response's body.

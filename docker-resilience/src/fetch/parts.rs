@@ -11,10 +11,14 @@
 //!   The whole is verified by digest once, when the last part lands.
 //! - A source that answers a ranged request with the whole blob (it ignores `Range`)
 //!   gets one stream for this blob and every later one (said once); one that answers
-//!   parts with 429/503 gets fewer at once ([`Transport::part_width`]).
+//!   parts with 429/503 gets fewer at once ([`Transport::part_width`]): a part pushed
+//!   back while others of its blob are on the wire gives its place up, and what it
+//!   still lacks waits for one, so the blob's own parts shrink to what the source
+//!   serves (the last part left is retried by the transport as any request).
 
+use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -48,6 +52,22 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// A part on the wire, counted in [`Shared::running`] while it lives.
+struct OnWire<'a>(&'a AtomicUsize);
+
+impl<'a> OnWire<'a> {
+    fn enter(running: &'a AtomicUsize) -> Self {
+        running.fetch_add(1, Ordering::Relaxed);
+        OnWire(running)
+    }
+}
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Cuts the `missing` ranges into pieces of about `total / parts` bytes (at least
 /// [`MIN_PART`]); a piece never spans two ranges.
 pub(super) fn split(missing: &[Range<u64>], parts: usize) -> Vec<Range<u64>> {
@@ -70,12 +90,28 @@ pub(super) fn split(missing: &[Range<u64>], parts: usize) -> Vec<Range<u64>> {
 }
 
 /// How a part ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PartEnd {
     /// Its bytes are on disk.
     Whole,
     /// The source sent the whole blob instead: it ignores `Range`.
     NoRanges,
+    /// The source pushed back (429/503) while other parts of the blob were on the
+    /// wire: these bytes are still to fetch, when a place is free.
+    PushedBack(Range<u64>),
+}
+
+/// What the parts of one blob share.
+#[derive(Default)]
+struct Shared {
+    /// Bytes received.
+    received: AtomicU64,
+    /// Parts continued after a cut.
+    resumes: AtomicU64,
+    /// A source answered a part with the whole blob.
+    no_ranges: AtomicBool,
+    /// Parts on the wire now.
+    running: AtomicUsize,
 }
 
 /// What fetching a blob in parts brought.
@@ -97,8 +133,7 @@ impl Fetcher {
         blob: &Descriptor,
         watch: Watch<'_>,
     ) -> Result<Option<PartsOutcome>, FetchError> {
-        let received = AtomicU64::new(0);
-        let resumes = AtomicU64::new(0);
+        let shared = Shared::default();
         // A blob whose parts do not hash to its digest is fetched once more.
         for round in 0..2 {
             let cache = self.cache.clone();
@@ -108,34 +143,40 @@ impl Fetcher {
                 .map_err(|e| CacheError::other(self.cache.dir(), e.to_string()))??;
             if round == 0 && ranged.done_bytes() > 0 {
                 // Going on from what an earlier run (or a stream) left.
-                resumes.fetch_add(1, Ordering::Relaxed);
+                shared.resumes.fetch_add(1, Ordering::Relaxed);
                 self.transport.stats().with(&sources[0], |s| s.resumes += 1);
             }
             let ranged = Arc::new(ranged);
             let wanted = self.multipart.parts;
-            let mut queue = split(&ranged.missing(), wanted).into_iter();
-            let no_ranges = AtomicBool::new(false);
+            let mut queue: VecDeque<_> = split(&ranged.missing(), wanted).into();
+            shared.no_ranges.store(false, Ordering::Relaxed);
             let mut running = FuturesUnordered::new();
             let mut host = sources[0].host.clone();
             let mut failure = None;
             loop {
-                let width = self.transport.part_width(&host, wanted);
+                let (width, generation) = self.transport.part_width(&host, wanted);
                 while running.len() < width {
-                    let Some(piece) = queue.next() else { break };
+                    let Some(piece) = queue.pop_front() else {
+                        break;
+                    };
                     running.push(self.part(
                         sources,
                         image,
                         blob,
-                        piece,
+                        (piece, generation),
                         &ranged,
                         watch,
-                        (&received, &resumes, &no_ranges),
+                        &shared,
                     ));
                 }
                 match running.next().await {
                     None => break,
                     Some(Ok((_, PartEnd::NoRanges))) => break,
                     Some(Ok((served_by, PartEnd::Whole))) => host = served_by,
+                    Some(Ok((pushed_by, PartEnd::PushedBack(rest)))) => {
+                        host = pushed_by;
+                        queue.push_front(rest);
+                    }
                     Some(Err(e)) => {
                         failure = Some(e);
                         break;
@@ -149,7 +190,7 @@ impl Fetcher {
                 return Err(e);
             }
             saved?;
-            if no_ranges.load(Ordering::Relaxed) {
+            if shared.no_ranges.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             let ranged = Arc::into_inner(ranged).expect("no part runs any more");
@@ -159,8 +200,8 @@ impl Fetcher {
             match committed {
                 Ok(_) => {
                     return Ok(Some(PartsOutcome {
-                        received: received.load(Ordering::Relaxed),
-                        resumes: resumes.load(Ordering::Relaxed),
+                        received: shared.received.load(Ordering::Relaxed),
+                        resumes: shared.resumes.load(Ordering::Relaxed),
                     }))
                 }
                 Err(e @ CacheError::Mismatch { .. }) => {
@@ -185,19 +226,21 @@ impl Fetcher {
         unreachable!("the second round returns")
     }
 
-    /// One part: a request through the transport until its bytes are on disk; returns
-    /// the host that served it.
+    /// One part, launched at width generation `generation`: a request through the
+    /// transport until its bytes are on disk (or it gives its place up); returns the
+    /// host that answered.
     #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
         sources: &[Endpoint],
         image: &ImageReference,
         blob: &Descriptor,
-        piece: Range<u64>,
+        (piece, generation): (Range<u64>, u64),
         ranged: &Arc<RangedBlob>,
         watch: Watch<'_>,
-        counters: (&AtomicU64, &AtomicU64, &AtomicBool),
+        shared: &Shared,
     ) -> Result<(String, PartEnd), FetchError> {
+        let _on_wire = OnWire::enter(&shared.running);
         let at = AtomicU64::new(piece.start);
         let served = self
             .transport
@@ -210,7 +253,8 @@ impl Fetcher {
                     let endpoint = endpoint.clone();
                     let (piece, at) = (piece.clone(), &at);
                     async move {
-                        self.part_try(&endpoint, image, blob, piece, at, ranged, watch, counters)
+                        let part = (piece, generation, at);
+                        self.part_try(&endpoint, image, blob, part, ranged, watch, shared)
                             .await
                             .map(|step| match step {
                                 Step::Done(end) => Step::Done((endpoint.host.clone(), end)),
@@ -231,11 +275,10 @@ impl Fetcher {
         endpoint: &Endpoint,
         image: &ImageReference,
         blob: &Descriptor,
-        piece: Range<u64>,
-        at: &AtomicU64,
+        (piece, generation, at): (Range<u64>, u64, &AtomicU64),
         ranged: &Arc<RangedBlob>,
         watch: Watch<'_>,
-        (received_total, resumes, no_ranges): (&AtomicU64, &AtomicU64, &AtomicBool),
+        shared: &Shared,
     ) -> Result<Step<PartEnd>, FetchError> {
         let transport: &Transport = &self.transport;
         let stats = transport.stats();
@@ -243,7 +286,7 @@ impl Fetcher {
         if start >= piece.end {
             return Ok(Step::Done(PartEnd::Whole));
         }
-        if no_ranges.load(Ordering::Relaxed) {
+        if shared.no_ranges.load(Ordering::Relaxed) {
             return Ok(Step::Done(PartEnd::NoRanges));
         }
         let fail = |failure| {
@@ -260,20 +303,34 @@ impl Fetcher {
         {
             Ok(response) => response,
             Err(e) => {
-                if matches!(
-                    e.failure,
-                    Failure::Status {
-                        code: 429 | 503,
-                        ..
-                    }
-                ) {
-                    transport.parts_pushed_back(&endpoint.host, self.multipart.parts);
+                let Failure::Status {
+                    code: code @ (429 | 503),
+                    retry_after,
+                    ..
+                } = e.failure
+                else {
+                    return Err(e.into());
+                };
+                let wanted = self.multipart.parts;
+                if let Some(width) = transport.parts_pushed_back(&endpoint.host, wanted, generation)
+                {
+                    tracing::debug!(
+                        "{} answered a part with {code}: {width} parts at once from it",
+                        endpoint.label
+                    );
                 }
-                return Err(e.into());
+                // A wait the source asked for is the transport's to keep (for every
+                // request to it); else, while other parts are on the wire, this one
+                // gives its place up.
+                if retry_after.is_some() || shared.running.load(Ordering::Relaxed) < 2 {
+                    return Err(e.into());
+                }
+                stats.with(endpoint, |s| s.faults.transient += 1);
+                return Ok(Step::Done(PartEnd::PushedBack(start..piece.end)));
             }
         };
         if !response.resumed {
-            no_ranges.store(true, Ordering::Relaxed);
+            shared.no_ranges.store(true, Ordering::Relaxed);
             if transport.ignores_ranges(&endpoint.host) {
                 tracing::warn!(
                     "{} ignores Range (it answered a part with the whole blob): big blobs from it come over one stream",
@@ -283,7 +340,7 @@ impl Fetcher {
             return Ok(Step::Done(PartEnd::NoRanges));
         }
         if start > piece.start {
-            resumes.fetch_add(1, Ordering::Relaxed);
+            shared.resumes.fetch_add(1, Ordering::Relaxed);
             stats.with(endpoint, |s| s.resumes += 1);
         }
         let mut body = response.response;
@@ -323,7 +380,7 @@ impl Fetcher {
         let batch = std::mem::take(&mut pending.batch);
         self.write_batch(ranged, pending.at, batch).await?;
         at.store(start + received, Ordering::Relaxed);
-        received_total.fetch_add(received, Ordering::Relaxed);
+        shared.received.fetch_add(received, Ordering::Relaxed);
         stats.with(endpoint, |s| s.bytes += received);
         let outcome = match outcome {
             Ok(()) if start + received < piece.end => Err(Failure::Cut {

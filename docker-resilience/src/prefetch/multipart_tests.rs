@@ -197,11 +197,38 @@ async fn a_source_that_ignores_range_gets_one_stream() {
     let (fetcher, _dir, _) = fetch(&world, 8, 16).await;
     assert!(fetcher.cache().contains(&world.image.layers[0].digest));
     let host = world.proxy.to_string();
-    assert_eq!(fetcher.transport().part_width(&host, 8), 1);
+    assert_eq!(fetcher.transport().part_width(&host, 8).0, 1);
     assert_eq!(endpoint_stats(&fetcher).parts, 0);
     let proxy = proxy_stats(world.proxy).await;
     // The parts' first answers are whole blobs, dropped as soon as seen.
     assert!(proxy.bytes < 3 * 12 * MIB as u64, "{proxy:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_limiting_connections_gets_fewer_parts_and_serves_the_blob() {
+    // A thin link whose source answers 503 to a request past 4 under way.
+    let limited = Config {
+        max_active: 4,
+        ..Config::thin_link(8_000_000, 20)
+    };
+    let world = world(24 * MIB, limited).await;
+    let (fetcher, _dir, _) = fetch(&world, 16, 16).await;
+    let layer = &world.image.layers[0];
+    assert!(fetcher.cache().contains(&layer.digest));
+    assert!(fetcher
+        .cache()
+        .verify_all(false)
+        .unwrap()
+        .corrupt
+        .is_empty());
+    let (width, _) = fetcher.transport().part_width(&world.proxy.to_string(), 16);
+    assert!(width <= 5, "{width} parts at once after the push-backs");
+    let proxy = proxy_stats(world.proxy).await;
+    // The first crowd of 16 meets 12 refusals; then the parts shrink to what the
+    // source serves, probing for one more now and then.
+    let refused = proxy.faults.get("limit").copied().unwrap_or(0);
+    assert!((12..=32).contains(&refused), "{proxy:?}");
+    assert!(proxy.bytes < layer.size + 64 * 1024, "{proxy:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

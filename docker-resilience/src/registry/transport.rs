@@ -287,9 +287,20 @@ impl Drop for Connection<'_> {
 struct Parts {
     /// Hosts that answer a ranged request with the whole blob.
     no_ranges: HashSet<String>,
-    /// Hosts that pushed back on parts (429/503): parts at once allowed now, and
-    /// parts served since the last change.
-    width: HashMap<String, (usize, u32)>,
+    /// Hosts that pushed back on parts (429/503).
+    width: HashMap<String, Width>,
+}
+
+/// Parts at once a host that pushed back takes now.
+#[derive(Debug, Clone, Copy)]
+struct Width {
+    /// Parts at once allowed.
+    parts: usize,
+    /// Parts served since it last grew or shrank.
+    served: u32,
+    /// Times it shrank: a push-back on a part launched before the last shrink is the
+    /// same crowd's, already answered (as TCP halves its window once per loss event).
+    shrinks: u64,
 }
 
 /// Parts served at a narrowed width before it grows by one.
@@ -358,19 +369,20 @@ impl Transport {
         }
     }
 
-    /// Parts of one blob to fetch at once from `host`, for `wanted` asked: 1 for a
-    /// source that ignores `Range`, fewer after it pushed back, never more than its
-    /// connection budget.
-    pub fn part_width(&self, host: &str, wanted: usize) -> usize {
+    /// Parts of one blob to fetch at once from `host`, for `wanted` asked, and the
+    /// generation of that width (given back with a push-back): 1 for a source that
+    /// ignores `Range`, fewer after it pushed back, never more than its connection
+    /// budget.
+    pub fn part_width(&self, host: &str, wanted: usize) -> (usize, u64) {
         let parts = lock(&self.parts);
         if parts.no_ranges.contains(host) {
-            return 1;
+            return (1, 0);
         }
-        let width = parts
+        let (width, shrinks) = parts
             .width
             .get(host)
-            .map_or(wanted, |(w, _)| (*w).min(wanted));
-        width.clamp(1, self.connections.limit)
+            .map_or((wanted, 0), |w| (w.parts.min(wanted), w.shrinks));
+        (width.clamp(1, self.connections.limit), shrinks)
     }
 
     /// Says `host` answered a ranged request with the whole blob; `true` the first
@@ -379,22 +391,33 @@ impl Transport {
         lock(&self.parts).no_ranges.insert(host.to_owned())
     }
 
-    /// Says `host` pushed back on a part (429, 503): half as many parts at once.
-    pub fn parts_pushed_back(&self, host: &str, wanted: usize) {
+    /// Says `host` pushed back (429, 503) on a part launched at width generation
+    /// `launched` ([`Transport::part_width`]): half as many parts at once, once per
+    /// crowd of parts. Returns the width when it shrank.
+    pub fn parts_pushed_back(&self, host: &str, wanted: usize, launched: u64) -> Option<usize> {
         let mut parts = lock(&self.parts);
-        let entry = parts.width.entry(host.to_owned()).or_insert((wanted, 0));
-        entry.0 = (entry.0 / 2).max(1);
-        entry.1 = 0;
+        let width = parts.width.entry(host.to_owned()).or_insert(Width {
+            parts: wanted.min(self.connections.limit),
+            served: 0,
+            shrinks: 0,
+        });
+        if launched != width.shrinks {
+            return None;
+        }
+        width.parts = (width.parts / 2).max(1);
+        width.served = 0;
+        width.shrinks += 1;
+        Some(width.parts)
     }
 
     /// Says `host` served a part: after a few, one more part at once (up to `wanted`).
     pub fn part_served(&self, host: &str, wanted: usize) {
         let mut parts = lock(&self.parts);
-        if let Some(entry) = parts.width.get_mut(host) {
-            entry.1 += 1;
-            if entry.1 >= PARTS_TO_WIDEN {
-                entry.0 = (entry.0 + 1).min(wanted);
-                entry.1 = 0;
+        if let Some(width) = parts.width.get_mut(host) {
+            width.served += 1;
+            if width.served >= PARTS_TO_WIDEN {
+                width.parts = (width.parts + 1).min(wanted);
+                width.served = 0;
             }
         }
         drop(parts);
@@ -937,6 +960,41 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(150));
         assert_eq!(e.class(), ErrorClass::Transient);
         assert_eq!(t.stats().snapshot()[0].requests, 3);
+    }
+
+    #[test]
+    fn parts_halve_once_per_crowd_and_grow_back_one_at_a_time() {
+        let t = transport(3).with_connections(12);
+        let host = "mirror:5000";
+        // Never more than the budget; the wanted width until a push-back.
+        assert_eq!(t.part_width(host, 16), (12, 0));
+        // The first push-back of a crowd launched at generation 0 halves the width;
+        // the same crowd's later ones change nothing.
+        assert_eq!(t.parts_pushed_back(host, 16, 0), Some(6));
+        assert_eq!(t.parts_pushed_back(host, 16, 0), None);
+        assert_eq!(t.part_width(host, 16), (6, 1));
+        // A crowd launched at the new width pushing back halves it again.
+        assert_eq!(t.parts_pushed_back(host, 16, 1), Some(3));
+        assert_eq!(t.part_width(host, 16), (3, 2));
+        // Every few parts served, one more at once, up to what is wanted.
+        for _ in 0..PARTS_TO_WIDEN {
+            t.part_served(host, 4);
+        }
+        assert_eq!(t.part_width(host, 4), (4, 2));
+        for _ in 0..PARTS_TO_WIDEN {
+            t.part_served(host, 4);
+        }
+        assert_eq!(t.part_width(host, 4), (4, 2));
+        // Never below one; another host is untouched.
+        for generation in 2..6 {
+            t.parts_pushed_back(host, 4, generation);
+        }
+        assert_eq!(t.part_width(host, 4).0, 1);
+        assert_eq!(t.part_width("registry:443", 8), (8, 0));
+        // A source that ignores Range: one stream.
+        assert!(t.ignores_ranges(host));
+        assert!(!t.ignores_ranges(host));
+        assert_eq!(t.part_width(host, 8).0, 1);
     }
 
     use super::super::client::Role;

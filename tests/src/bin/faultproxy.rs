@@ -72,6 +72,10 @@ enum Preset {
         /// Also drop `Range` from requests (a mirror that ignores it).
         #[arg(long)]
         ignore_range: bool,
+        /// Also answer 503 to a request arriving while this many are under way (a
+        /// source that limits connections; 0: no limit).
+        #[arg(long, default_value_t = 0)]
+        max_active: u64,
     },
 }
 
@@ -90,8 +94,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rate,
                 latency_ms,
                 ignore_range,
+                max_active,
             } => Config {
                 ignore_range,
+                max_active,
                 ..Config::thin_link(rate, latency_ms)
             },
         };
