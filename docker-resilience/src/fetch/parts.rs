@@ -101,8 +101,13 @@ enum PartEnd {
     PushedBack(Range<u64>),
 }
 
+/// Writes of one blob's parts at once: each is a blocking call on a thread of the
+/// runtime's pool, and every thread the pool grows costs memory (the allocator's heap
+/// per thread); the page cache takes a batch in well under a millisecond, far faster
+/// than any link brings one.
+const WRITERS: usize = 2;
+
 /// What the parts of one blob share.
-#[derive(Default)]
 struct Shared {
     /// Bytes received.
     received: AtomicU64,
@@ -112,6 +117,20 @@ struct Shared {
     no_ranges: AtomicBool,
     /// Parts on the wire now.
     running: AtomicUsize,
+    /// Places for a part's batch being written.
+    writers: tokio::sync::Semaphore,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            received: AtomicU64::default(),
+            resumes: AtomicU64::default(),
+            no_ranges: AtomicBool::default(),
+            running: AtomicUsize::default(),
+            writers: tokio::sync::Semaphore::new(WRITERS),
+        }
+    }
 }
 
 /// What fetching a blob in parts brought.
@@ -364,21 +383,26 @@ impl Fetcher {
                             piece.end - start
                         )));
                     }
-                    pending.batch.extend_from_slice(&chunk);
-                    received += chunk.len() as u64;
-                    (watch.progress)(chunk.len() as u64);
-                    if pending.batch.len() >= WRITE_BATCH {
+                    // Written before the batch would outgrow its buffer (never
+                    // reallocated: one buffer per part, of WRITE_BATCH bytes).
+                    if pending.batch.len() + chunk.len() > WRITE_BATCH {
                         let batch = std::mem::take(&mut pending.batch);
-                        pending.batch = self.write_batch(ranged, pending.at, batch).await?;
+                        pending.batch = self
+                            .write_batch(ranged, pending.at, batch, &shared.writers)
+                            .await?;
                         pending.at = start + received;
                         at.store(pending.at, Ordering::Relaxed);
                     }
+                    pending.batch.extend_from_slice(&chunk);
+                    received += chunk.len() as u64;
+                    (watch.progress)(chunk.len() as u64);
                 }
             }
         };
         // What arrived is good whatever ended the body: keep it.
         let batch = std::mem::take(&mut pending.batch);
-        self.write_batch(ranged, pending.at, batch).await?;
+        self.write_batch(ranged, pending.at, batch, &shared.writers)
+            .await?;
         at.store(start + received, Ordering::Relaxed);
         shared.received.fetch_add(received, Ordering::Relaxed);
         stats.with(endpoint, |s| s.bytes += received);
@@ -410,16 +434,22 @@ impl Fetcher {
         }
     }
 
-    /// Writes `batch` at `offset` off the async threads; returns the emptied buffer.
+    /// Writes `batch` at `offset` off the async threads, in one of the blob's `writers`
+    /// places; returns the emptied buffer.
     async fn write_batch(
         &self,
         ranged: &Arc<RangedBlob>,
         offset: u64,
         batch: Vec<u8>,
+        writers: &tokio::sync::Semaphore,
     ) -> Result<Vec<u8>, FetchError> {
         if batch.is_empty() {
             return Ok(batch);
         }
+        let _place = writers
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let ranged = Arc::clone(ranged);
         let (written, batch) = tokio::task::spawn_blocking(move || {
             let written = ranged.write_at(offset, &batch);
