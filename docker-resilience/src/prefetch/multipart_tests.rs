@@ -127,6 +127,12 @@ async fn fetch(
     (fetcher, dir, fetched)
 }
 
+/// Every blob in the fetcher's cache hashes to its digest.
+fn assert_cache_verifies(fetcher: &Fetcher) {
+    let report = fetcher.cache().verify_all(false).unwrap();
+    assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+}
+
 fn endpoint_stats(fetcher: &Fetcher) -> crate::fetch::EndpointStats {
     fetcher.transport().stats().snapshot().remove(0)
 }
@@ -138,12 +144,7 @@ async fn a_big_blob_comes_in_parts_within_the_connection_budget() {
     let (fetcher, _dir, fetched) = fetch(&world, 8, 4).await;
     assert_eq!(fetched.layers, world.image.layers);
     assert!(fetcher.cache().contains(&world.image.layers[0].digest));
-    assert!(fetcher
-        .cache()
-        .verify_all(false)
-        .unwrap()
-        .corrupt
-        .is_empty());
+    assert_cache_verifies(&fetcher);
     let stats = endpoint_stats(&fetcher);
     assert_eq!(stats.parts, 8, "{stats:?}");
     assert_eq!(stats.max_connections, 4, "{stats:?}");
@@ -215,12 +216,7 @@ async fn a_source_limiting_connections_gets_fewer_parts_and_serves_the_blob() {
     let (fetcher, _dir, _) = fetch(&world, 16, 16).await;
     let layer = &world.image.layers[0];
     assert!(fetcher.cache().contains(&layer.digest));
-    assert!(fetcher
-        .cache()
-        .verify_all(false)
-        .unwrap()
-        .corrupt
-        .is_empty());
+    assert_cache_verifies(&fetcher);
     let (width, _) = fetcher.transport().part_width(&world.proxy.to_string(), 16);
     assert!(width <= 5, "{width} parts at once after the push-backs");
     let proxy = proxy_stats(world.proxy).await;
@@ -253,12 +249,7 @@ async fn a_corrupt_part_is_refused_and_the_blob_fetched_again() {
         .unwrap();
     let (fetcher, _dir, _) = fetch(&world, 4, 16).await;
     assert!(fetcher.cache().contains(&world.image.layers[0].digest));
-    assert!(fetcher
-        .cache()
-        .verify_all(false)
-        .unwrap()
-        .corrupt
-        .is_empty());
+    assert_cache_verifies(&fetcher);
     let proxy = proxy_stats(world.proxy).await;
     assert_eq!(proxy.faults.get("corrupt"), Some(&1));
     assert!(proxy.bytes >= 16 * MIB as u64, "fetched twice: {proxy:?}");
