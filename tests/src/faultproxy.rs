@@ -486,7 +486,7 @@ async fn handle(
     match fault {
         Some(Fault::Eof) => return Ok(()), // dropping the connection is the EOF
         Some(Fault::Status { code }) => {
-            // The bodies and headers a distribution registry sends with these codes.
+            // The bodies a distribution registry sends with these codes.
             let (error, message) = match code {
                 401 => ("UNAUTHORIZED", "authentication required".to_owned()),
                 403 => (
@@ -496,27 +496,10 @@ async fn handle(
                 404 => ("MANIFEST_UNKNOWN", "manifest unknown".to_owned()),
                 _ => ("UNKNOWN", format!("injected {code}")),
             };
-            let body = format!(r#"{{"errors":[{{"code":"{error}","message":"{message}"}}]}}"#);
-            let status = format!("{code} {}", reason(code));
-            let mut headers = vec![("Content-Type", "application/json".to_owned())];
-            if code == 401 {
-                headers.push((
-                    "WWW-Authenticate",
-                    r#"Basic realm="drbuild-testbed""#.into(),
-                ));
-            }
-            return respond(&mut conn, &status, &headers, body.as_bytes()).await;
+            return registry_error(&mut conn, code, error, &message).await;
         }
         Some(Fault::Limit) => {
-            let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"too many connections"}]}"#;
-            let headers = [("Content-Type", "application/json".to_owned())];
-            return respond(
-                &mut conn,
-                "503 Service Unavailable",
-                &headers,
-                body.as_bytes(),
-            )
-            .await;
+            return registry_error(&mut conn, 503, "UNAVAILABLE", "too many connections").await;
         }
         Some(Fault::RateLimit { retry_after_secs }) => {
             let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}"#;
@@ -541,6 +524,26 @@ async fn handle(
     let forwarded = forward(conn, upstream, request, body_fault, &state).await;
     drop(open);
     forwarded
+}
+
+/// Answers `code` with a registry's JSON error body (and, for 401, the challenge a
+/// registry sends with it).
+async fn registry_error(
+    conn: &mut TcpStream,
+    code: u16,
+    error: &str,
+    message: &str,
+) -> std::io::Result<()> {
+    let body = format!(r#"{{"errors":[{{"code":"{error}","message":"{message}"}}]}}"#);
+    let status = format!("{code} {}", reason(code));
+    let mut headers = vec![("Content-Type", "application/json".to_owned())];
+    if code == 401 {
+        headers.push((
+            "WWW-Authenticate",
+            r#"Basic realm="drbuild-testbed""#.into(),
+        ));
+    }
+    respond(conn, &status, &headers, body.as_bytes()).await
 }
 
 /// A request under way (admitted under [`Config::max_active`]), counted while it lives.

@@ -197,13 +197,9 @@ mod tests {
 
     #[test]
     fn image_contexts_are_written_in_and_directories_refused() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("app")).unwrap();
-        std::fs::write(
-            root.path().join("app/Dockerfile"),
+        let root = app_tree(
             "FROM base\nCOPY --from=tools /git /git\nRUN --mount=from=tools,target=/t ls /t\n",
-        )
-        .unwrap();
+        );
         let mut app = Service::new("app", "acme/app:1", "app", "app/Dockerfile");
         assert_eq!(
             dockerfile_text(root.path(), &app, &no_pins(), false),
@@ -238,16 +234,21 @@ mod tests {
         );
     }
 
+    /// A tree holding `app/Dockerfile` with `text`.
+    fn app_tree(text: &str) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("app")).unwrap();
+        std::fs::write(root.path().join("app/Dockerfile"), text).unwrap();
+        root
+    }
+
     fn no_pins() -> BTreeMap<ImageReference, String> {
         BTreeMap::new()
     }
 
     #[test]
     fn pinned_images_are_written_in_wherever_named_but_never_over_a_stage() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("app")).unwrap();
-        std::fs::write(
-            root.path().join("app/Dockerfile"),
+        let root = app_tree(
             "ARG RUNTIME=alpine:latest\n\
              FROM golang:1.21-alpine AS build\n\
              RUN --mount=from=nginx:stable,target=/n \\\n    ls /n\n\
@@ -258,8 +259,7 @@ mod tests {
              FROM tools\n\
              FROM ${RUNTIME}\n\
              COPY --from=0 /out /out\n",
-        )
-        .unwrap();
+        );
         let mut app = Service::new("app", "acme/app:1", "app", "app/Dockerfile");
         app.named_contexts = BTreeMap::from([(
             "tools".to_owned(),
