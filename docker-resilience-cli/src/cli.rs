@@ -397,7 +397,7 @@ pub struct PullArgs {
     #[arg(long, value_name = "SIZE")]
     pub part_threshold: Option<bytesize::ByteSize>,
     /// Requests on the wire to one registry or mirror at once, for every image and
-    /// part of a run together [default: 16].
+    /// part of a run together [default: 24].
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
 }

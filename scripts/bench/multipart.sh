@@ -9,13 +9,15 @@
 #      (one stream per blob, as before parts), the 13 images and the big one (<= 1.05x)
 #   4. peak memory of `drbuild prefetch` of an image with a 1 GiB layer, on the plain
 #      link (target <= 64 MiB); its seeding takes a minute the first time.
-# Settings: RUNS (default 5), RATE (default 4000000), LATENCY_MS (default 100),
-# DRBUILD_ARGS (extra flags for every drbuild run, e.g. "--parts 16"), SKIP_HUGE=1,
+# Settings: RUNS (default 5), PLAIN_RUNS (pairs of case 3, default 15: the daemon's
+# unpack of the big layer makes single runs vary by +-15%), RATE (default 4000000),
+# LATENCY_MS (default 100), DRBUILD_ARGS (extra flags for every drbuild run, e.g. "--parts 16"), SKIP_HUGE=1,
 # DRBUILD_TESTBED_ENGINE (the test bed's engine).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 runs=${RUNS:-5}
+plain_runs=${PLAIN_RUNS:-15}
 rate=${RATE:-4000000}
 latency=${LATENCY_MS:-100}
 read -r -a extra <<<"${DRBUILD_ARGS:-}"
@@ -79,9 +81,10 @@ one_stream() { # TREE: one stream per blob, without DRBUILD_ARGS (as before part
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 pairs() { # LABEL TARGET LINK "BASELINE" "CANDIDATE" IMAGE...: RUNS pairs, medians, ratio
-  local label=$1 target=$2 how=$3 base_cmd=$4 cand_cmd=$5 a=() b=()
+  local label=$1 target=$2 how=$3 base_cmd=$4 cand_cmd=$5 a=() b=() n=$runs
   shift 5
-  for _ in $(seq "$runs"); do
+  [ "$how" = plain ] && n=$plain_runs
+  for _ in $(seq "$n"); do
     clean "$@"; link "$how"; a+=("$(ms eval "$base_cmd")")
     clean "$@"; link "$how"; b+=("$(ms eval "$cand_cmd")")
   done

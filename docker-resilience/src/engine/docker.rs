@@ -237,8 +237,13 @@ impl DockerEngine {
     }
 
     async fn probe(&self) -> Features {
-        let version = self.docker.version().await.ok();
-        let info = self.docker.info().await.ok();
+        // Asked at once: each is a round trip to the daemon before a run can start.
+        let networks = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>);
+        let (version, info, networks) =
+            tokio::join!(self.docker.version(), self.docker.info(), networks);
+        let (version, info) = (version.ok(), info.ok());
         let disabled = std::env::var("DOCKER_BUILDKIT")
             .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
         let linux = version
@@ -246,10 +251,7 @@ impl DockerEngine {
             .and_then(|v| v.os.as_deref())
             .is_none_or(|os| os.eq_ignore_ascii_case("linux"));
         let buildkit = !disabled && linux;
-        let bridge = self
-            .docker
-            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
-            .await
+        let bridge = networks
             .map(|nets| nets.iter().any(|n| n.name.as_deref() == Some("bridge")))
             .unwrap_or(true);
         let default_network = (buildkit && !bridge).then_some("none");

@@ -33,9 +33,9 @@ use crate::vocab::ImageReference;
 /// A part smaller than this is not worth a request of its own.
 const MIN_PART: u64 = 1024 * 1024;
 
-/// Bytes a part gathers before writing them (one write per 512 KiB, off the async
-/// threads): with 16 parts, 8 MiB in memory at most.
-const WRITE_BATCH: usize = 512 * 1024;
+/// Bytes a part gathers before writing them (one write per 256 KiB, off the async
+/// threads): with 16 parts, 4 MiB in memory at most.
+const WRITE_BATCH: usize = 256 * 1024;
 
 /// A part's bytes received and not yet written, written when dropped.
 struct Pending<'a> {

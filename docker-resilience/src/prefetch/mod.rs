@@ -596,8 +596,19 @@ impl<E: Engine> Prefetcher<E> {
         let native = self
             .native_reach(to_pull.iter().map(|i| &wanted[*i].reference))
             .await;
+        // Names a killed run's handoff left in the daemon are removed while this run's
+        // images arrive (listing the daemon's names takes 100-200 ms on the containerd
+        // store with a few dozen images: not a wait at the end).
+        let may_hand_off = self.options.handoff
+            && self.engine.on_this_machine()
+            && native.values().any(|native| *native);
+        let stale = async {
+            if may_hand_off {
+                self.remove_stale_handoff_names().await;
+            }
+        };
         let cancel = self.cancel.clone();
-        let pulled: Vec<(usize, Option<ImageResult>)> = stream::iter(to_pull)
+        let pulls = stream::iter(to_pull)
             .map(|i| {
                 let cancel = cancel.clone();
                 let w = wanted[i];
@@ -619,8 +630,8 @@ impl<E: Engine> Prefetcher<E> {
             })
             // Every image is under way at once; `slots` bounds the attempts.
             .buffer_unordered(usize::MAX)
-            .collect()
-            .await;
+            .collect::<Vec<(usize, Option<ImageResult>)>>();
+        let (pulled, ()) = tokio::join!(pulls, stale);
         for (i, result) in pulled {
             results[i] = result;
         }
@@ -633,7 +644,6 @@ impl<E: Engine> Prefetcher<E> {
                 }
             }
             handoff.settled(&names);
-            self.remove_stale_handoff_names(handoff).await;
         }
 
         let interrupted = self.cancel.is_cancelled();
@@ -669,8 +679,9 @@ impl<E: Engine> Prefetcher<E> {
     }
 
     /// Removes the names a killed run's handoff left in the daemon: names in the
-    /// handoff's namespace whose port no longer listens (a live one is another run's).
-    async fn remove_stale_handoff_names(&self, ours: &Handoff) {
+    /// handoff's namespace whose port no longer listens (a live one is this run's or
+    /// another's).
+    async fn remove_stale_handoff_names(&self) {
         let names = match self.engine.names().await {
             Ok(names) => names,
             Err(why) => {
@@ -683,7 +694,7 @@ impl<E: Engine> Prefetcher<E> {
         ports.sort_unstable();
         ports.dedup();
         for port in ports {
-            if port == ours.address().port() || crate::deliver::handoff::listening(port).await {
+            if crate::deliver::handoff::listening(port).await {
                 continue;
             }
             let mut removed = 0;

@@ -172,7 +172,9 @@ impl Project {
         events: impl Fn(&PrefetchEvent) + Send + Sync + 'static,
         cancel: CancellationToken,
     ) -> Result<PrefetchReport, EngineError> {
-        let info = engine.info().await?;
+        // What the daemon can do is asked meanwhile (the run needs it first).
+        let (info, _) = tokio::join!(engine.info(), engine.features());
+        let info = info?;
         let wanted = for_daemon_os(wanted, &[info.os.as_str()]);
         let options = self.prefetch_options(info.mirrors, always_pull);
         Prefetcher::new(engine, options)

@@ -25,7 +25,8 @@
 //!   for the rest of the run while another source is left.
 //! - **a connection budget per source** ([`DEFAULT_CONNECTIONS`], `--connections`):
 //!   a run never has more requests on the wire to one host at once, whatever its
-//!   images and the parts of their blobs ask for (registries rate-limit connections).
+//!   images and the parts of their blobs ask for (registries rate-limit connections);
+//!   manifests go first (the last places are theirs only).
 //! - **what a source can do with parts of a blob** ([`Transport::part_width`]): one
 //!   that ignores `Range` gets one stream per blob (said once); one that answers parts
 //!   with 429/503 gets fewer parts at once, and more again as it serves them.
@@ -221,18 +222,18 @@ impl Slot {
 
 pub use crate::resilience::multipart::DEFAULT_CONNECTIONS;
 
-/// The connection budget of every source of a run: a semaphore per host.
+/// The connection budget of every source of a run: [`Places`] per host.
 #[derive(Debug)]
 struct Connections {
     limit: usize,
-    hosts: Mutex<HashMap<String, (Arc<tokio::sync::Semaphore>, u64)>>,
+    hosts: Mutex<HashMap<String, (Arc<Places>, u64)>>,
 }
 
 /// A request's place in its source's budget, given back when dropped.
 struct Connection<'a> {
     connections: &'a Connections,
     host: String,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _place: Place,
 }
 
 impl Connections {
@@ -243,20 +244,17 @@ impl Connections {
         }
     }
 
-    /// Waits for a place among `host`'s connections; returns it with the number now
-    /// on the wire to that host.
-    async fn acquire(&self, host: &str) -> (Connection<'_>, u64) {
-        let semaphore = {
+    /// Waits for a place among `host`'s connections ([`Places`]: a manifest first);
+    /// returns it with the number now on the wire to that host.
+    async fn acquire(&self, host: &str, kind: RequestKind) -> (Connection<'_>, u64) {
+        let places = {
             let mut hosts = lock(&self.hosts);
             let entry = hosts
                 .entry(host.to_owned())
-                .or_insert_with(|| (Arc::new(tokio::sync::Semaphore::new(self.limit)), 0));
+                .or_insert_with(|| (Arc::new(Places::new(self.limit)), 0));
             Arc::clone(&entry.0)
         };
-        let permit = semaphore
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let place = Places::acquire(&places, kind == RequestKind::Manifest).await;
         let now = {
             let mut hosts = lock(&self.hosts);
             let entry = hosts.get_mut(host).expect("added above");
@@ -267,7 +265,7 @@ impl Connections {
             Connection {
                 connections: self,
                 host: host.to_owned(),
-                _permit: permit,
+                _place: place,
             },
             now,
         )
@@ -278,6 +276,105 @@ impl Drop for Connection<'_> {
     fn drop(&mut self) {
         if let Some(entry) = lock(&self.connections.hosts).get_mut(&self.host) {
             entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+}
+
+/// Places kept for manifests in a budget of more than twice as many.
+const MANIFEST_PLACES: usize = 2;
+
+/// One host's connection places, manifests first: a manifest is the next link of an
+/// image's chain (index, platform manifest, then its blobs), and behind a crowd of
+/// other images' blobs it holds its whole image back (13 images at once over a link
+/// adding 100 ms per request: platform manifests waited up to 400 ms in line). A
+/// waiting manifest takes the next place given back, and the last
+/// [`MANIFEST_PLACES`] places are a manifest's only (the moment places free up, the
+/// blobs of the images just resolved would take them all).
+#[derive(Debug)]
+struct Places {
+    state: Mutex<PlacesState>,
+    /// Places only a manifest takes.
+    kept: usize,
+}
+
+#[derive(Debug)]
+struct PlacesState {
+    free: usize,
+    /// Those waiting: manifests, then the rest, each in order of arrival.
+    waiting: [std::collections::VecDeque<tokio::sync::oneshot::Sender<Place>>; 2],
+}
+
+/// A place of [`Places`], given back (to the first waiting, else freed) when dropped,
+/// also when it is dropped on its way to a waiter that gave up.
+#[derive(Debug)]
+struct Place(Option<Arc<Places>>);
+
+impl Places {
+    fn new(limit: usize) -> Self {
+        Places {
+            state: Mutex::new(PlacesState {
+                free: limit,
+                waiting: Default::default(),
+            }),
+            kept: if limit > 2 * MANIFEST_PLACES {
+                MANIFEST_PLACES
+            } else {
+                0
+            },
+        }
+    }
+
+    async fn acquire(places: &Arc<Places>, manifest: bool) -> Place {
+        let given = {
+            let mut state = lock(&places.state);
+            let kept = if manifest { 0 } else { places.kept };
+            if state.free > kept && state.waiting[0].is_empty() {
+                state.free -= 1;
+                return Place(Some(Arc::clone(places)));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            state.waiting[usize::from(!manifest)].push_back(tx);
+            rx
+        };
+        given
+            .await
+            .expect("a waiter's sender lives as long as its places")
+    }
+
+    /// A place given back: to the first manifest waiting, else to the first other
+    /// request waiting while more than the kept places are free, else freed.
+    fn release(places: &Arc<Places>) {
+        let mut state = lock(&places.state);
+        state.free += 1;
+        loop {
+            let next = if let Some(tx) = state.waiting[0].pop_front() {
+                tx
+            } else if state.free > places.kept {
+                match state.waiting[1].pop_front() {
+                    Some(tx) => tx,
+                    None => return,
+                }
+            } else {
+                return;
+            };
+            state.free -= 1;
+            match next.send(Place(Some(Arc::clone(places)))) {
+                Ok(()) => return,
+                // That waiter gave up: the place goes on to the next, not through
+                // its drop (this holds the lock).
+                Err(mut unsent) => {
+                    unsent.0 = None;
+                    state.free += 1;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(places) = self.0.take() {
+            Places::release(&places);
         }
     }
 }
@@ -538,7 +635,7 @@ impl Transport {
                 }
             }
             let endpoint = &sources[i];
-            let (connection, at_once) = self.connections.acquire(&endpoint.host).await;
+            let (connection, at_once) = self.connections.acquire(&endpoint.host, kind).await;
             self.stats.with(endpoint, |s| {
                 s.requests += 1;
                 s.max_connections = s.max_connections.max(at_once);
@@ -729,6 +826,81 @@ mod tests {
             message: None,
             retry_after: None,
         }
+    }
+
+    /// Whether `rx`'s place was given (the task waiting for it had its turn).
+    fn given(rx: &mut tokio::task::JoinHandle<Place>) -> Option<Place> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        match std::pin::Pin::new(rx).poll(&mut cx) {
+            std::task::Poll::Ready(place) => Some(place.expect("the waiter ran")),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// A waiter for a place of `places`, its request queued before this returns.
+    async fn waiter(places: &Arc<Places>, manifest: bool) -> tokio::task::JoinHandle<Place> {
+        let places = Arc::clone(places);
+        let waiting = tokio::spawn(async move { Places::acquire(&places, manifest).await });
+        tokio::task::yield_now().await;
+        waiting
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn places_go_to_manifests_first_and_the_last_two_are_theirs() {
+        let places = Arc::new(Places::new(6));
+        // Blobs take 4 of 6 places; the last 2 are kept for manifests.
+        let mut blobs = Vec::new();
+        for _ in 0..4 {
+            blobs.push(Places::acquire(&places, false).await);
+        }
+        let mut blob = waiter(&places, false).await;
+        assert!(
+            given(&mut blob).is_none(),
+            "a blob waits with 2 places free"
+        );
+        let first = Places::acquire(&places, true).await;
+        let second = Places::acquire(&places, true).await;
+        // Every place taken: a manifest that comes later is served before the blob.
+        let mut manifest = waiter(&places, true).await;
+        drop(blobs.pop());
+        tokio::task::yield_now().await;
+        let third = given(&mut manifest).expect("the manifest had the place");
+        assert!(given(&mut blob).is_none());
+        // The places given back while at most 2 are free are kept.
+        drop(first);
+        drop(second);
+        tokio::task::yield_now().await;
+        assert!(
+            given(&mut blob).is_none(),
+            "2 places free are the manifests'"
+        );
+        drop(third);
+        tokio::task::yield_now().await;
+        let _blob = given(&mut blob).expect("a third place free goes to the blob");
+        assert_eq!(lock(&places.state).free, 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_place_sent_to_a_waiter_that_gave_up_goes_on() {
+        let places = Arc::new(Places::new(1));
+        let held = Places::acquire(&places, false).await;
+        let gave_up = waiter(&places, false).await;
+        let mut next = waiter(&places, false).await;
+        gave_up.abort();
+        let _ = gave_up.await;
+        drop(held);
+        tokio::task::yield_now().await;
+        let place = given(&mut next).expect("the next waiter has the place");
+        drop(place);
+        assert_eq!(lock(&places.state).free, 1, "no place lost");
+        // Sent, then dropped unread: the place comes back.
+        let held = Places::acquire(&places, true).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&places.state).waiting[0].push_back(tx);
+        drop(held);
+        drop(rx);
+        assert_eq!(lock(&places.state).free, 1, "no place lost");
     }
 
     #[tokio::test(start_paused = true)]
