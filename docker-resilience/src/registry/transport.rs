@@ -226,14 +226,7 @@ pub use crate::resilience::multipart::DEFAULT_CONNECTIONS;
 #[derive(Debug)]
 struct Connections {
     limit: usize,
-    hosts: Mutex<HashMap<String, (Arc<Places>, u64)>>,
-}
-
-/// A request's place in its source's budget, given back when dropped.
-struct Connection<'a> {
-    connections: &'a Connections,
-    host: String,
-    _place: Place,
+    hosts: Mutex<HashMap<String, Arc<Places>>>,
 }
 
 impl Connections {
@@ -244,39 +237,17 @@ impl Connections {
         }
     }
 
-    /// Waits for a place among `host`'s connections ([`Places`]: a manifest first);
-    /// returns it with the number now on the wire to that host.
-    async fn acquire(&self, host: &str, kind: RequestKind) -> (Connection<'_>, u64) {
-        let places = {
-            let mut hosts = lock(&self.hosts);
-            let entry = hosts
+    /// Waits for a place among `host`'s connections ([`Places`]: a manifest first),
+    /// given back when dropped; returns it with the number now on the wire to that host.
+    async fn acquire(&self, host: &str, kind: RequestKind) -> (Place, usize) {
+        let places = Arc::clone(
+            lock(&self.hosts)
                 .entry(host.to_owned())
-                .or_insert_with(|| (Arc::new(Places::new(self.limit)), 0));
-            Arc::clone(&entry.0)
-        };
+                .or_insert_with(|| Arc::new(Places::new(self.limit))),
+        );
         let place = Places::acquire(&places, kind == RequestKind::Manifest).await;
-        let now = {
-            let mut hosts = lock(&self.hosts);
-            let entry = hosts.get_mut(host).expect("added above");
-            entry.1 += 1;
-            entry.1
-        };
-        (
-            Connection {
-                connections: self,
-                host: host.to_owned(),
-                _place: place,
-            },
-            now,
-        )
-    }
-}
-
-impl Drop for Connection<'_> {
-    fn drop(&mut self) {
-        if let Some(entry) = lock(&self.connections.hosts).get_mut(&self.host) {
-            entry.1 = entry.1.saturating_sub(1);
-        }
+        let taken = places.taken();
+        (place, taken)
     }
 }
 
@@ -293,6 +264,7 @@ const MANIFEST_PLACES: usize = 2;
 #[derive(Debug)]
 struct Places {
     state: Mutex<PlacesState>,
+    limit: usize,
     /// Places only a manifest takes.
     kept: usize,
 }
@@ -316,12 +288,18 @@ impl Places {
                 free: limit,
                 waiting: Default::default(),
             }),
+            limit,
             kept: if limit > 2 * MANIFEST_PLACES {
                 MANIFEST_PLACES
             } else {
                 0
             },
         }
+    }
+
+    /// Places taken now.
+    fn taken(&self) -> usize {
+        self.limit - lock(&self.state).free
     }
 
     async fn acquire(places: &Arc<Places>, manifest: bool) -> Place {
@@ -638,7 +616,7 @@ impl Transport {
             let (connection, at_once) = self.connections.acquire(&endpoint.host, kind).await;
             self.stats.with(endpoint, |s| {
                 s.requests += 1;
-                s.max_connections = s.max_connections.max(at_once);
+                s.max_connections = s.max_connections.max(at_once as u64);
             });
             tries[i] += 1;
             let started = Instant::now();
