@@ -393,7 +393,8 @@ pub struct PullArgs {
     /// stream per blob) [default: 16].
     #[arg(long, value_name = "N")]
     pub parts: Option<usize>,
-    /// Blobs at least this big are fetched in parts (`16MiB`; 0: none) [default: 16MiB].
+    /// Blobs at least this big are fetched in parts when one connection brings them
+    /// slowly (`16MiB`; 0: none) [default: 16MiB].
     #[arg(long, value_name = "SIZE")]
     pub part_threshold: Option<bytesize::ByteSize>,
     /// Requests on the wire to one registry or mirror at once, for every image and

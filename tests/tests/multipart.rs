@@ -1,7 +1,7 @@
 //! Big blobs in ranged parts against the real daemon and registry, the fault proxy (the
 //! daemon's mirror) as a long thin link: within the connection budget, cut parts
-//! resumed, a mirror that ignores `Range`, a source limiting connections, a run killed
-//! mid-blob.
+//! resumed, one connection on a fast link, a mirror that ignores `Range`, a source
+//! limiting connections, a run killed mid-blob.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -119,6 +119,8 @@ fn a_big_layer_over_a_thin_link_comes_in_parts_within_the_budget() {
 )]
 fn parts_cut_every_8_mib_complete_moving_the_image_about_once() {
     let bed = Testbed::get();
+    // A thin link (16 MB/s per connection: the layer comes in parts) cutting every
+    // answer at 8 MiB.
     bed.set_faults(&Config {
         rules: vec![Rule {
             kinds: vec![PathKind::Blob],
@@ -126,15 +128,16 @@ fn parts_cut_every_8_mib_complete_moving_the_image_about_once() {
             faults: vec![Fault::CutAfter { bytes: 8 * MIB }],
             ..Rule::default()
         }],
-        ..Config::default()
+        ..Config::thin_link(16_000_000, 20)
     });
-    // 4 parts of 16 MiB: each is cut once, half-way, and resumed.
+    // 4 parts of about 16 MiB: each is cut once, half-way, and resumed.
     let (code, doc, stderr) = prefetch_big(&bed, &["--parts", "4"]);
     let proxy = bed.stats();
     bed.reset_faults();
     assert_eq!(code, 0, "{doc}\n{stderr}");
     assert!(bed.has_image(BIG));
     let stats = proxy_endpoint(&bed, &doc);
+    assert_eq!(stats["parts"].as_u64(), Some(4), "{stats}");
     assert!(stats["resumes"].as_u64() >= Some(4), "{stats}");
     let size = big_size() as f64;
     assert!(
@@ -142,6 +145,26 @@ fn parts_cut_every_8_mib_complete_moving_the_image_about_once() {
         "{} bytes over the wire for a {size}-byte image",
         proxy.bytes
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn a_big_layer_over_a_fast_link_comes_over_one_connection() {
+    let bed = Testbed::get();
+    bed.reset_faults();
+    let (code, doc, stderr) = prefetch_big(&bed, &[]);
+    let proxy = bed.stats();
+    assert_eq!(code, 0, "{doc}\n{stderr}");
+    assert!(bed.has_image(BIG));
+    // The lead brought the layer well within a second, over one connection in
+    // windows of 4, 8, 16, 32 and 4 MiB: no other part.
+    let stats = proxy_endpoint(&bed, &doc);
+    assert_eq!(stats["parts"].as_u64(), Some(5), "{stats}");
+    assert_eq!(proxy.ranged, 5, "{proxy:?}");
+    assert!(proxy.bytes as f64 <= 1.01 * big_size() as f64, "{proxy:?}");
 }
 
 #[test]

@@ -17,9 +17,9 @@
 //! fallback: ordered            # ordered | never: try the next source when one fails
 //! cache-dir: .drbuild-cache    # the blob cache (default $XDG_CACHE_HOME/drbuild)
 //! multipart:                   # big blobs as ranged parts over several connections at once
-//!   threshold: 16MiB           # blobs at least this big (0: none)
+//!   threshold: 16MiB           # blobs at least this big, when one connection is slow (0: none)
 //!   parts: 16                  # parts of one blob at once (1: one stream)
-//! connections: 16              # requests on the wire to one registry or mirror at once
+//! connections: 24              # requests on the wire to one registry or mirror at once
 //! hosts:                       # daemons to prefetch into, import into, check (default DOCKER_HOST)
 //!   - unix:///var/run/docker.sock
 //!   - tcp://runner-2:2376      # TLS from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set
@@ -65,7 +65,8 @@ pub const CONFIG_FILE: &str = "drbuild.yaml";
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct MultipartSettings {
-    /// Blobs at least this big are fetched in parts (`16MiB`; `0`: none).
+    /// Blobs at least this big are fetched in parts when one connection brings them
+    /// slowly (`16MiB`; `0`: none).
     pub threshold: Option<bytesize::ByteSize>,
     /// Parts of one blob at once (`1`: one stream).
     pub parts: Option<usize>,

@@ -50,7 +50,8 @@ pub struct Overrides {
     pub builders: Option<Vec<String>>,
     /// Ranged parts of one big blob at once (`--parts`).
     pub parts: Option<usize>,
-    /// Blobs at least this big are fetched in parts (`--part-threshold`).
+    /// Blobs at least this big are fetched in parts when one connection brings them
+    /// slowly (`--part-threshold`).
     pub part_threshold: Option<u64>,
     /// Requests on the wire to one source at once (`--connections`).
     pub connections: Option<usize>,

@@ -477,7 +477,16 @@ impl Fetcher {
             .await?;
         (watch.served)(served.tries);
         let fetched = served.value;
-        self.cache.put(&fetched.digest, &fetched.bytes)?;
+        // Off the async threads: the write ends with an fsync, which a slow disk can
+        // make take tens of milliseconds (every other request of the run would wait).
+        let (cache, digest, bytes) = (
+            self.cache.clone(),
+            fetched.digest.clone(),
+            fetched.bytes.clone(),
+        );
+        tokio::task::spawn_blocking(move || cache.put(&digest, &bytes))
+            .await
+            .map_err(|e| CacheError::other(self.cache.dir(), e.to_string()))??;
         Ok(ManifestBytes {
             bytes: fetched.bytes,
             digest: fetched.digest,

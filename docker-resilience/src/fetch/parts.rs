@@ -2,12 +2,20 @@
 //! where one connection carries far less than the link (a flow's throughput falls with
 //! round-trip time × √loss), as download accelerators and containerd 2.1 do.
 //!
-//! - A blob of at least [`Multipart::threshold`](super::Multipart::threshold) bytes is
-//!   cut into up to [`Multipart::parts`](super::Multipart::parts) ranges of about equal size (those still missing, when an
-//!   earlier run left some), each fetched by its own request through the
+//! - A blob of at least [`Multipart::threshold`](super::Multipart::threshold) bytes
+//!   starts as one connection, the *lead*, asking for what the blob lacks a window at
+//!   a time (a part's share first, then twice the last). Once the lead has brought
+//!   bytes for [`SPLIT_PROBE`], its speed says what parts are worth: when the rest
+//!   would take longer than [`SPLIT_WORTH`] over the lead alone (a thin link), what
+//!   lies past its window is cut into up to [`Multipart::parts`](super::Multipart::parts)
+//!   ranges of about equal size (the lead's window one of them; no request is cut
+//!   short); else the lead brings it all (a fast link, where parts only cost requests
+//!   and a hash of the blob at the end).
+//!   A blob an earlier run left with holes is cut into parts from the start (the ranges
+//!   still missing). Each part is fetched by its own request through the
 //!   [`Transport`]: retried and resumed on its own, within the source's connection
 //!   budget, written at its offset into the blob's partial file
-//!   ([`RangedBlob`](crate::cache::RangedBlob)) under the blob's cross-process lock.
+//!   ([`RangedBlob`]) under the blob's cross-process lock.
 //!   The whole is verified by digest once, when the last part lands.
 //! - A source that answers a ranged request with the whole blob (it ignores `Range`)
 //!   gets one stream for this blob and every later one (said once); one that answers
@@ -19,7 +27,8 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -28,10 +37,24 @@ use crate::cache::{CacheError, RangedBlob};
 use crate::registry::client::{blob_target, Endpoint, Failure, RequestError};
 use crate::registry::manifest::Descriptor;
 use crate::registry::transport::{RequestKind, Step, Transport};
+use crate::support::lock;
 use crate::vocab::ImageReference;
 
 /// A part smaller than this is not worth a request of its own.
 const MIN_PART: u64 = 1024 * 1024;
+
+/// How long the lead brings bytes before its speed decides whether the rest comes in
+/// parts.
+pub(super) const SPLIT_PROBE: Duration = Duration::from_millis(200);
+
+/// The rest of a blob comes in parts when the lead alone would take longer than this
+/// for it. On the plain loopback link a 64 MiB blob takes the lead about 0.3 s (parts
+/// made it 1.05x slower: their requests, and the hash of the blob once they all land);
+/// at 4 MB/s per connection it would take 16 s.
+pub(super) const SPLIT_WORTH: Duration = Duration::from_secs(1);
+
+/// How often the lead's speed is looked at while it probes.
+const PROBE_TICK: Duration = Duration::from_millis(25);
 
 /// Bytes a part gathers before writing them (one write per 256 KiB, off the async
 /// threads): with 16 parts, 4 MiB in memory at most.
@@ -119,6 +142,27 @@ struct Shared {
     running: AtomicUsize,
     /// Places for a part's batch being written.
     writers: tokio::sync::Semaphore,
+    /// The lead, when the blob has one.
+    lead: Mutex<Lead>,
+}
+
+/// Where the lead of a blob is. It asks for its range a window at a time (each twice
+/// the last), so that a split never cuts a request short: bytes a server sent past
+/// where a request stops are lost, and when the reader is slower than the link (a busy
+/// machine) that is all the socket buffers hold, megabytes.
+#[derive(Debug, Default)]
+struct Lead {
+    /// Where it stops: the end of the blob's rest, or of its window when the rest went
+    /// to parts.
+    end: u64,
+    /// Where its current request ends.
+    window_end: u64,
+    /// The size of its next window.
+    window: u64,
+    /// Where its bytes received so far end.
+    at: u64,
+    /// When its first bytes came, and where it was then.
+    first: Option<(Instant, u64)>,
 }
 
 impl Default for Shared {
@@ -129,7 +173,72 @@ impl Default for Shared {
             no_ranges: AtomicBool::default(),
             running: AtomicUsize::default(),
             writers: tokio::sync::Semaphore::new(WRITERS),
+            lead: Mutex::default(),
         }
+    }
+}
+
+impl Shared {
+    /// A lead for `piece`: it brings all of it unless [`Shared::split_lead`] gives the
+    /// rest to parts; its first window is a part's share of `parts`.
+    fn start_lead(&self, piece: &Range<u64>, parts: usize) {
+        let share = (piece.end - piece.start).div_ceil(parts.max(1) as u64);
+        *lock(&self.lead) = Lead {
+            end: piece.end,
+            window_end: piece.start,
+            window: share.max(MIN_PART),
+            at: piece.start,
+            first: None,
+        };
+    }
+
+    /// The lead's next request, from `at` (where its bytes end); `None` when it has
+    /// brought all it is to bring.
+    fn lead_window(&self, at: u64) -> Option<Range<u64>> {
+        let mut lead = lock(&self.lead);
+        if at >= lead.end {
+            return None;
+        }
+        let mut end = (at + lead.window).min(lead.end);
+        // No crumb at the end: this window takes it.
+        if lead.end - end < MIN_PART / 2 {
+            end = lead.end;
+        }
+        lead.window_end = end;
+        lead.window *= 2;
+        Some(at..end)
+    }
+
+    /// The lead's bytes up to `at` have come (its first at `start`).
+    fn lead_came(&self, at: u64, start: u64) {
+        let mut lead = lock(&self.lead);
+        lead.at = at;
+        lead.first.get_or_insert_with(|| (Instant::now(), start));
+    }
+
+    /// Whether the lead has probed long enough; if so, the parts what lies past its
+    /// current window is cut into (into `parts - 1`, the lead's window being one; none
+    /// when the lead is fast enough alone), the lead then stopping at its window's end.
+    /// `None` while it still probes.
+    fn split_lead(&self, parts: usize) -> Option<Vec<Range<u64>>> {
+        let mut lead = lock(&self.lead);
+        let (since, from) = lead.first?;
+        let elapsed = since.elapsed();
+        if elapsed < SPLIT_PROBE {
+            return None;
+        }
+        let rate = lead.at.saturating_sub(from) as f64 / elapsed.as_secs_f64();
+        let left = lead.end.saturating_sub(lead.at);
+        let rest = lead.window_end..lead.end;
+        if rest.end - rest.start < 2 * MIN_PART || (left as f64) < rate * SPLIT_WORTH.as_secs_f64()
+        {
+            return Some(Vec::new());
+        }
+        lead.end = lead.window_end;
+        Some(split(
+            std::slice::from_ref(&rest),
+            parts.saturating_sub(1).max(1),
+        ))
     }
 }
 
@@ -167,13 +276,40 @@ impl Fetcher {
             }
             let ranged = Arc::new(ranged);
             let wanted = self.multipart.parts;
-            let mut queue: VecDeque<_> = split(&ranged.missing(), wanted).into();
+            let missing = ranged.missing();
+            // One hole (a fresh blob): a lead that probes the link first.
+            let mut lead = match missing.as_slice() {
+                [whole] => {
+                    shared.start_lead(whole, wanted);
+                    Some(whole.clone())
+                }
+                _ => None,
+            };
+            let mut probing = lead.is_some();
+            let mut queue: VecDeque<_> = if probing {
+                VecDeque::new()
+            } else {
+                split(&missing, wanted).into()
+            };
             shared.no_ranges.store(false, Ordering::Relaxed);
             let mut running = FuturesUnordered::new();
             let mut host = sources[0].host.clone();
             let mut failure = None;
+            let mut tick = tokio::time::interval(PROBE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let (width, generation) = self.transport.part_width(&host, wanted);
+                if let Some(piece) = lead.take() {
+                    running.push(self.part(
+                        sources,
+                        image,
+                        blob,
+                        (piece, generation, true),
+                        &ranged,
+                        watch,
+                        &shared,
+                    ));
+                }
                 while running.len() < width {
                     let Some(piece) = queue.pop_front() else {
                         break;
@@ -182,13 +318,35 @@ impl Fetcher {
                         sources,
                         image,
                         blob,
-                        (piece, generation),
+                        (piece, generation, false),
                         &ranged,
                         watch,
                         &shared,
                     ));
                 }
-                match running.next().await {
+                let next = if probing {
+                    tokio::select! {
+                        next = running.next() => Some(next),
+                        _ = tick.tick() => None,
+                    }
+                } else {
+                    Some(running.next().await)
+                };
+                let Some(next) = next else {
+                    if let Some(rest) = shared.split_lead(wanted) {
+                        probing = false;
+                        if !rest.is_empty() {
+                            tracing::debug!(
+                                "blob {} comes slowly over one connection: {} more parts",
+                                blob.digest,
+                                rest.len()
+                            );
+                        }
+                        queue.extend(rest);
+                    }
+                    continue;
+                };
+                match next {
                     None => break,
                     Some(Ok((_, PartEnd::NoRanges))) => break,
                     Some(Ok((served_by, PartEnd::Whole))) => host = served_by,
@@ -247,62 +405,76 @@ impl Fetcher {
 
     /// One part, launched at width generation `generation`: a request through the
     /// transport until its bytes are on disk (or it gives its place up); returns the
-    /// host that answered.
+    /// host that answered. The lead (when `lead`) asks a window at a time
+    /// ([`Shared::lead_window`]), over the same connection.
     #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
         sources: &[Endpoint],
         image: &ImageReference,
         blob: &Descriptor,
-        (piece, generation): (Range<u64>, u64),
+        (piece, generation, lead): (Range<u64>, u64, bool),
         ranged: &Arc<RangedBlob>,
         watch: Watch<'_>,
         shared: &Shared,
     ) -> Result<(String, PartEnd), FetchError> {
         let _on_wire = OnWire::enter(&shared.running);
         let at = AtomicU64::new(piece.start);
-        let served = self
-            .transport
-            .request(
-                sources,
-                RequestKind::Other,
-                watch.slot,
-                watch.retried,
-                |endpoint| {
-                    let endpoint = endpoint.clone();
-                    let (piece, at) = (piece.clone(), &at);
-                    async move {
-                        let part = (piece, generation, at);
-                        self.part_try(&endpoint, image, blob, part, ranged, watch, shared)
-                            .await
-                            .map(|step| match step {
-                                Step::Done(end) => Step::Done((endpoint.host.clone(), end)),
-                                Step::Progress => Step::Progress,
-                            })
-                    }
-                },
-            )
-            .await?;
-        (watch.served)(served.tries);
-        Ok(served.value)
+        let mut window = match lead {
+            true => shared.lead_window(piece.start),
+            false => Some(piece),
+        };
+        let mut answered = None;
+        while let Some(range) = window {
+            let served = self
+                .transport
+                .request(
+                    sources,
+                    RequestKind::Other,
+                    watch.slot,
+                    watch.retried,
+                    |endpoint| {
+                        let endpoint = endpoint.clone();
+                        let (range, at) = (range.clone(), &at);
+                        async move {
+                            let part = (range, generation, lead, at);
+                            self.part_try(&endpoint, image, blob, part, ranged, watch, shared)
+                                .await
+                                .map(|step| match step {
+                                    Step::Done(end) => Step::Done((endpoint.host.clone(), end)),
+                                    Step::Progress => Step::Progress,
+                                })
+                        }
+                    },
+                )
+                .await?;
+            (watch.served)(served.tries);
+            if !lead || served.value.1 != PartEnd::Whole {
+                return Ok(served.value);
+            }
+            window = shared.lead_window(at.load(Ordering::Relaxed));
+            answered = Some(served.value);
+        }
+        Ok(answered.unwrap_or_else(|| (sources[0].host.clone(), PartEnd::Whole)))
     }
 
-    /// One try of a part, from where it stopped (`at`) to its end.
+    /// One try of a part (or of a window of the lead), from where it stopped (`at`) to
+    /// its end.
     #[allow(clippy::too_many_arguments)]
     async fn part_try(
         &self,
         endpoint: &Endpoint,
         image: &ImageReference,
         blob: &Descriptor,
-        (piece, generation, at): (Range<u64>, u64, &AtomicU64),
+        (piece, generation, lead, at): (Range<u64>, u64, bool, &AtomicU64),
         ranged: &Arc<RangedBlob>,
         watch: Watch<'_>,
         shared: &Shared,
     ) -> Result<Step<PartEnd>, FetchError> {
         let transport: &Transport = &self.transport;
         let stats = transport.stats();
-        let start = at.load(Ordering::Relaxed);
-        if start >= piece.end {
+        let (start, end) = (at.load(Ordering::Relaxed), piece.end);
+        if start >= end {
             return Ok(Step::Done(PartEnd::Whole));
         }
         if shared.no_ranges.load(Ordering::Relaxed) {
@@ -317,7 +489,7 @@ impl Fetcher {
         };
         let response = match transport
             .client()
-            .blob_range(endpoint, image, &blob.digest, start..piece.end)
+            .blob_range(endpoint, image, &blob.digest, start..end)
             .await
         {
             Ok(response) => response,
@@ -345,7 +517,7 @@ impl Fetcher {
                     return Err(e.into());
                 }
                 stats.with(endpoint, |s| s.faults.transient += 1);
-                return Ok(Step::Done(PartEnd::PushedBack(start..piece.end)));
+                return Ok(Step::Done(PartEnd::PushedBack(start..end)));
             }
         };
         if !response.resumed {
@@ -377,10 +549,10 @@ impl Fetcher {
                 Ok(Err(e)) => break Err(Failure::Transport(crate::support::error_chain(&e))),
                 Ok(Ok(None)) => break Ok(()),
                 Ok(Ok(Some(chunk))) => {
-                    if start + received + chunk.len() as u64 > piece.end {
+                    if start + received + chunk.len() as u64 > end {
                         break Err(Failure::Corrupt(format!(
                             "more bytes than the {} of the part asked for",
-                            piece.end - start
+                            end - start
                         )));
                     }
                     // Written before the batch would outgrow its buffer (never
@@ -396,6 +568,9 @@ impl Fetcher {
                     pending.batch.extend_from_slice(&chunk);
                     received += chunk.len() as u64;
                     (watch.progress)(chunk.len() as u64);
+                    if lead {
+                        shared.lead_came(start + received, start);
+                    }
                 }
             }
         };
@@ -407,9 +582,9 @@ impl Fetcher {
         shared.received.fetch_add(received, Ordering::Relaxed);
         stats.with(endpoint, |s| s.bytes += received);
         let outcome = match outcome {
-            Ok(()) if start + received < piece.end => Err(Failure::Cut {
+            Ok(()) if start + received < end => Err(Failure::Cut {
                 received,
-                expected: piece.end - start,
+                expected: end - start,
             }),
             other => other,
         };
@@ -492,5 +667,74 @@ mod tests {
             ]
         );
         assert!(split(&[], 8).is_empty());
+    }
+
+    /// A lead of 16 parts that has brought `at` bytes of `0..end` in `elapsed` since
+    /// its first, asking window after window as it goes.
+    fn lead(at: u64, end: u64, elapsed: Duration) -> Shared {
+        let shared = Shared::default();
+        shared.start_lead(&(0..end), 16);
+        let mut from = 0;
+        while let Some(window) = shared.lead_window(from) {
+            if window.end > at {
+                break;
+            }
+            from = window.end;
+        }
+        shared.lead_came(at, 0);
+        lock(&shared.lead).first = Some((Instant::now() - elapsed, 0));
+        shared
+    }
+
+    #[test]
+    fn the_lead_asks_growing_windows_to_its_end() {
+        let shared = Shared::default();
+        shared.start_lead(&(0..64 * MIB), 16);
+        let mut windows = Vec::new();
+        let mut at = 0;
+        while let Some(window) = shared.lead_window(at) {
+            at = window.end;
+            windows.push(window);
+        }
+        // A part's share first, then twice the last; the last takes what is left.
+        assert_eq!(
+            windows,
+            vec![
+                0..4 * MIB,
+                4 * MIB..12 * MIB,
+                12 * MIB..28 * MIB,
+                28 * MIB..60 * MIB,
+                60 * MIB..64 * MIB
+            ]
+        );
+        // No crumb: a window that would leave less than half a MiB takes it.
+        let shared = Shared::default();
+        shared.start_lead(&(0..MIB + MIB / 4), 16);
+        assert_eq!(shared.lead_window(0), Some(0..MIB + MIB / 4));
+    }
+
+    #[test]
+    fn the_lead_splits_only_when_alone_it_would_be_slow() {
+        let probed = SPLIT_PROBE + Duration::from_millis(50);
+        // Still probing: no decision yet.
+        let shared = lead(MIB, 64 * MIB, Duration::from_millis(10));
+        assert_eq!(shared.split_lead(16), None);
+        assert!(Shared::default().split_lead(16).is_none(), "no byte yet");
+        // 1 MiB in 250 ms: the other 63 would take 16 s. The lead ends with its first
+        // window (never cut short); what lies past it goes to 15 parts.
+        let shared = lead(MIB, 64 * MIB, probed);
+        let rest = shared.split_lead(16).unwrap();
+        assert_eq!(rest.len(), 15);
+        assert_eq!(rest[0].start, 4 * MIB);
+        assert_eq!(rest.last().unwrap().end, 64 * MIB);
+        assert_eq!(lock(&shared.lead).end, 4 * MIB);
+        assert_eq!(shared.lead_window(4 * MIB), None);
+        // 48 MiB in 250 ms: the other 16 take 83 ms; no parts.
+        let shared = lead(48 * MIB, 64 * MIB, probed);
+        assert_eq!(shared.split_lead(16), Some(Vec::new()));
+        assert_eq!(lock(&shared.lead).end, 64 * MIB);
+        // Slow, but too little past its window to be worth parts.
+        let shared = lead(MIB, 2 * MIB, probed);
+        assert_eq!(shared.split_lead(16), Some(Vec::new()));
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Every image is under way at once; its requests take one of `jobs` places while on
 //! the wire (a [`Slot`]), and each failed request is retried on its own through the
-//! [`Transport`]. An image none of whose sources answers `GET /v2/` fails at once,
-//! naming them, rather than after its requests' whole budgets; `deadline` bounds the
-//! run; a cancelled run reports what it fetched.
+//! [`Transport`](crate::registry::transport::Transport). An image none of whose
+//! sources answers `GET /v2/` fails at once, naming them, rather than after its
+//! requests' whole budgets; `deadline` bounds the run; a cancelled run reports what it
+//! fetched.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -150,13 +150,41 @@ async fn a_big_blob_comes_in_parts_within_the_connection_budget() {
     assert_eq!(stats.max_connections, 4, "{stats:?}");
     let proxy = proxy_stats(world.proxy).await;
     assert!(proxy.peak_active <= 4, "{proxy:?}");
+    // The lead's first window, then 7 parts for the rest: no request cut short, no
+    // byte twice.
     assert_eq!(proxy.ranged, 8, "{proxy:?}");
     let size = world.image.layers[0].size;
-    assert!(proxy.bytes < size + 64 * 1024, "{proxy:?}");
+    assert!(
+        proxy.bytes < size + 4096,
+        "{proxy:?}: the layer, its manifest and config"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_blob_over_a_fast_link_comes_over_the_lead_alone() {
+    // No cap: the lead brings the blob well within a second, in windows of 2, 4, 8
+    // and 2 MiB over one connection; parts would only cost requests.
+    let world = world(16 * MIB, Config::default()).await;
+    let (fetcher, _dir, _) = fetch(&world, 8, 16).await;
+    assert!(fetcher.cache().contains(&world.image.layers[0].digest));
+    assert_cache_verifies(&fetcher);
+    let stats = endpoint_stats(&fetcher);
+    assert!(
+        stats.max_connections <= 2,
+        "the layer's and the config's: {stats:?}"
+    );
+    let proxy = proxy_stats(world.proxy).await;
+    assert_eq!(proxy.ranged, 4, "{proxy:?}");
+    let size = world.image.layers[0].size;
+    assert!(
+        proxy.bytes < size + 4096,
+        "{proxy:?}: the layer, its manifest and config"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_cut_every_two_mib_resume_and_move_the_blob_once() {
+    // A thin link (so that the blob comes in parts) cutting every answer at 2 MiB.
     let cut = Config {
         rules: vec![Rule {
             kinds: vec![PathKind::Blob],
@@ -166,16 +194,16 @@ async fn parts_cut_every_two_mib_resume_and_move_the_blob_once() {
             }],
             ..Rule::default()
         }],
-        ..Config::default()
+        ..Config::thin_link(8_000_000, 20)
     };
     let world = world(24 * MIB, cut).await;
     let (fetcher, _dir, _) = fetch(&world, 8, 16).await;
     assert!(fetcher.cache().contains(&world.image.layers[0].digest));
+    assert_cache_verifies(&fetcher);
     let stats = endpoint_stats(&fetcher);
-    assert!(
-        stats.resumes >= 8,
-        "every 3 MiB part is cut once: {stats:?}"
-    );
+    assert_eq!(stats.parts, 8, "{stats:?}");
+    // The lead's first window of 3 MiB is cut at 2 MiB, then each part of 3 MiB once.
+    assert!(stats.resumes >= 8, "every part is cut once: {stats:?}");
     let proxy = proxy_stats(world.proxy).await;
     let size = world.image.layers[0].size as f64;
     assert!(

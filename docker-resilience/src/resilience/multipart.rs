@@ -1,5 +1,6 @@
 //! How big blobs are fetched over a long thin link: as several ranged parts at once
-//! (the fetcher's `fetch::parts` does it), within a budget of connections per source.
+//! when one connection brings them slowly (the fetcher's `fetch::parts` does it),
+//! within a budget of connections per source.
 
 /// Requests on the wire to one registry or mirror at once, by default (`--connections`,
 /// `connections:` in drbuild.yaml): the transport's budget per source. The parts of one
@@ -12,7 +13,8 @@ pub const DEFAULT_CONNECTIONS: usize = 24;
 /// How big blobs are fetched: one type for `drbuild.yaml`, flags and the fetcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Multipart {
-    /// Blobs at least this big are fetched in parts (0: none is).
+    /// Blobs at least this big are fetched in parts when one connection brings them
+    /// slowly (0: none is).
     pub threshold: u64,
     /// Parts of one blob on the wire at once (1: one stream).
     pub parts: usize,
@@ -34,7 +36,8 @@ impl Multipart {
         }
     }
 
-    /// Whether a blob of `size` bytes is fetched in parts.
+    /// Whether a blob of `size` bytes may be fetched in parts (it starts as one request,
+    /// cut into parts if that one brings it slowly).
     pub fn applies(&self, size: u64) -> bool {
         self.parts > 1 && self.threshold > 0 && size >= self.threshold
     }
