@@ -299,26 +299,20 @@ impl Fetcher {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let (width, generation) = self.transport.part_width(&host, wanted);
-                if let Some(piece) = lead.take() {
-                    running.push(self.part(
-                        sources,
-                        image,
-                        blob,
-                        (piece, generation, true),
-                        &ranged,
-                        watch,
-                        &shared,
-                    ));
-                }
+                // The lead first (alone on the wire: a width is at least 1).
                 while running.len() < width {
-                    let Some(piece) = queue.pop_front() else {
-                        break;
+                    let (piece, is_lead) = match lead.take() {
+                        Some(piece) => (piece, true),
+                        None => match queue.pop_front() {
+                            Some(piece) => (piece, false),
+                            None => break,
+                        },
                     };
                     running.push(self.part(
                         sources,
                         image,
                         blob,
-                        (piece, generation, false),
+                        (piece, generation, is_lead),
                         &ranged,
                         watch,
                         &shared,
@@ -420,12 +414,12 @@ impl Fetcher {
     ) -> Result<(String, PartEnd), FetchError> {
         let _on_wire = OnWire::enter(&shared.running);
         let at = AtomicU64::new(piece.start);
-        let mut window = match lead {
-            true => shared.lead_window(piece.start),
-            false => Some(piece),
+        // A lead's first window is never empty (its piece is not).
+        let mut range = match lead {
+            true => shared.lead_window(piece.start).unwrap_or(piece),
+            false => piece,
         };
-        let mut answered = None;
-        while let Some(range) = window {
+        loop {
             let served = self
                 .transport
                 .request(
@@ -449,13 +443,15 @@ impl Fetcher {
                 )
                 .await?;
             (watch.served)(served.tries);
-            if !lead || served.value.1 != PartEnd::Whole {
-                return Ok(served.value);
+            let next = match lead && served.value.1 == PartEnd::Whole {
+                true => shared.lead_window(at.load(Ordering::Relaxed)),
+                false => None,
+            };
+            match next {
+                Some(next) => range = next,
+                None => return Ok(served.value),
             }
-            window = shared.lead_window(at.load(Ordering::Relaxed));
-            answered = Some(served.value);
         }
-        Ok(answered.unwrap_or_else(|| (sources[0].host.clone(), PartEnd::Whole)))
     }
 
     /// One try of a part (or of a window of the lead), from where it stopped (`at`) to
