@@ -141,9 +141,10 @@ impl Handoff {
         name.parse().unwrap_or_else(|_| reference.clone())
     }
 
-    /// The names of `published` (by tag and by digest) the daemon may have recorded.
-    pub fn names_of(&self, image: &FetchedImage, published: &ImageReference) -> Vec<String> {
-        vec![
+    /// The names of `published` the daemon may have recorded: by tag, and by digest
+    /// (a graph-driver store records that one too).
+    pub fn names_of(&self, image: &FetchedImage, published: &ImageReference) -> [String; 2] {
+        [
             published.to_string(),
             format!(
                 "{}/{NAMESPACE}/{}@{}",

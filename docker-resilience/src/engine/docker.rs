@@ -182,16 +182,9 @@ impl DockerEngine {
 
     /// Version, mirrors, storage and proxy settings of the daemon.
     pub async fn info(&self) -> Result<DaemonInfo, EngineError> {
-        let info = self
-            .docker
-            .info()
-            .await
-            .map_err(EngineError::from_bollard)?;
-        let version = self
-            .docker
-            .version()
-            .await
-            .map_err(EngineError::from_bollard)?;
+        let (info, version) = tokio::join!(self.docker.info(), self.docker.version());
+        let info = info.map_err(EngineError::from_bollard)?;
+        let version = version.map_err(EngineError::from_bollard)?;
         let mut proxies = Vec::new();
         for (k, v) in [
             ("HTTP_PROXY", info.http_proxy.clone()),

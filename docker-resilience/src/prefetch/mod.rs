@@ -460,6 +460,8 @@ pub struct Prefetcher<E> {
     slots: Arc<tokio::sync::Semaphore>,
     /// Places of images fetched registry-native (`registry_jobs`).
     registry_slots: Arc<tokio::sync::Semaphore>,
+    /// Where the daemon keeps images (known once the run asked what is present).
+    store: std::sync::OnceLock<ImageStore>,
 }
 
 impl<E> std::fmt::Debug for Prefetcher<E> {
@@ -493,6 +495,7 @@ impl<E: Engine> Prefetcher<E> {
             handoff_unreachable: std::sync::atomic::AtomicBool::new(false),
             slots,
             registry_slots,
+            store: std::sync::OnceLock::new(),
         }
     }
 
@@ -561,6 +564,7 @@ impl<E: Engine> Prefetcher<E> {
         let wanted: Vec<&Wanted> = wanted.iter().filter(|w| seen.insert(*w)).collect();
         let references: Vec<ImageReference> = wanted.iter().map(|w| w.reference.clone()).collect();
         let present = self.engine.present_images(&references).await?;
+        let _ = self.store.set(present.store());
         let kept = one_platform_per_tag(&wanted, present.store());
 
         let mut results: Vec<Option<ImageResult>> = vec![None; wanted.len()];

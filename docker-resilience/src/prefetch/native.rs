@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::{ByteCounter, Failed, PrefetchEvent, Prefetcher, Pulled};
 use crate::deliver::archive::{write_archive_as_ready, BlobReady};
 use crate::deliver::handoff::Handoff;
-use crate::engine::{ContextStream, Engine};
+use crate::engine::{ContextStream, Engine, ImageStore};
 use crate::fetch::{FetchError, FetchedImage, Fetcher, Watch};
 use crate::registry::client::Endpoint;
 use crate::registry::transport::{Retry, Slot};
@@ -301,8 +301,10 @@ impl<E: Engine> Prefetcher<E> {
             Err(e) => Err(e),
         };
         let names = handoff.names_of(image, &temporary);
-        for name in &names {
-            // The digest name exists on graph-driver stores only.
+        let [by_tag, by_digest] = &names;
+        // The digest name exists on graph-driver stores only.
+        let by_digest = (self.store.get() != Some(&ImageStore::Containerd)).then_some(by_digest);
+        for name in std::iter::once(by_tag).chain(by_digest) {
             if let Ok(name) = name.parse() {
                 let _ = self.engine.untag(&name).await;
             }
@@ -515,5 +517,133 @@ pub(super) mod tests {
             retried_in_all >= 5,
             "only {retried_in_all} requests retried in 5 seeds"
         );
+    }
+
+    /// A daemon on this machine that holds the image's content already (its pull of
+    /// the handoff's name ends at once), and says what it was asked, and whether the
+    /// run's cache held the image's last layer when it was asked to name the image.
+    struct Holding {
+        store: ImageStore,
+        cache: BlobCache,
+        last_layer: String,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Engine for Holding {
+        async fn present_images(
+            &self,
+            _wanted: &[ImageReference],
+        ) -> Result<crate::engine::PresentImages, crate::engine::EngineError> {
+            Ok(crate::engine::PresentImages::from_names(Vec::<String>::new()).in_store(self.store))
+        }
+
+        async fn pull(
+            &self,
+            image: &ImageReference,
+            _platform: Option<&Platform>,
+        ) -> futures_util::stream::BoxStream<
+            'static,
+            Result<crate::engine::PullEvent, crate::engine::EngineError>,
+        > {
+            self.calls.lock().unwrap().push(format!("pull {image}"));
+            futures_util::stream::empty().boxed()
+        }
+
+        async fn tag(
+            &self,
+            _source: &ImageReference,
+            target: &ImageReference,
+        ) -> Result<(), crate::engine::EngineError> {
+            let cached = self.cache.contains(&self.last_layer);
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("tag {target} (layer cached: {cached})"));
+            Ok(())
+        }
+
+        async fn untag(&self, image: &ImageReference) -> Result<(), crate::engine::EngineError> {
+            self.calls.lock().unwrap().push(format!("untag {image}"));
+            Ok(())
+        }
+
+        async fn load(
+            &self,
+            _archive: ContextStream,
+        ) -> Result<Vec<String>, crate::engine::EngineError> {
+            Err(crate::engine::EngineError::Daemon {
+                status: None,
+                message: "not loaded: the handoff is there".into(),
+            })
+        }
+
+        fn on_this_machine(&self) -> bool {
+            true
+        }
+    }
+
+    /// A handed-off image is named once its download is whole, even when the daemon had
+    /// its content (its pull of the handoff's name ended at once while the last layer
+    /// still came over a 2 MB/s link), so a download that fails leaves no name; then
+    /// the handoff's names are dropped, by digest on a graph-driver store only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handed_off_image_is_named_once_whole_and_the_handoff_names_dropped() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = BlobCache::open(source_dir.path()).unwrap();
+        let image = seeded(&source);
+        let handoff = Handoff::start(source).await.unwrap();
+        let published = handoff.publish(&image);
+        let proxy = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            handoff.address(),
+            Config::thin_link(2_000_000, 0),
+        )
+        .await
+        .unwrap();
+        let name: ImageReference = format!(
+            "{proxy}/{}:{}",
+            published.repository(),
+            published.tag().unwrap()
+        )
+        .parse()
+        .unwrap();
+        let last_layer = image.layers.last().unwrap().digest.clone();
+        for store in [ImageStore::Containerd, ImageStore::GraphDriver] {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Holding {
+                store,
+                cache: BlobCache::open(dir.path()).unwrap(),
+                last_layer: last_layer.clone(),
+                calls: std::sync::Mutex::new(Vec::new()),
+            };
+            let options = super::super::PrefetchOptions {
+                via: crate::config::Via::Registry,
+                cache_dir: Some(dir.path().to_path_buf()),
+                credentials: false,
+                ..super::super::PrefetchOptions::default()
+            };
+            let prefetcher = Prefetcher::new(engine, options);
+            let report = prefetcher
+                .run(&[Wanted::any_platform(name.clone())])
+                .await
+                .unwrap();
+            assert_eq!(report.summary.pulled, 1, "{store:?}: {:?}", report.images);
+            let cache = BlobCache::open(dir.path()).unwrap();
+            for blob in image.blobs() {
+                assert!(cache.contains(&blob.digest), "{store:?}: {}", blob.digest);
+            }
+            let calls = prefetcher.engine.calls.lock().unwrap().clone();
+            let handoff_name = calls[0].strip_prefix("pull ").unwrap().to_owned();
+            let mut expected = vec![
+                format!("pull {handoff_name}"),
+                format!("tag {name} (layer cached: true)"),
+                format!("untag {handoff_name}"),
+            ];
+            if store == ImageStore::GraphDriver {
+                let (at, _) = handoff_name.rsplit_once(':').unwrap();
+                expected.push(format!("untag {at}@{}", image.top.digest));
+            }
+            assert_eq!(calls, expected, "{store:?}");
+        }
     }
 }
