@@ -72,6 +72,8 @@ pub struct Handoff {
     address: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    /// Whether the daemon records a pulled name by digest too (a graph-driver store).
+    digest_names: bool,
 }
 
 impl Handoff {
@@ -91,7 +93,15 @@ impl Handoff {
             address,
             shared,
             stop,
+            digest_names: true,
         })
+    }
+
+    /// For a daemon that records a pulled image by its tag only (the containerd image
+    /// store): no by-digest name is kept to remove.
+    pub fn without_digest_names(mut self) -> Self {
+        self.digest_names = false;
+        self
     }
 
     /// `127.0.0.1:PORT`.
@@ -131,28 +141,24 @@ impl Handoff {
             published.failed.remove(&layer.digest);
         }
         published.failed.remove(&image.config.digest);
-        published.unsettled.insert(name.clone());
-        // A graph driver also records the name by digest.
-        published.unsettled.insert(format!(
-            "{}/{repository}@{}",
-            self.address, image.top.digest
-        ));
+        let named: ImageReference = name.parse().unwrap_or_else(|_| reference.clone());
+        published.unsettled.extend(self.names_of(image, &named));
         drop(published);
-        name.parse().unwrap_or_else(|_| reference.clone())
+        named
     }
 
-    /// The names of `published` the daemon may have recorded: by tag, and by digest
-    /// (a graph-driver store records that one too).
-    pub fn names_of(&self, image: &FetchedImage, published: &ImageReference) -> [String; 2] {
-        [
-            published.to_string(),
-            format!(
-                "{}/{NAMESPACE}/{}@{}",
-                self.address,
-                image.wanted.reference.repository(),
-                image.top.digest
-            ),
-        ]
+    /// The names of `published` the daemon records: by tag, and by digest unless
+    /// [`Handoff::without_digest_names`].
+    pub fn names_of(&self, image: &FetchedImage, published: &ImageReference) -> Vec<String> {
+        let by_digest = format!(
+            "{}/{NAMESPACE}/{}@{}",
+            self.address,
+            image.wanted.reference.repository(),
+            image.top.digest
+        );
+        std::iter::once(published.to_string())
+            .chain(self.digest_names.then_some(by_digest))
+            .collect()
     }
 
     /// Says `names` were removed from the daemon.

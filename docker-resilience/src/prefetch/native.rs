@@ -242,6 +242,11 @@ impl<E: Engine> Prefetcher<E> {
             .get_or_init(|| async {
                 Handoff::start(fetcher.cache().clone())
                     .await
+                    // The containerd store records a pulled name by its tag only.
+                    .map(|h| match self.store.get() {
+                        Some(ImageStore::Containerd) => h.without_digest_names(),
+                        _ => h,
+                    })
                     .map_err(|e| {
                         tracing::info!("no handoff registry ({e}): loading images instead")
                     })
@@ -301,10 +306,7 @@ impl<E: Engine> Prefetcher<E> {
             Err(e) => Err(e),
         };
         let names = handoff.names_of(image, &temporary);
-        let [by_tag, by_digest] = &names;
-        // The digest name exists on graph-driver stores only.
-        let by_digest = (self.store.get() != Some(&ImageStore::Containerd)).then_some(by_digest);
-        for name in std::iter::once(by_tag).chain(by_digest) {
+        for name in &names {
             if let Ok(name) = name.parse() {
                 let _ = self.engine.untag(&name).await;
             }
