@@ -57,15 +57,17 @@ fn seeded(cache: &BlobCache, size: usize) -> FetchedImage {
     }
 }
 
-struct World {
+/// An image seeded into a cache that a handoff serves behind a fault proxy.
+pub(super) struct World {
     _source_dir: tempfile::TempDir,
     _handoff: Handoff,
-    image: FetchedImage,
-    proxy: std::net::SocketAddr,
-    wanted: Wanted,
+    pub(super) image: FetchedImage,
+    pub(super) proxy: std::net::SocketAddr,
+    pub(super) wanted: Wanted,
 }
 
-async fn world(size: usize, config: Config) -> World {
+/// One layer of `size` bytes, served behind a proxy with `config`.
+pub(super) async fn world(size: usize, config: Config) -> World {
     let source_dir = tempfile::tempdir().unwrap();
     let source = BlobCache::open(source_dir.path()).unwrap();
     let image = seeded(&source, size);

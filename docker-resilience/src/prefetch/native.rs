@@ -590,25 +590,9 @@ pub(super) mod tests {
     /// the handoff's names are dropped, by digest on a graph-driver store only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_handed_off_image_is_named_once_whole_and_the_handoff_names_dropped() {
-        let source_dir = tempfile::tempdir().unwrap();
-        let source = BlobCache::open(source_dir.path()).unwrap();
-        let image = seeded(&source);
-        let handoff = Handoff::start(source).await.unwrap();
-        let published = handoff.publish(&image);
-        let proxy = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            handoff.address(),
-            Config::thin_link(2_000_000, 0),
-        )
-        .await
-        .unwrap();
-        let name: ImageReference = format!(
-            "{proxy}/{}:{}",
-            published.repository(),
-            published.tag().unwrap()
-        )
-        .parse()
-        .unwrap();
+        let world =
+            super::super::multipart_tests::world(1 << 20, Config::thin_link(2_000_000, 0)).await;
+        let (image, name) = (&world.image, world.wanted.reference.clone());
         let last_layer = image.layers.last().unwrap().digest.clone();
         for store in [ImageStore::Containerd, ImageStore::GraphDriver] {
             let dir = tempfile::tempdir().unwrap();
