@@ -4,7 +4,9 @@
 # bytes/s and adds LATENCY_MS to every request. Side by side in one run, pair by pair
 # (images removed and a fresh cache before each run), medians:
 #   1. the 64 MiB-layer image: `docker pull` vs `drbuild prefetch` (target <= 0.2x)
-#   2. the 13 stand-in images: `xargs -P4 docker pull` vs `drbuild prefetch` (<= 0.6x)
+#   2. the 13 stand-in images: `xargs -P4 docker pull` vs `drbuild prefetch` (<= 0.6x),
+#      and in the same rounds the daemon's own floor: `xargs -P13 docker pull` of the
+#      same images straight from the test bed's registry (loopback, no thin link at all)
 #   3. the plain loopback link (no cap): `drbuild prefetch` vs the same with `--parts 1`
 #      (one stream per blob, as before parts), the 13 images and the big one (<= 1.05x)
 #   4. peak memory of `drbuild prefetch` of an image with a 1 GiB layer, on the plain
@@ -73,6 +75,10 @@ clean() {
   rm -rf "$work/cache"
 }
 pull_all() { printf '%s\n' "$@" | xargs -P4 -n1 "$docker" pull -q; }
+direct() { # IMAGE...: their names in the test bed's registry (no proxy on the way)
+  printf "$DRBUILD_TESTBED_REGISTRY/library/%s\n" "$@"
+}
+pull_direct() { direct "$@" | xargs -P13 -n1 "$docker" pull -q; }
 prefetch() { # TREE [FLAG...]: with DRBUILD_ARGS
   local tree=$1
   shift
@@ -85,25 +91,34 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 moved() { curl -fsS "$proxy/stats" | python3 -c 'import json, sys; print(json.load(sys.stdin)["bytes"])'; }
 pairs() { # LABEL TARGET LINK "BASELINE" "CANDIDATE" IMAGE...: RUNS pairs, medians, ratio
-  local label=$1 target=$2 how=$3 base_cmd=$4 cand_cmd=$5 a=() b=() n=$runs bytes_a bytes_b
+  # With FLOOR="COMMAND", each round also times it (the images it names are removed too).
+  local label=$1 target=$2 how=$3 base_cmd=$4 cand_cmd=$5 a=() b=() f=() n=$runs bytes_a bytes_b
   shift 5
   [ "$how" = plain ] && n=$plain_runs
   for _ in $(seq "$n"); do
     clean "$@"; link "$how"; a+=("$(ms eval "$base_cmd")"); bytes_a=$(moved)
     clean "$@"; link "$how"; b+=("$(ms eval "$cand_cmd")"); bytes_b=$(moved)
+    if [ -n "${FLOOR:-}" ]; then
+      clean "$@" $(direct "$@"); f+=("$(ms eval "$FLOOR")")
+    fi
   done
+  [ -n "${FLOOR:-}" ] && clean $(direct "$@")
   link plain
-  local ma mb
+  local ma mb mf
   ma=$(median "${a[@]}")
   mb=$(median "${b[@]}")
   echo "$label: baseline ms ${a[*]} (median $ma); drbuild ms ${b[*]} (median $mb); ratio $(ratio "$mb" "$ma") (target $target); bytes through the proxy in the last pair: baseline $bytes_a, drbuild $bytes_b"
+  if [ -n "${FLOOR:-}" ]; then
+    mf=$(median "${f[@]}")
+    echo "  the daemon alone, from the loopback registry (no thin link, xargs -P13): ms ${f[*]} (median $mf); $(ratio "$mf" "$ma")x the baseline"
+  fi
 }
 
 echo "== engine ${DRBUILD_TESTBED_ENGINE:-?}; thin link: $rate bytes/s per connection, +$latency ms per request; drbuild ${extra[*]:-(defaults)}"
 pairs "64 MiB layer, thin link, docker pull vs drbuild" "<= 0.2" thin \
   "$docker pull -q $big" "prefetch $work/big" "$big"
-pairs "13 images, thin link, xargs -P4 docker pull vs drbuild" "<= 0.6" thin \
-  "pull_all ${images[*]}" "prefetch $work/all" "${images[@]}"
+FLOOR="pull_direct ${images[*]}" pairs "13 images, thin link, xargs -P4 docker pull vs drbuild" \
+  "<= 0.6" thin "pull_all ${images[*]}" "prefetch $work/all" "${images[@]}"
 pairs "13 images + the big one, plain link, drbuild --parts 1 vs drbuild" "<= 1.05" plain \
   "one_stream $work/both" "prefetch $work/both" "${images[@]}" "$big"
 # What the last thin-link run of drbuild did, from its own statistics.
