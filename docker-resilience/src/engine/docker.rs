@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
-use bollard::models::{ImageInspect, ImageManifestSummary};
+use bollard::models::{ImageInspect, ImageManifestSummary, SystemInfo, SystemVersion};
 use bollard::query_parameters::{
     CreateImageOptions, ImportImageOptionsBuilder, ListContainersOptions, ListImagesOptions,
     RemoveImageOptions, TagImageOptions,
@@ -112,11 +112,16 @@ pub struct DockerEngine {
     credentials: Credentials,
     use_credentials: bool,
     features: Arc<tokio::sync::OnceCell<Features>>,
+    /// The daemon's `info` and `version` answers, asked once for [`Self::info`] and
+    /// [`Self::features`] alike (neither changes while a run lasts).
+    answers: Arc<tokio::sync::OnceCell<(SystemInfo, SystemVersion)>>,
     heredocs: Arc<tokio::sync::OnceCell<bool>>,
     /// Whether builds go through BuildKit's own API; else why not.
     pub(super) solves: Arc<tokio::sync::OnceCell<Result<(), String>>>,
     /// The log said once that builds here export no cache.
     pub(super) said_no_cache_export: Arc<std::sync::atomic::AtomicBool>,
+    /// The log said once that `/build` builds import no cache of a spec they cannot use.
+    pub(super) said_cache_import_unused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DockerEngine {
@@ -151,9 +156,11 @@ impl DockerEngine {
             host,
             credentials: Credentials::from_docker_config(),
             features: Arc::default(),
+            answers: Arc::default(),
             heredocs: Arc::default(),
             solves: Arc::default(),
             said_no_cache_export: Arc::default(),
+            said_cache_import_unused: Arc::default(),
             use_credentials: true,
         })
     }
@@ -182,9 +189,8 @@ impl DockerEngine {
 
     /// Version, mirrors, storage and proxy settings of the daemon.
     pub async fn info(&self) -> Result<DaemonInfo, EngineError> {
-        let (info, version) = tokio::join!(self.docker.info(), self.docker.version());
-        let info = info.map_err(EngineError::from_bollard)?;
-        let version = version.map_err(EngineError::from_bollard)?;
+        let (info, version) = self.answers().await?;
+        let (info, version) = (info.clone(), version.clone());
         let mut proxies = Vec::new();
         for (k, v) in [
             ("HTTP_PROXY", info.http_proxy.clone()),
@@ -224,6 +230,19 @@ impl DockerEngine {
         })
     }
 
+    /// The daemon's `info` and `version` (asked at once, the first time).
+    async fn answers(&self) -> Result<&(SystemInfo, SystemVersion), EngineError> {
+        self.answers
+            .get_or_try_init(|| async {
+                let (info, version) = tokio::join!(self.docker.info(), self.docker.version());
+                Ok((
+                    info.map_err(EngineError::from_bollard)?,
+                    version.map_err(EngineError::from_bollard)?,
+                ))
+            })
+            .await
+    }
+
     /// What the daemon can do (asked once, then remembered).
     pub async fn features(&self) -> Features {
         *self.features.get_or_init(|| self.probe()).await
@@ -234,13 +253,11 @@ impl DockerEngine {
         let networks = self
             .docker
             .list_networks(None::<bollard::query_parameters::ListNetworksOptions>);
-        let (version, info, networks) =
-            tokio::join!(self.docker.version(), self.docker.info(), networks);
-        let (version, info) = (version.ok(), info.ok());
+        let (answers, networks) = tokio::join!(self.answers(), networks);
+        let (info, version) = answers.ok().map(|(i, v)| (i, v)).unzip();
         let disabled = std::env::var("DOCKER_BUILDKIT")
             .is_ok_and(|v| v == "0" || v.eq_ignore_ascii_case("false"));
         let linux = version
-            .as_ref()
             .and_then(|v| v.os.as_deref())
             .is_none_or(|os| os.eq_ignore_ascii_case("linux"));
         let buildkit = !disabled && linux;
@@ -253,7 +270,7 @@ impl DockerEngine {
         }
         Features {
             api: parse_api(self.docker.client_version().to_string().as_str()),
-            image_store: image_store(info.as_ref().and_then(|i| i.driver_status.as_ref())),
+            image_store: image_store(info.and_then(|i| i.driver_status.as_ref())),
             buildkit,
             default_network,
         }
