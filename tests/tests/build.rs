@@ -851,6 +851,60 @@ fn a_url_context_is_fetched_by_buildkit_or_refused_naming_the_daemon() {
 /// (`drbuild.yaml` `cache:`), then on an empty daemon B (the site daemon) that imports
 /// it: every `RUN` step is cached there. A graph-driver store exports no cache: said
 /// once, and the build goes on.
+/// Through Docker's `/build` API (which imports a cache from images only), a cache it
+/// cannot use is said once and the build goes on; a malformed one fails the build, as
+/// it does through BuildKit's API, before the daemon is asked.
+#[test]
+#[cfg_attr(
+    not(feature = "e2e"),
+    ignore = "end-to-end: needs root and a Docker daemon; run scripts/test, or cargo test --features e2e"
+)]
+fn the_build_api_says_which_cache_it_cannot_use_and_refuses_a_malformed_one() {
+    let bed = Testbed::get();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let image = "drbuild-e2e-build-api-cache:1";
+    for service in ["one", "two"] {
+        std::fs::create_dir_all(root.join(service)).unwrap();
+        std::fs::write(
+            root.join(service).join("Dockerfile"),
+            format!("FROM busybox:1.36\nRUN echo {service} > /{service}\n"),
+        )
+        .unwrap();
+    }
+    let config = |cache: &str| {
+        format!(
+            "services:\n  one:\n    image: {image}-one\n    cache-from: [{cache}]\n  \
+             two:\n    image: {image}-two\n    cache-from: [{cache}]\n"
+        )
+    };
+    let local = "'type=local,src=/nonexistent/drbuild-cache'";
+    std::fs::write(root.join("drbuild.yaml"), config(local)).unwrap();
+    let root_str = root.to_str().unwrap();
+    let api = [("DRBUILD_BUILD_API", "build")];
+    let (code, stdout, stderr) =
+        bed.drbuild_env(&["build-all", root_str, "--force", "--json"], &api);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let said =
+        "imports a build cache from images only: `type=local,src=/nonexistent/drbuild-cache` needs";
+    assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+
+    std::fs::write(root.join("drbuild.yaml"), config("'type=local,dest'")).unwrap();
+    let (code, stdout, stderr) =
+        bed.drbuild_env(&["build-all", root_str, "--force", "--json"], &api);
+    let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_ne!(code, 0, "{doc}\n{stderr}");
+    let error = service(&doc, "one")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("cache `type=local,dest`: `dest` is not KEY=VALUE"),
+        "{doc}"
+    );
+    bed.remove_images(&[&format!("{image}-one"), &format!("{image}-two")]);
+}
+
 #[test]
 #[cfg_attr(
     not(feature = "e2e"),

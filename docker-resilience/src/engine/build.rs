@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bollard::query_parameters::{BuildImageOptionsBuilder, BuilderVersion};
 use futures_util::StreamExt;
 
-use super::buildkit::{cache_entry, session_id};
+use super::buildkit::{image_caches, session_id};
 use super::progress::Progress;
 use super::session::Session;
 use super::{
@@ -119,13 +119,14 @@ impl BuildEngine for DockerEngine {
             options = options.target(target);
         }
         // `/build` imports a cache from images (their inline cache); it exports none.
-        let cache_from: Vec<String> = spec
-            .cache_from
-            .iter()
-            .filter_map(|s| cache_entry(s).ok())
-            .filter(|e| e.r#type == "registry")
-            .filter_map(|e| e.attrs.get("ref").cloned())
-            .collect();
+        let (cache_from, unused) = image_caches(&spec.cache_from).map_err(BuildError::new)?;
+        if !unused.is_empty() && !self.said_cache_import_unused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "Docker's `/build` API imports a build cache from images only: `{}` needs \
+                 BuildKit's own API, and builds here import none from it",
+                unused.join("`, `")
+            );
+        }
         if !cache_from.is_empty() {
             options = options.cachefrom(&cache_from);
         }

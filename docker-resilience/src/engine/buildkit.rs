@@ -307,6 +307,22 @@ pub(super) fn cache_entry(spec: &str) -> Result<CacheOptionsEntry, String> {
     })
 }
 
+/// What Docker's `/build` API takes of `specs`: the images to import an inline cache
+/// from (`type=registry,ref=IMAGE` or an image alone), and the specs it cannot use
+/// (other types: BuildKit's own API imports them). A malformed spec is an error, as
+/// it is for BuildKit's API.
+pub(super) fn image_caches(specs: &[String]) -> Result<(Vec<String>, Vec<&str>), String> {
+    let (mut images, mut unused) = (Vec::new(), Vec::new());
+    for spec in specs {
+        let entry = cache_entry(spec)?;
+        match entry.attrs.get("ref") {
+            Some(image) if entry.r#type == "registry" => images.push(image.clone()),
+            _ => unused.push(spec.trim()),
+        }
+    }
+    Ok((images, unused))
+}
+
 /// A fresh id for a build's session (and its `Solve`).
 pub(super) fn session_id(service: &str) -> String {
     static BUILDS: AtomicU64 = AtomicU64::new(0);
@@ -400,6 +416,27 @@ mod tests {
         );
         assert_eq!(
             cache_entry("type=local,dest").unwrap_err(),
+            "cache `type=local,dest`: `dest` is not KEY=VALUE"
+        );
+    }
+
+    #[test]
+    fn the_build_api_takes_image_caches_and_says_what_it_cannot_use() {
+        let specs = [
+            "type=registry,ref=127.0.0.1:5000/cache/api,mode=max",
+            "acme/api:cache",
+            "type=local,src=/tmp/cache",
+            "type=registry,mode=max",
+        ]
+        .map(String::from);
+        let (images, unused) = image_caches(&specs).unwrap();
+        assert_eq!(images, ["127.0.0.1:5000/cache/api", "acme/api:cache"]);
+        assert_eq!(
+            unused,
+            ["type=local,src=/tmp/cache", "type=registry,mode=max"]
+        );
+        assert_eq!(
+            image_caches(&["acme/api:cache".into(), "type=local,dest".into()]).unwrap_err(),
             "cache `type=local,dest`: `dest` is not KEY=VALUE"
         );
     }
