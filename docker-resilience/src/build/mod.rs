@@ -4,28 +4,36 @@
 //! `/build`, [`context`]), retrying only what is transient, and reporting every
 //! result.
 //!
+//! - this module: the run ([`Builder`]): the order, the builders' places, what a
+//!   failure skips;
+//! - `attempt`: one service's build, attempt after attempt;
+//! - `report`: what the run reports ([`BuildReport`], [`ServiceResult`],
+//!   [`BuildEvent`], [`BuildFailure`]).
+//!
 //! May import: `vocab`, `support`, `parse`, `config`, `plan`, `resilience`, `engine`.
 
+mod attempt;
 pub mod context;
 mod inputs;
+mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::{api_takes_network, BuildEngine, BuildError, BuildSpec, LogSink};
-use crate::plan::{Service, ServiceError, ServiceSet};
-use crate::resilience::classify::{classify_build, Classification, ErrorClass};
-use crate::resilience::retry::{Decision, RetryPolicy};
+use crate::engine::BuildEngine;
+use crate::plan::{ServiceError, ServiceSet};
+use crate::resilience::retry::RetryPolicy;
 use crate::support::{millis, EventSink};
 use crate::vocab::{Platform, SecretValue};
-use inputs::{build_dirs, tar_context};
+use attempt::build_one;
+pub use report::{
+    BuildEvent, BuildFailure, BuildReport, BuildSummary, ServiceResult, ServiceStatus,
+};
 
 /// How to build.
 #[derive(Debug, Clone)]
@@ -68,170 +76,6 @@ impl From<&Settings> for BuildOptions {
             secrets: BTreeMap::new(),
         }
     }
-}
-
-/// Why a build failed, classified: retry or not, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-#[non_exhaustive]
-pub struct BuildFailure {
-    /// What failed, as the daemon said it.
-    pub message: String,
-    /// Transient failures are retried; permanent ones are not.
-    pub class: ErrorClass,
-    /// The failing step (`[build 3/5] RUN make`), when known.
-    pub step: Option<String>,
-    /// The failing step's last output lines.
-    pub last_lines: Vec<String>,
-    /// What to do about it, when we know.
-    pub hint: Option<String>,
-}
-
-impl BuildFailure {
-    /// A daemon's failure classified (`heredocs_rejected`: the Dockerfile opens
-    /// heredocs that the daemon's built-in frontend does not accept).
-    pub fn classify(error: BuildError, heredocs_rejected: bool) -> Self {
-        let (class, hint) = classify_build(&error.message, &error.last_lines, heredocs_rejected);
-        BuildFailure {
-            message: error.message,
-            class,
-            step: error.step,
-            last_lines: error.last_lines,
-            hint,
-        }
-    }
-
-    /// A failure that no retry can fix (bad context, missing Dockerfile…).
-    pub fn permanent(message: String) -> Self {
-        BuildFailure {
-            message,
-            class: ErrorClass::Permanent,
-            step: None,
-            last_lines: Vec::new(),
-            hint: None,
-        }
-    }
-}
-
-/// What became of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceStatus {
-    /// Built.
-    Built,
-    /// Its build failed.
-    Failed,
-    /// Not built: something it depends on failed (or `--fail-fast` stopped the run).
-    Skipped,
-    /// Not built: its image exists (`--missing-only`).
-    UpToDate,
-}
-
-impl ServiceStatus {
-    /// The status as the report spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceStatus::Built => "built",
-            ServiceStatus::Failed => "failed",
-            ServiceStatus::Skipped => "skipped",
-            ServiceStatus::UpToDate => "up-to-date",
-        }
-    }
-}
-
-/// One service's result.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceResult {
-    /// The service.
-    pub name: String,
-    /// Its image.
-    pub image: String,
-    /// What became of it.
-    pub status: ServiceStatus,
-    /// Build attempts made.
-    pub attempts: u32,
-    /// Time spent on it.
-    pub elapsed_ms: u64,
-    /// Why it failed or was skipped.
-    pub error: Option<String>,
-    /// The class of the last failure.
-    pub error_class: Option<ErrorClass>,
-    /// The failing step.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// The failing step's last output lines.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub last_lines: Vec<String>,
-    /// What to do about the failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    /// The builder it was built on (its daemon's address), when the run had several.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builder: Option<String>,
-}
-
-/// Totals of a build run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct BuildSummary {
-    /// Services in the run.
-    pub total: usize,
-    /// Built.
-    pub built: usize,
-    /// Failed.
-    pub failed: usize,
-    /// Skipped.
-    pub skipped: usize,
-    /// Up to date (not built).
-    pub up_to_date: usize,
-    /// Retries of transient failures.
-    pub retries: u32,
-    /// Wall time of the run.
-    pub elapsed_ms: u64,
-}
-
-/// The result of a build run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct BuildReport {
-    /// Each service, in build order.
-    pub services: Vec<ServiceResult>,
-    /// Totals.
-    pub summary: BuildSummary,
-    /// The run was cancelled.
-    #[serde(skip)]
-    pub interrupted: bool,
-}
-
-/// What happens during a run, for progress output.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum BuildEvent {
-    /// An attempt starts.
-    Started {
-        /// The service.
-        service: String,
-        /// 1-based attempt.
-        attempt: u32,
-    },
-    /// A line of build output.
-    Line {
-        /// The service.
-        service: String,
-        /// The line.
-        line: String,
-    },
-    /// An attempt failed and will be retried.
-    Retrying {
-        /// The service.
-        service: String,
-        /// The failed attempt.
-        attempt: u32,
-        /// Why.
-        error: String,
-        /// When the next one starts.
-        delay: Duration,
-    },
-    /// A service is done (built, failed, skipped or up to date).
-    Finished(ServiceResult),
 }
 
 /// Builds the services of a [`ServiceSet`], on one engine or spread over several
@@ -384,7 +228,7 @@ impl<E: BuildEngine + 'static> Builder<E> {
                     })
                 });
                 if let Some(dep) = blocked {
-                    let result = skipped(
+                    let result = ServiceResult::skipped(
                         service,
                         format!("not built: `{dep}`, which it depends on, was not built"),
                     );
@@ -402,7 +246,7 @@ impl<E: BuildEngine + 'static> Builder<E> {
                     } else {
                         "not built: --fail-fast stopped the run"
                     };
-                    let result = skipped(service, why.into());
+                    let result = ServiceResult::skipped(service, why.into());
                     self.on_event.emit(&BuildEvent::Finished(result.clone()));
                     done.insert(name, result);
                     pending.remove(i);
@@ -551,265 +395,17 @@ impl<E: BuildEngine + 'static> Builder<E> {
     }
 }
 
-fn skipped(service: &Service, why: String) -> ServiceResult {
-    ServiceResult {
-        name: service.name.clone(),
-        image: service.image.clone(),
-        status: ServiceStatus::Skipped,
-        attempts: 0,
-        elapsed_ms: 0,
-        error: Some(why),
-        error_class: None,
-        step: None,
-        last_lines: Vec::new(),
-        hint: None,
-        builder: None,
-    }
-}
-
-/// What the daemon is asked to build for `service` (`dockerfile`: its name in the
-/// context).
-fn spec(service: &Service, dockerfile: &str, options: &BuildOptions) -> BuildSpec {
-    BuildSpec {
-        service: service.name.clone(),
-        tag: service.image.clone(),
-        dockerfile: dockerfile.to_owned(),
-        args: service.args.clone(),
-        target: service.target.clone(),
-        platform: service.platform.clone(),
-        network: options
-            .network
-            .clone()
-            .or_else(|| service.network.clone())
-            .or_else(|| options.default_network.clone()),
-        no_cache: options.no_cache,
-        cache_from: service.cache_from.clone(),
-        cache_to: service.cache_to.clone(),
-        secrets: options
-            .secrets
-            .get(&service.name)
-            .cloned()
-            .unwrap_or_default(),
-    }
-}
-
-/// How a build reaches the daemon.
-enum Route {
-    /// BuildKit's own API: directories served by drbuild's session.
-    Api,
-    /// Docker's `/build`: a tar; why not the API.
-    Build(String),
-}
-
-/// Which way `service` is built: BuildKit's API where the engine has it, else `/build`
-/// (a network of the daemon's own, which only `/build` takes; no BuildKit API). A
-/// service with directory or URL contexts needs the API: without it, its build fails
-/// with why.
-async fn route<E: BuildEngine>(engine: &E, service: &Service, network: Option<&str>) -> Route {
-    if let Some(other) = network.filter(|n| !api_takes_network(n)) {
-        return Route::Build(format!(
-            "network `{other}` is one of the daemon's, which only its `/build` API takes"
-        ));
-    }
-    match engine
-        .builds_dirs(!service.context_sources.is_empty())
-        .await
-    {
-        Ok(()) => Route::Api,
-        Err(why) => Route::Build(why),
-    }
-}
-
-/// One attempt: the build sent the way the engine takes it, the daemon's failure
-/// classified.
-async fn attempt<E: BuildEngine>(
-    engine: &E,
-    root: &Path,
-    service: &Service,
-    options: &BuildOptions,
-    log: LogSink,
-) -> Result<(), BuildFailure> {
-    let probe = spec(service, "Dockerfile", options);
-    let result = match route(engine, service, probe.network.as_deref()).await {
-        Route::Api => {
-            let dirs = build_dirs(root, service)?;
-            let urls: Vec<String> = dirs.remote.keys().map(|n| format!("`{n}`")).collect();
-            match engine.build_dirs(probe, dirs, log).await {
-                // Seen: 28.5's built-in frontend refuses an `http://` context so, before
-                // it asks anything (26.1's fetches it).
-                Err(e) if !urls.is_empty() && e.message.starts_with("invalid argument") => {
-                    let daemon = engine
-                        .version()
-                        .await
-                        .unwrap_or_else(|| "this daemon".to_owned());
-                    return Err(BuildFailure::permanent(format!(
-                        "service `{}`: {daemon}'s built-in Dockerfile frontend refused its URL \
-                         context {} (`{}`)",
-                        service.name,
-                        urls.join(", "),
-                        e.message
-                    )));
-                }
-                other => other,
-            }
-        }
-        Route::Build(why) => {
-            if !service.context_sources.is_empty() {
-                let names: Vec<String> = service
-                    .context_sources
-                    .keys()
-                    .map(|n| format!("`{n}`"))
-                    .collect();
-                let what = if names.len() == 1 {
-                    "additional context {} is a directory or a URL, which needs"
-                } else {
-                    "additional contexts {} are directories or URLs, which need"
-                }
-                .replace("{}", &names.join(", "));
-                return Err(BuildFailure::permanent(format!(
-                    "service `{}`: {what} BuildKit's own API: {why}",
-                    service.name,
-                )));
-            }
-            tracing::debug!("service `{}` built through `/build`: {why}", service.name);
-            let context = tar_context(engine, root, service).await?;
-            let spec = spec(service, context.dockerfile_name(), options);
-            engine
-                .build(spec, Box::pin(context.into_stream()), log)
-                .await
-        }
-    };
-    let error = match result {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    // The heredoc hint only where the daemon's frontend really rejects them (probed).
-    let rejected = service.has_heredocs && !engine.accepts_heredocs().await;
-    Err(BuildFailure::classify(error, rejected))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn build_one<E: BuildEngine>(
-    engine: Arc<E>,
-    root: PathBuf,
-    service: Service,
-    options: BuildOptions,
-    events: EventSink<BuildEvent>,
-    cancel: CancellationToken,
-    bring: Vec<(String, Option<String>, Arc<E>)>,
-    several: bool,
-) -> (ServiceResult, bool) {
-    let started = Instant::now();
-    let name = service.name.clone();
-    let mut result = ServiceResult {
-        name: name.clone(),
-        image: service.image.clone(),
-        status: ServiceStatus::Built,
-        attempts: 0,
-        elapsed_ms: 0,
-        error: None,
-        error_class: None,
-        step: None,
-        last_lines: Vec::new(),
-        hint: None,
-        builder: None,
-    };
-    if options.missing_only
-        && !options.no_cache
-        && engine.image_exists(&service.image).await.unwrap_or(false)
-    {
-        result.status = ServiceStatus::UpToDate;
-        return (result, false);
-    }
-    // The images of this run it needs, from the builders that made them.
-    for (image, from_name, from) in bring {
-        if let Err(e) = from.transfer(&image, &engine).await {
-            let lost = several && !engine.alive().await;
-            let from_name = from_name.as_deref().unwrap_or("its builder");
-            result.status = ServiceStatus::Failed;
-            result.error = Some(format!("cannot bring `{image}` from {from_name}: {e}"));
-            result.error_class = Some(ErrorClass::Transient);
-            result.elapsed_ms = millis(started.elapsed());
-            return (result, lost);
-        }
-    }
-    let mut schedule = options.retry.schedule();
-    loop {
-        let attempt_no = schedule.begin_attempt();
-        result.attempts = attempt_no;
-        events.emit(&BuildEvent::Started {
-            service: name.clone(),
-            attempt: attempt_no,
-        });
-        let sink_events = events.clone();
-        let sink_name = name.clone();
-        let log: LogSink = Arc::new(move |line: &str| {
-            sink_events.emit(&BuildEvent::Line {
-                service: sink_name.clone(),
-                line: line.to_owned(),
-            });
-        });
-        let outcome = tokio::select! {
-            r = attempt(&*engine, &root, &service, &options, log) => r,
-            () = cancel.cancelled() => Err(BuildFailure::permanent("interrupted".into())),
-        };
-        let failure = match outcome {
-            Ok(()) => {
-                result.status = ServiceStatus::Built;
-                result.error = None;
-                result.error_class = None;
-                break;
-            }
-            Err(f) => f,
-        };
-        result.status = ServiceStatus::Failed;
-        result.error = Some(failure.message.clone());
-        result.error_class = Some(failure.class);
-        result.step = failure.step.clone();
-        result.last_lines = failure.last_lines.clone();
-        result.hint = failure.hint.clone();
-        if cancel.is_cancelled() {
-            break;
-        }
-        if several && !engine.alive().await {
-            result.elapsed_ms = millis(started.elapsed());
-            return (result, true);
-        }
-        let classification = Classification {
-            class: failure.class,
-            retry_after: None,
-            dns_failure: false,
-            docker_hub_unreachable: false,
-        };
-        match schedule.after_failure(&classification, false) {
-            Decision::RetryAfter(delay) => {
-                events.emit(&BuildEvent::Retrying {
-                    service: name.clone(),
-                    attempt: attempt_no,
-                    error: failure.message,
-                    delay,
-                });
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => break,
-                }
-            }
-            Decision::GiveUp => break,
-        }
-    }
-    result.elapsed_ms = millis(started.elapsed());
-    (result, false)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
     use std::path::PathBuf;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
-    use crate::engine::{BuildDirs, ContextStream, EngineError};
+    use crate::engine::{BuildDirs, BuildError, BuildSpec, ContextStream, EngineError, LogSink};
     use crate::parse::dockerfile::NamedContext;
+    use crate::plan::Service;
     use crate::plan::ServiceOrigin;
 
     /// Each service fails with the queued failures, then builds.
