@@ -847,13 +847,9 @@ fn a_url_context_is_fetched_by_buildkit_or_refused_naming_the_daemon() {
     bed.remove_images(&[image]);
 }
 
-/// A service built on daemon A with its cache exported to the LAN registry
-/// (`drbuild.yaml` `cache:`), then on an empty daemon B (the site daemon) that imports
-/// it: every `RUN` step is cached there. A graph-driver store exports no cache: said
-/// once, and the build goes on.
 /// Through Docker's `/build` API (which imports a cache from images only), a cache it
 /// cannot use is said once and the build goes on; a malformed one fails the build, as
-/// it does through BuildKit's API, before the daemon is asked.
+/// it does through BuildKit's API, before the build is sent.
 #[test]
 #[cfg_attr(
     not(feature = "e2e"),
@@ -905,6 +901,10 @@ fn the_build_api_says_which_cache_it_cannot_use_and_refuses_a_malformed_one() {
     bed.remove_images(&[&format!("{image}-one"), &format!("{image}-two")]);
 }
 
+/// A service built on daemon A with its cache exported to the LAN registry
+/// (`drbuild.yaml` `cache:`), then on an empty daemon B (the site daemon) that imports
+/// it: every `RUN` step is cached there. A graph-driver store exports no cache: said
+/// once, and the build goes on.
 #[test]
 #[cfg_attr(
     not(feature = "e2e"),
