@@ -26,7 +26,10 @@
 //! - **a connection budget per source** ([`DEFAULT_CONNECTIONS`], `--connections`):
 //!   a run never has more requests on the wire to one host at once, whatever its
 //!   images and the parts of their blobs ask for (registries rate-limit connections);
-//!   manifests go first (the last places are theirs only).
+//!   manifests go first (the last places are theirs only). A source that refuses a
+//!   request with 429/503 while others are on the wire (a mirror's connection limit)
+//!   gets half as many at once, no more than are on the wire then, once per crowd of
+//!   requests, and one more again after it served a few rounds of them.
 //! - **what a source can do with parts of a blob** ([`Transport::part_width`]): one
 //!   that ignores `Range` gets one stream per blob (said once); one that answers parts
 //!   with 429/503 gets fewer parts at once, and more again as it serves them.
@@ -43,7 +46,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::client::{Endpoint, RegistryClient, RequestError};
+use super::client::{Endpoint, Failure, RegistryClient, RequestError};
 use crate::resilience::breaker::Breaker;
 use crate::resilience::classify::ErrorClass;
 use crate::resilience::health::Health;
@@ -237,19 +240,37 @@ impl Connections {
         }
     }
 
-    /// Waits for a place among `host`'s connections ([`Places`]: a manifest first),
-    /// given back when dropped; returns it with the number now on the wire to that host.
-    async fn acquire(&self, host: &str, kind: RequestKind) -> (Place, usize) {
-        let places = Arc::clone(
+    fn places(&self, host: &str) -> Arc<Places> {
+        Arc::clone(
             lock(&self.hosts)
                 .entry(host.to_owned())
                 .or_insert_with(|| Arc::new(Places::new(self.limit))),
-        );
+        )
+    }
+
+    /// Waits for a place among `host`'s connections ([`Places`]: a manifest first),
+    /// given back when dropped; returns it with the number now on the wire to that host.
+    async fn acquire(&self, host: &str, kind: RequestKind) -> (Place, usize) {
+        let places = self.places(host);
         let place = Places::acquire(&places, kind == RequestKind::Manifest).await;
         let taken = places.taken();
         (place, taken)
     }
+
+    /// Says `host` refused (429/503) a request that had a place of `generation`: the
+    /// places it allows now when they shrank, and whether for the first time.
+    fn pushed_back(&self, host: &str, generation: u64) -> Option<(usize, bool)> {
+        Places::pushed_back(&self.places(host), generation).map(|cap| (cap, generation == 0))
+    }
+
+    /// Says `host` served a request.
+    fn served(&self, host: &str) {
+        Places::served(&self.places(host));
+    }
 }
+
+/// Requests a narrowed host serves, per place, before it gets one more.
+const SERVED_TO_WIDEN: u32 = 4;
 
 /// Places kept for manifests in a budget of more than twice as many.
 const MANIFEST_PLACES: usize = 2;
@@ -264,51 +285,71 @@ const MANIFEST_PLACES: usize = 2;
 #[derive(Debug)]
 struct Places {
     state: Mutex<PlacesState>,
+    /// The budget (`--connections`).
     limit: usize,
-    /// Places only a manifest takes.
-    kept: usize,
 }
 
 #[derive(Debug)]
 struct PlacesState {
-    free: usize,
+    /// Places allowed now: the budget, less after the host pushed back.
+    cap: usize,
+    taken: usize,
+    /// Requests served since the cap last moved (while it is below the budget).
+    served: u32,
+    /// Times the cap shrank: a push-back on a request placed before the last shrink is
+    /// the same crowd's, already answered (as TCP halves its window once per loss).
+    shrinks: u64,
     /// Those waiting: manifests, then the rest, each in order of arrival.
     waiting: [std::collections::VecDeque<tokio::sync::oneshot::Sender<Place>>; 2],
 }
 
+impl PlacesState {
+    fn free(&self) -> usize {
+        self.cap.saturating_sub(self.taken)
+    }
+
+    /// Places only a manifest takes.
+    fn kept(&self) -> usize {
+        if self.cap > 2 * MANIFEST_PLACES {
+            MANIFEST_PLACES
+        } else {
+            0
+        }
+    }
+}
+
 /// A place of [`Places`], given back (to the first waiting, else freed) when dropped,
-/// also when it is dropped on its way to a waiter that gave up.
+/// also when it is dropped on its way to a waiter that gave up; with the generation of
+/// the cap it was given under.
 #[derive(Debug)]
-struct Place(Option<Arc<Places>>);
+struct Place(Option<Arc<Places>>, u64);
 
 impl Places {
     fn new(limit: usize) -> Self {
         Places {
             state: Mutex::new(PlacesState {
-                free: limit,
+                cap: limit,
+                taken: 0,
+                served: 0,
+                shrinks: 0,
                 waiting: Default::default(),
             }),
             limit,
-            kept: if limit > 2 * MANIFEST_PLACES {
-                MANIFEST_PLACES
-            } else {
-                0
-            },
         }
     }
 
     /// Places taken now.
     fn taken(&self) -> usize {
-        self.limit - lock(&self.state).free
+        lock(&self.state).taken
     }
 
     async fn acquire(places: &Arc<Places>, manifest: bool) -> Place {
         let given = {
             let mut state = lock(&places.state);
-            let kept = if manifest { 0 } else { places.kept };
-            if state.free > kept && state.waiting[0].is_empty() {
-                state.free -= 1;
-                return Place(Some(Arc::clone(places)));
+            let kept = if manifest { 0 } else { state.kept() };
+            if state.free() > kept && state.waiting[0].is_empty() {
+                state.taken += 1;
+                return Place(Some(Arc::clone(places)), state.shrinks);
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             state.waiting[usize::from(!manifest)].push_back(tx);
@@ -319,15 +360,20 @@ impl Places {
             .expect("a waiter's sender lives as long as its places")
     }
 
-    /// A place given back: to the first manifest waiting, else to the first other
-    /// request waiting while more than the kept places are free, else freed.
+    /// A place given back, then the free places handed out.
     fn release(places: &Arc<Places>) {
         let mut state = lock(&places.state);
-        state.free += 1;
-        loop {
+        state.taken -= 1;
+        Places::hand_out(places, &mut state);
+    }
+
+    /// Free places to the first manifests waiting, else to the first other requests
+    /// waiting while more than the kept places are free.
+    fn hand_out(places: &Arc<Places>, state: &mut PlacesState) {
+        while state.free() > 0 {
             let next = if let Some(tx) = state.waiting[0].pop_front() {
                 tx
-            } else if state.free > places.kept {
+            } else if state.free() > state.kept() {
                 match state.waiting[1].pop_front() {
                     Some(tx) => tx,
                     None => return,
@@ -335,16 +381,44 @@ impl Places {
             } else {
                 return;
             };
-            state.free -= 1;
-            match next.send(Place(Some(Arc::clone(places)))) {
-                Ok(()) => return,
+            state.taken += 1;
+            if let Err(mut unsent) = next.send(Place(Some(Arc::clone(places)), state.shrinks)) {
                 // That waiter gave up: the place goes on to the next, not through
                 // its drop (this holds the lock).
-                Err(mut unsent) => {
-                    unsent.0 = None;
-                    state.free += 1;
-                }
+                unsent.0 = None;
+                state.taken -= 1;
             }
+        }
+    }
+
+    /// The host refused a request placed under cap generation `generation` (its place
+    /// already given back) while others were on the wire: half as many at once, and no
+    /// more than are on the wire now. Once per crowd; a refusal with nothing else on
+    /// the wire says nothing of a limit. Returns the new cap when it shrank.
+    fn pushed_back(places: &Arc<Places>, generation: u64) -> Option<usize> {
+        let mut state = lock(&places.state);
+        let cap = state.taken.min(state.cap / 2);
+        if generation != state.shrinks || cap == 0 {
+            return None;
+        }
+        state.cap = cap;
+        state.served = 0;
+        state.shrinks += 1;
+        Some(cap)
+    }
+
+    /// The host served a request: below the budget, one more place after it served
+    /// [`SERVED_TO_WIDEN`] rounds of its places.
+    fn served(places: &Arc<Places>) {
+        let mut state = lock(&places.state);
+        if state.cap >= places.limit {
+            return;
+        }
+        state.served += 1;
+        if state.served >= SERVED_TO_WIDEN * u32::try_from(state.cap).unwrap_or(u32::MAX) {
+            state.cap += 1;
+            state.served = 0;
+            Places::hand_out(places, &mut state);
         }
     }
 }
@@ -614,6 +688,7 @@ impl Transport {
             }
             let endpoint = &sources[i];
             let (connection, at_once) = self.connections.acquire(&endpoint.host, kind).await;
+            let generation = connection.1;
             self.stats.with(endpoint, |s| {
                 s.requests += 1;
                 s.max_connections = s.max_connections.max(at_once as u64);
@@ -629,6 +704,7 @@ impl Transport {
             self.stats.with(endpoint, |s| s.elapsed_ms += elapsed);
             let failure = match outcome {
                 Ok(step) => {
+                    self.connections.served(&endpoint.host);
                     match kind {
                         RequestKind::Manifest => self.health.manifest_served(&endpoint.host),
                         RequestKind::Other => self.health.success(&endpoint.host),
@@ -657,6 +733,23 @@ impl Transport {
                 // A local failure (the cache's disk): no source is to blame or to retry.
                 return Err(failure);
             };
+            if let Failure::Status {
+                code: code @ (429 | 503),
+                ..
+            } = error.failure
+            {
+                match self.connections.pushed_back(&endpoint.host, generation) {
+                    Some((cap, true)) => tracing::info!(
+                        "{} refused a request with {code} while {cap} others were on the \
+                         wire: at most {cap} at once to it now, more as it serves them",
+                        endpoint.label
+                    ),
+                    Some((cap, false)) => {
+                        tracing::debug!("{}: at most {cap} at once to it now", endpoint.label);
+                    }
+                    None => {}
+                }
+            }
             let class = error.class();
             self.stats.with(endpoint, |s| match class {
                 ErrorClass::Transient => s.faults.transient += 1,
@@ -856,7 +949,51 @@ mod tests {
         drop(third);
         tokio::task::yield_now().await;
         let _blob = given(&mut blob).expect("a third place free goes to the blob");
-        assert_eq!(lock(&places.state).free, 2);
+        assert_eq!(lock(&places.state).free(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_host_that_pushes_back_gets_as_many_as_it_served_then_more() {
+        let places = Arc::new(Places::new(8));
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(Places::acquire(&places, true).await);
+        }
+        let generation = held[0].1;
+        // Refused alone, a request says nothing of a limit.
+        let alone = Arc::new(Places::new(8));
+        let place = Places::acquire(&alone, false).await;
+        let g = place.1;
+        drop(place);
+        assert_eq!(Places::pushed_back(&alone, g), None);
+        // One of 5 refused: 4 others on the wire, 4 at once from now on.
+        drop(held.pop());
+        assert_eq!(Places::pushed_back(&places, generation), Some(4));
+        // The rest of that crowd refused too: answered already.
+        drop(held.pop());
+        assert_eq!(Places::pushed_back(&places, generation), None);
+        // 3 on the wire, 1 free under the cap of 4; a fifth waits.
+        let fourth = Places::acquire(&places, true).await;
+        assert_eq!(fourth.1, 1, "placed under the new cap");
+        let mut fifth = waiter(&places, true).await;
+        assert!(given(&mut fifth).is_none(), "the cap is 4");
+        // Served 4 rounds of 4 places: one more, given to the waiter.
+        for _ in 0..(SERVED_TO_WIDEN * 4 - 1) {
+            Places::served(&places);
+        }
+        tokio::task::yield_now().await;
+        assert!(given(&mut fifth).is_none());
+        Places::served(&places);
+        tokio::task::yield_now().await;
+        let fifth = given(&mut fifth).expect("the cap grew to 5");
+        assert_eq!(lock(&places.state).cap, 5);
+        // Never past the budget.
+        drop((held, fourth, fifth));
+        for _ in 0..1000 {
+            Places::served(&places);
+        }
+        assert_eq!(lock(&places.state).cap, 8);
+        assert_eq!(lock(&places.state).taken, 0, "no place lost");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -871,14 +1008,14 @@ mod tests {
         tokio::task::yield_now().await;
         let place = given(&mut next).expect("the next waiter has the place");
         drop(place);
-        assert_eq!(lock(&places.state).free, 1, "no place lost");
+        assert_eq!(lock(&places.state).free(), 1, "no place lost");
         // Sent, then dropped unread: the place comes back.
         let held = Places::acquire(&places, true).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&places.state).waiting[0].push_back(tx);
         drop(held);
         drop(rx);
-        assert_eq!(lock(&places.state).free, 1, "no place lost");
+        assert_eq!(lock(&places.state).free(), 1, "no place lost");
     }
 
     #[tokio::test(start_paused = true)]
