@@ -208,16 +208,22 @@ fn a_source_limiting_connections_gets_fewer_parts_and_the_image_arrives() {
     bed.reset_faults();
     assert_eq!(code, 0, "{doc}\n{stderr}");
     assert!(bed.has_image(BIG));
-    // The big layer's 16 parts meet 12 refusals at first, then shrink to what the
+    // The big layer's 16 parts meet up to 12 refusals at first, then shrink to what the
     // mirror serves, probing for one more now and then (parts that kept retrying in
-    // place met about 75 in the library's test). The image's other requests are
-    // retried by the transport as any refused request.
+    // place met about 75 in the library's test). A refusal of one of the image's other
+    // requests while others are on the wire halves the transport's requests to the
+    // mirror at once: when it comes before the parts, they meet none (seen on 20.10).
     let layer = big_layer();
     let parts_refused = log
         .iter()
         .filter(|e| e.fault.as_deref() == Some("limit") && e.path.contains(layer))
         .count();
-    assert!((1..=32).contains(&parts_refused), "{proxy:?}");
+    let refused = log
+        .iter()
+        .filter(|e| e.fault.as_deref() == Some("limit"))
+        .count();
+    assert!(parts_refused <= 32, "{proxy:?}");
+    assert!((1..=40).contains(&refused), "{proxy:?}");
     assert!(proxy.peak_active <= 4, "{proxy:?}");
     assert!(proxy.bytes as f64 <= 1.01 * big_size() as f64, "{proxy:?}");
 }
